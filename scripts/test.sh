@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up the course (see setup.sh), then runs the unit tests and every notebook under nbval
+# in the smoke profile, offline. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+export COURSEKIT_PROFILE=smoke YOLO_OFFLINE=1 MPLBACKEND=Agg
+start=$(date +%s)
+status=0
+python -m pytest -n "${COURSEKIT_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider \
+    --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+    tests notebooks solutions exercises "$@" || status=$?
+echo "test suite took $(( $(date +%s) - start )) s"
+exit $status
