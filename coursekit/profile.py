@@ -14,10 +14,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 PROFILE_ENV = "COURSEKIT_PROFILE"
+CACHE_ENV = "COURSEKIT_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where checkpoints and exports are kept: ``$COURSEKIT_CACHE`` (e.g. a Google Drive folder on
+    Colab, so a disconnect loses nothing) or ``~/.cache/coursekit``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "coursekit")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,10 @@ class Profile:
             f"{self.backbone} (width {self.width}) / {self.vit} (patch {self.patch_size}), "
             f"{self.epochs} epochs, batch {self.batch_size}. Set {PROFILE_ENV} to change it."
         )
+
+    def checkpoint_dir(self, run_name: str) -> Path:
+        """The checkpoint folder of a named run under this profile, e.g. ``profile.checkpoint_dir("simclr")``."""
+        return cache_dir() / "checkpoints" / f"{self.name}-{run_name}"
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``profile.replace(epochs=1)``."""

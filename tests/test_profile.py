@@ -54,3 +54,8 @@ def test_cli_prints_banner(capsys):
 
     assert main(["profile", "--name", "smoke"]) == 0
     assert "profile 'smoke'" in capsys.readouterr().out
+
+
+def test_checkpoint_dir_follows_cache_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path))
+    assert get_profile("smoke").checkpoint_dir("simclr") == tmp_path / "checkpoints" / "smoke-simclr"
