@@ -7,7 +7,7 @@ otherwise. Notebooks read every size from the profile, never from numbers typed 
     from coursekit.profile import get_profile
     profile = get_profile()
     print(profile.banner())
-    images = load_images(profile.dataset, n=profile.num_train, size=profile.image_size)
+    images = load_images(profile.dataset, n=profile.num_train, image_size=profile.image_size)
 """
 from __future__ import annotations
 
@@ -46,6 +46,8 @@ class Profile:
         batch_size: pretraining batch size.
         workers: DataLoader workers (device-side pipelines use none).
         device: ``cuda``, ``mps`` or ``cpu``.
+        foundation_size: side in pixels of the images fed to a pretrained foundation model
+            (DINOv2, lesson 08): a multiple of its 14-pixel patches; 224 is DINOv2's own size.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Profile:
     batch_size: int
     workers: int
     device: str
+    foundation_size: int = 224
 
     def banner(self) -> str:
         """One line a notebook prints at its top: which profile, on which device, at what size."""
@@ -83,11 +86,14 @@ class Profile:
 # Sizes per profile (the device is filled in at selection time).
 _PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="shapes", image_size=32, num_train=256, num_test=128, backbone="resnet18",
-                  width=8, vit="vit_tiny", patch_size=8, epochs=1, batch_size=64, workers=0),
+                  width=8, vit="vit_tiny", patch_size=8, epochs=1, batch_size=64, workers=0,
+                  foundation_size=56),
     "demo": dict(dataset="fashion_mnist", image_size=32, num_train=4096, num_test=1000, backbone="resnet18",
-                 width=16, vit="vit_tiny", patch_size=8, epochs=5, batch_size=256, workers=0),
+                 width=16, vit="vit_tiny", patch_size=8, epochs=5, batch_size=256, workers=0,
+                 foundation_size=112),
     "full": dict(dataset="cifar10", image_size=32, num_train=50000, num_test=10000, backbone="resnet18",
-                 width=64, vit="vit_small", patch_size=4, epochs=30, batch_size=512, workers=2),
+                 width=64, vit="vit_small", patch_size=4, epochs=30, batch_size=512, workers=2,
+                 foundation_size=224),
 }
 
 PROFILE_NAMES = tuple(_PROFILES)

@@ -1,0 +1,82 @@
+"""Datasets as in-memory uint8 tensors: ``load_images(name, split, n, image_size, seed)`` -> ``ImageSet``.
+
+| name | splits | source |
+|---|---|---|
+| ``shapes`` | train, test | procedural (``shapes.py``): labels, boxes and masks, offline |
+| ``fashion_mnist`` | train, test | local IDX files or a download (``fashion_mnist.py``) |
+| ``cifar10`` | train, test | torchvision download (``downloads.py``) |
+| ``stl10`` | train, test, unlabeled | torchvision download |
+| ``pets`` | train, test | Oxford-IIIT Pet with segmentation masks, torchvision download |
+
+Files live in ``data_root()`` (``$COURSEKIT_DATA`` or ``~/.cache/coursekit/data``). A dataset that
+must be downloaded and can't be raises ``DatasetUnavailableError``; nothing is silently swapped.
+``ImageSet`` and ``stratified_subset`` live in ``subsets.py``; ``export_yolo`` writes shapes in the
+ultralytics YOLO layout (``yolo_export.py``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .downloads import DatasetUnavailableError, data_root, load_cifar10, load_pets, load_stl10
+from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from .shapes import SHAPE_CLASSES, make_shapes
+from .subsets import ImageSet, resize_images, seeded_first, stratified_subset
+from .yolo_export import export_yolo
+
+SPLITS = {
+    "shapes": ("train", "test"),
+    "fashion_mnist": ("train", "test"),
+    "cifar10": ("train", "test"),
+    "stl10": ("train", "test", "unlabeled"),
+    "pets": ("train", "test"),
+}
+DATASET_NAMES = tuple(SPLITS)
+SHAPES_SPLIT_SIZES = {"train": 10000, "test": 2000}  # shapes images drawn when n is None
+SHAPES_DEFAULT_SIZE = 32
+_IN_MEMORY_LOADERS = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10, "stl10": load_stl10}
+
+
+def _check_name_and_split(name: str, split: str) -> None:
+    if name not in SPLITS:
+        raise ValueError(f"Unknown dataset {name!r}. Valid names: {', '.join(DATASET_NAMES)}.")
+    if split not in SPLITS[name]:
+        raise ValueError(f"Unknown split {split!r} for dataset {name!r}. Valid splits: {', '.join(SPLITS[name])}.")
+
+
+def load_images(name: str, split: str = "train", n: int | None = None, image_size: int | None = None,
+                seed: int = 0, root: str | Path | None = None) -> ImageSet:
+    """Load a dataset split as an ``ImageSet`` of uint8 ``[N, 3, H, W]`` images on the CPU.
+
+    Args:
+        name: one of ``DATASET_NAMES``.
+        split: one of ``SPLITS[name]``.
+        n: number of images: the first ``n`` after a shuffle seeded by ``seed`` (all, shuffled, if None).
+            For ``shapes``, ``n`` images are drawn (``SHAPES_SPLIT_SIZES[split]`` if None); train and
+            test are drawn from different seeds.
+        image_size: resize to ``image_size x image_size`` (bilinear, antialiased); None keeps the
+            native size (shapes: 32). Required for ``pets``, whose photos come in many sizes.
+        seed: picks the images (for shapes: draws them).
+        root: data folder; default ``data_root()``.
+
+    Raises:
+        ValueError: unknown name or split (the message lists the valid ones), bad ``n``.
+        DatasetUnavailableError: the files are missing and the download failed.
+    """
+    _check_name_and_split(name, split)
+    if name == "shapes":
+        split_seed = 2 * seed + SPLITS["shapes"].index(split)
+        count = SHAPES_SPLIT_SIZES[split] if n is None else n
+        return make_shapes(count, SHAPES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
+    if name == "pets":
+        return load_pets(split, image_size, n=n, seed=seed, root=root)
+    full = _IN_MEMORY_LOADERS[name](split, root)
+    picked = full.subset(seeded_first(len(full), n, seed))
+    if image_size is not None:
+        picked.images = resize_images(picked.images, image_size)
+    return picked
+
+
+__all__ = [
+    "DATASET_NAMES", "SPLITS", "SHAPE_CLASSES", "FASHION_MNIST_CLASSES", "ImageSet", "DatasetUnavailableError",
+    "load_images", "make_shapes", "data_root", "stratified_subset", "export_yolo", "resize_images",
+]

@@ -1,0 +1,430 @@
+"""The pictures the notebooks show: one function per picture, each returning a matplotlib Figure.
+
+Images may be uint8 ``[N, C, H, W]`` (0..255) or float. Float images are taken as normalized with
+the ImageNet mean and std that ``coursekit.augment`` uses (pass ``normalized=False`` for floats
+in [0, 1]). A single image ``[C, H, W]`` and one-channel images work too. Tensors may live on any
+device; everything is moved to the CPU for plotting.
+
+Pixel coordinates follow ``coursekit.data``: pixel column ``c`` spans ``[c, c + 1)``, so a box
+``x1, y1, x2, y2`` with exclusive right/bottom edges lines up with the pixels it covers.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD, denormalize
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
+    "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps",
+    "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
+]
+
+CELL_INCHES = 1.6  # side of one image in a grid
+IGNORE_INDEX = 255  # mask value drawn in gray ("don't know")
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def to_rgb(images: Tensor, normalized: bool = True) -> np.ndarray:
+    """Images -> float numpy ``[N, H, W, 3]`` in [0, 1] for ``imshow``.
+
+    Args:
+        images: ``[N, C, H, W]`` or ``[C, H, W]``, C = 1 or 3; uint8 (0..255) or float.
+        normalized: float images are normalized with ImageNet mean/std (undone here); with False
+            they are taken as [0, 1].
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor [N, C, H, W]; got {type(images).__name__}")
+    if images.dim() == 3:
+        images = images[None]
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [N, C, H, W] or [C, H, W] with C = 1 or 3; got shape {list(images.shape)}")
+    images = images.detach().cpu()
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
+    elif not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or float; got {images.dtype}")
+    else:
+        images = images.float()
+        if normalized:
+            images = denormalize(images.expand(-1, 3, -1, -1))
+    return images.expand(-1, 3, -1, -1).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _show(ax: Axes, rgb: np.ndarray, title: str | None = None, **kwargs) -> None:
+    """Draw one [H, W, 3] image with pixel-edge coordinates (column c spans [c, c + 1))."""
+    height, width = rgb.shape[:2]
+    ax.imshow(rgb, extent=(0, width, height, 0), interpolation="nearest", **kwargs)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+
+
+def _image_grid(rows: int, cols: int, title: str | None = None) -> tuple[Figure, np.ndarray]:
+    """A figure with a ``rows x cols`` array of axes (always 2-D), every axis hidden until used."""
+    fig, axes = plt.subplots(rows, cols, figsize=(CELL_INCHES * cols, CELL_INCHES * rows + 0.3 * bool(title)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+def _same_length(**tensors) -> int:
+    lengths = {name: len(value) for name, value in tensors.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"expected the same number of images in each argument; got {lengths}")
+    return next(iter(lengths.values()))
+
+
+def _class_colors(num_classes: int) -> np.ndarray:
+    """``[num_classes, 4]`` RGBA colors (tab10, then tab20 for more classes)."""
+    cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    return cmap(np.arange(num_classes) % cmap.N)
+
+
+# ----------------------------------------------------------------------------------------------
+# Images
+
+
+def show_images(images: Tensor, labels: Tensor | None = None, class_names: Sequence[str] | None = None,
+                ncols: int = 8, title: str | None = None, normalized: bool = True) -> Figure:
+    """A grid of images ``[N, C, H, W]``, each titled with its label (class name when given)."""
+    rgb = to_rgb(images, normalized)
+    if labels is not None:
+        _same_length(images=rgb, labels=labels)
+    ncols = min(ncols, len(rgb))
+    fig, axes = _image_grid(-(-len(rgb) // ncols), ncols, title)
+    for i, image in enumerate(rgb):
+        label = None if labels is None else int(labels[i])
+        name = None if label is None else (class_names[label] if class_names and label >= 0 else str(label))
+        _show(axes.flat[i], image, name)
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_grid(originals: Tensor, views_list: Sequence[Tensor], view_names: Sequence[str] | None = None,
+                      normalized: bool = True) -> Figure:
+    """One row per image: the original, then each of its views.
+
+    Args:
+        originals: ``[N, C, H, W]`` (usually uint8).
+        views_list: list of V view batches ``[N, C, h, w]`` (sizes may differ, e.g. DINO local crops).
+        view_names: V column titles (default "view 1", "view 2", ...).
+    """
+    rows = [to_rgb(originals, normalized)] + [to_rgb(views, normalized) for views in views_list]
+    _same_length(originals=rows[0], **{f"view_{i + 1}": views for i, views in enumerate(rows[1:])})
+    names = ["original"] + list(view_names or [f"view {i + 1}" for i in range(len(views_list))])
+    fig, axes = _image_grid(len(rows[0]), len(rows))
+    for col, (name, images) in enumerate(zip(names, rows)):
+        for row, image in enumerate(images):
+            _show(axes[row, col], image, name if row == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Curves
+
+
+def _numeric_series(history) -> dict[str, list[float]]:
+    items = history.items() if isinstance(history, Mapping) else vars(history).items()
+    return {key: list(values) for key, values in items
+            if isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
+            and all(isinstance(v, (int, float)) for v in values)}
+
+
+def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
+    """One panel per recorded series (loss, learning rate, accuracy...) against the step.
+
+    Args:
+        history: a mapping ``name -> list of numbers`` (or an object whose attributes are such
+            lists, like ``train.History``). A ``step`` (or ``epoch``) series of the same length
+            becomes the x axis.
+        keys: the series to plot (default: all numeric ones except the x axis).
+    """
+    series = _numeric_series(history)
+    x_name = next((name for name in ("step", "epoch") if name in series), None)
+    keys = list(keys) if keys is not None else [k for k in series if k != x_name]
+    missing = [k for k in keys if k not in series]
+    if missing or not keys:
+        raise ValueError(f"plot_history: keys {missing or keys} not found; the history has {sorted(series)}")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        values = series[key]
+        x = series[x_name] if x_name and len(series[x_name]) == len(values) else range(len(values))
+        ax.plot(x, values)
+        ax.set_title(key)
+        ax.set_xlabel(x_name if x_name and len(series[x_name]) == len(values) else "step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
+                logx: bool = False, title: str | None = None) -> Figure:
+    """Several named curves over the same x (e.g. accuracy vs number of labels, one curve per method)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, values in ys.items():
+        if len(values) != len(x):
+            raise ValueError(f"plot_curves: curve {name!r} has {len(values)} values for {len(x)} x values")
+        ax.plot(list(x), list(values), marker="o", label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Features
+
+
+def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_names: Sequence[str] | None = None,
+                  seed: int = 0) -> Figure:
+    """Features ``[N, D]`` projected to 2-D (``"pca"`` or ``"tsne"``), colored by label ``[N]``."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    points = features.detach().float().cpu().numpy()
+    labels = labels.detach().cpu().numpy()
+    _same_length(features=points, labels=labels)
+    if method == "pca":
+        projected = PCA(n_components=2, random_state=seed).fit_transform(points)
+    elif method == "tsne":
+        perplexity = min(30.0, max(1.0, (len(points) - 1) / 3))
+        projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    else:
+        raise ValueError(f"embedding_map: method must be 'pca' or 'tsne'; got {method!r}")
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    colors = _class_colors(int(labels.max()) + 1)
+    for label in np.unique(labels):
+        chosen = labels == label
+        name = class_names[label] if class_names else str(label)
+        ax.scatter(projected[chosen, 0], projected[chosen, 1], s=6, color=colors[label], label=name)
+    ax.set_title(f"{method.upper()} of {points.shape[1]}-d features")
+    ax.legend(markerscale=2, fontsize=7, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def similarity_matrix(z1: Tensor, z2: Tensor, title: str = "cosine similarity") -> Figure:
+    """Heat map of cosine similarities ``[N, N]`` between ``z1[i]`` and ``z2[j]`` (positives on the diagonal)."""
+    _same_length(z1=z1, z2=z2)
+    sims = F.normalize(z1.detach().float().cpu(), dim=1) @ F.normalize(z2.detach().float().cpu(), dim=1).T
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    shown = ax.imshow(sims.numpy(), cmap="viridis", vmin=-1, vmax=1)
+    fig.colorbar(shown, ax=ax)
+    ax.set_xlabel("z2 (view 2)")
+    ax.set_ylabel("z1 (view 1)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max_heads: int = 6,
+                   normalized: bool = True) -> Figure:
+    """The CLS token's attention to the patches, over each image: the mean over heads, then each head.
+
+    Args:
+        images: ``[N, C, H, W]``.
+        attention: ``[N, heads, 1 + L, 1 + L]`` (a ViT's last block; token 0 is CLS).
+        grid: ``(h, w)`` patch grid with ``h * w == L``.
+        max_heads: show at most this many heads.
+    """
+    height, width = grid
+    if attention.dim() != 4 or attention.shape[-1] != 1 + height * width or attention.shape[-2] != attention.shape[-1]:
+        raise ValueError(f"attention must be [N, heads, 1 + L, 1 + L] with L = {height}*{width}; "
+                         f"got shape {list(attention.shape)}")
+    rgb = to_rgb(images, normalized)
+    _same_length(images=rgb, attention=attention)
+    cls_to_patches = attention[:, :, 0, 1:].detach().float().cpu().reshape(len(rgb), -1, height, width)
+    maps = torch.cat([cls_to_patches.mean(dim=1, keepdim=True), cls_to_patches[:, :max_heads]], dim=1)
+    maps = maps - maps.amin(dim=(2, 3), keepdim=True)
+    maps = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).numpy()
+    names = ["image", "mean of heads"] + [f"head {h}" for h in range(maps.shape[1] - 1)]
+    fig, axes = _image_grid(len(rgb), len(names))
+    for row, image in enumerate(rgb):
+        _show(axes[row, 0], image, names[0] if row == 0 else None)
+        for col in range(maps.shape[1]):
+            ax = axes[row, col + 1]
+            _show(ax, image * 0.35, names[col + 1] if row == 0 else None)
+            ax.imshow(maps[row, col], cmap="inferno", alpha=0.75, extent=(0, image.shape[1], image.shape[0], 0))
+    fig.tight_layout()
+    return fig
+
+
+def mae_reconstructions(images: Tensor, masked: Tensor, reconstructions: Tensor, normalized: bool = True) -> Figure:
+    """One row per image: the original, what the encoder saw (masked), the reconstruction (all ``[N, C, H, W]``)."""
+    columns = {"original": to_rgb(images, normalized), "masked": to_rgb(masked, normalized),
+               "reconstruction": to_rgb(reconstructions, normalized)}
+    count = _same_length(**columns)
+    fig, axes = _image_grid(count, len(columns))
+    for col, (name, rgb) in enumerate(columns.items()):
+        for row in range(count):
+            _show(axes[row, col], rgb[row], name if row == 0 else None)
+    fig.tight_layout()
+    return fig
+
+
+def patch_pca(patch_features: Tensor, grid: tuple[int, int], images: Tensor | None = None, threshold: float = 0.5,
+              normalized: bool = True) -> Figure:
+    """Patch features as colors: the first 3 principal components of the foreground patches as RGB.
+
+    As in the DINOv2 paper: the first principal component over all patches of all images separates
+    objects from background; patches whose (min-max scaled) first component is above ``threshold``
+    are foreground (the sign is chosen so that border patches are mostly background). A second PCA
+    over the foreground patches gives their colors; background patches are black.
+
+    Args:
+        patch_features: ``[N, L, D]`` patch tokens.
+        grid: ``(h, w)`` with ``h * w == L``.
+        images: optional ``[N, C, H, W]`` shown above the maps.
+    """
+    count, length, _ = patch_features.shape
+    height, width = grid
+    if height * width != length:
+        raise ValueError(f"patch_pca: grid {grid} does not hold L = {length} patches")
+    tokens = patch_features.detach().float().cpu().reshape(count * length, -1)
+    first = _principal_components(tokens, 1)[:, 0].reshape(count, height, width)
+    border = torch.ones(height, width, dtype=torch.bool)
+    border[1:-1, 1:-1] = False
+    if first[:, border].mean() > first[:, ~border].mean():
+        first = -first
+    first = (first - first.min()) / (first.max() - first.min()).clamp_min(1e-12)
+    foreground = (first > threshold).flatten()
+    colors = torch.zeros(count * length, 3)
+    if foreground.sum() >= 3:
+        components = _principal_components(tokens[foreground], 3)
+        lows, highs = components.amin(dim=0), components.amax(dim=0)
+        colors[foreground] = (components - lows) / (highs - lows).clamp_min(1e-12)
+    maps = colors.reshape(count, height, width, 3).numpy()
+
+    rows = [to_rgb(images, normalized)] if images is not None else []
+    if rows:
+        _same_length(images=rows[0], patch_features=maps)
+    fig, axes = _image_grid(len(rows) + 1, count, "patch features: first 3 principal components")
+    for i in range(count):
+        if rows:
+            _show(axes[0, i], rows[0][i])
+        _show(axes[-1, i], maps[i])
+    fig.tight_layout()
+    return fig
+
+
+def _principal_components(points: Tensor, k: int) -> Tensor:
+    """Projections ``[M, k]`` of ``points [M, D]`` on their first ``k`` principal directions (zeros beyond rank)."""
+    centered = points - points.mean(dim=0)
+    _, _, directions = torch.linalg.svd(centered, full_matrices=False)
+    projected = centered @ directions[:k].T
+    return F.pad(projected, (0, k - projected.shape[1]))
+
+
+def retrieval_grid(queries: Tensor, gallery: Tensor, indices: Tensor, query_labels: Tensor | None = None,
+                   gallery_labels: Tensor | None = None, normalized: bool = True) -> Figure:
+    """One row per query: the query, then its nearest gallery images ``indices [Q, k]`` (best first).
+
+    With labels, a retrieved image gets a green frame when its label matches the query's, red otherwise.
+    """
+    query_rgb, gallery_rgb = to_rgb(queries, normalized), to_rgb(gallery, normalized)
+    _same_length(queries=query_rgb, indices=indices)
+    indices = indices.detach().cpu()
+    fig, axes = _image_grid(len(query_rgb), 1 + indices.shape[1])
+    for row, query in enumerate(query_rgb):
+        _show(axes[row, 0], query, "query" if row == 0 else None)
+        for col, index in enumerate(indices[row].tolist()):
+            ax = axes[row, col + 1]
+            _show(ax, gallery_rgb[index], f"#{col + 1}" if row == 0 else None)
+            if query_labels is not None and gallery_labels is not None:
+                match = int(gallery_labels[index]) == int(query_labels[row])
+                ax.axis("on")
+                for spine in ax.spines.values():
+                    spine.set_color("tab:green" if match else "tab:red")
+                    spine.set_linewidth(3)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Detection and segmentation
+
+
+def draw_boxes(images: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], class_names: Sequence[str],
+               scores: Sequence[Tensor] | None = None, ncols: int = 4, normalized: bool = True) -> Figure:
+    """Images with their boxes: ``boxes[i]`` float ``[K_i, 4]`` xyxy pixels, ``labels[i]`` ``[K_i]``,
+    optional ``scores[i]`` ``[K_i]`` (predictions), one color per class."""
+    rgb = to_rgb(images, normalized)
+    _same_length(images=rgb, boxes=boxes, labels=labels, **({"scores": scores} if scores is not None else {}))
+    colors = _class_colors(len(class_names))
+    ncols = min(ncols, len(rgb))
+    fig, axes = _image_grid(-(-len(rgb) // ncols), ncols)
+    for i, image in enumerate(rgb):
+        ax = axes.flat[i]
+        _show(ax, image)
+        image_scores = [None] * len(labels[i]) if scores is None else scores[i].tolist()
+        for box, label, score in zip(boxes[i].tolist(), labels[i].tolist(), image_scores):
+            x1, y1, x2, y2 = box
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colors[label], linewidth=1.5))
+            text = class_names[label] if score is None else f"{class_names[label]} {score:.2f}"
+            ax.text(x1, y1, text, fontsize=6, color="white", va="bottom",
+                    bbox=dict(facecolor=colors[label], alpha=0.8, pad=0.5, linewidth=0))
+    fig.tight_layout()
+    return fig
+
+
+def _mask_colors(masks: np.ndarray, num_classes: int) -> np.ndarray:
+    """uint masks ``[H, W]`` (0 = background, c + 1 = class c, 255 = ignore) -> RGBA ``[H, W, 4]``."""
+    palette = np.zeros((256, 4))
+    palette[1:num_classes + 1] = _class_colors(num_classes)
+    palette[IGNORE_INDEX] = (0.6, 0.6, 0.6, 1.0)
+    return palette[masks]
+
+
+def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = None, num_classes: int | None = None,
+                 alpha: float = 0.55, normalized: bool = True) -> Figure:
+    """One row per image: the image, its mask over it and, when given, the predicted mask over it.
+
+    Masks are ``[N, H, W]`` integers: 0 = background (not colored), ``c + 1`` = class ``c``,
+    255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value).
+    """
+    rgb = to_rgb(images, normalized)
+    columns = {"ground truth": masks.detach().cpu().long().numpy()}
+    if predictions is not None:
+        columns["prediction"] = predictions.detach().cpu().long().numpy()
+    _same_length(images=rgb, **columns)
+    for name, values in columns.items():
+        if values.shape[1:] != rgb.shape[1:3]:
+            raise ValueError(f"mask_overlay: {name} masks are {list(values.shape)}, images {list(rgb.shape[:3])}")
+    if num_classes is None:
+        num_classes = max(int(v[v != IGNORE_INDEX].max(initial=0)) for v in columns.values())
+    fig, axes = _image_grid(len(rgb), 1 + len(columns))
+    for row, image in enumerate(rgb):
+        _show(axes[row, 0], image, "image" if row == 0 else None)
+        for col, (name, values) in enumerate(columns.items(), start=1):
+            overlay = _mask_colors(values[row], max(num_classes, 1))
+            overlay[..., 3] *= alpha
+            _show(axes[row, col], image, name if row == 0 else None)
+            axes[row, col].imshow(overlay, extent=(0, image.shape[1], image.shape[0], 0), interpolation="nearest")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,90 @@
+"""coursekit.viz: every picture function draws tiny inputs into a Figure (Agg backend)."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from coursekit import viz  # noqa: E402
+from coursekit.augment import normalize  # noqa: E402
+from coursekit.data import make_shapes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return make_shapes(4, image_size=32, seed=1, num_objects=(1, 2))
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def _drawn(fig) -> bool:
+    assert isinstance(fig, Figure)
+    fig.canvas.draw()
+    return True
+
+
+def test_to_rgb_inverts_normalization_and_accepts_uint8_gray_and_single_images(shapes):
+    as_float = shapes.images.float() / 255
+    expected = as_float.permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(viz.to_rgb(shapes.images), expected, atol=1e-6)
+    np.testing.assert_allclose(viz.to_rgb(normalize(as_float)), expected, atol=1e-5)
+    np.testing.assert_allclose(viz.to_rgb(as_float, normalized=False), expected, atol=1e-6)
+    assert viz.to_rgb(shapes.images[0, :1]).shape == (1, 32, 32, 3)
+    with pytest.raises(ValueError, match="C = 1 or 3"):
+        viz.to_rgb(torch.zeros(2, 4, 8, 8))
+
+
+def test_image_pictures(shapes):
+    views = [normalize(shapes.images.float() / 255), normalize(shapes.images[..., :16, :16].float() / 255)]
+    assert _drawn(viz.show_images(shapes.images, shapes.labels, shapes.classes, ncols=2))
+    assert _drawn(viz.augmentation_grid(shapes.images, views, ["global", "local"]))
+    assert _drawn(viz.mae_reconstructions(shapes.images, shapes.images // 2, views[0]))
+    assert _drawn(viz.retrieval_grid(shapes.images[:2], shapes.images, torch.tensor([[1, 2], [3, 0]]),
+                                     shapes.labels[:2], shapes.labels))
+    with pytest.raises(ValueError, match="same number of images"):
+        viz.mae_reconstructions(shapes.images, shapes.images[:2], shapes.images)
+
+
+def test_curve_pictures():
+    history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
+    fig = viz.plot_history(history)
+    assert _drawn(fig) and [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    with pytest.raises(ValueError, match="accuracy"):
+        viz.plot_history(history, keys=["accuracy"])
+    assert _drawn(viz.plot_curves([1, 10, 100], {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]},
+                                  "labels per class", "accuracy", logx=True))
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne"])
+def test_embedding_map(method):
+    features, labels = torch.randn(24, 8, generator=torch.Generator().manual_seed(0)), torch.arange(24) % 3
+    assert _drawn(viz.embedding_map(features, labels, method=method, class_names=["a", "b", "c"]))
+
+
+def test_feature_pictures(shapes):
+    generator = torch.Generator().manual_seed(0)
+    assert _drawn(viz.similarity_matrix(torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)))
+    attention = torch.rand(4, 3, 17, 17, generator=generator).softmax(dim=-1)
+    assert _drawn(viz.attention_maps(shapes.images, attention, grid=(4, 4)))
+    with pytest.raises(ValueError, match="L = 3\\*3"):
+        viz.attention_maps(shapes.images, attention, grid=(3, 3))
+    patches = torch.randn(4, 16, 8, generator=generator)
+    assert _drawn(viz.patch_pca(patches, (4, 4), shapes.images))
+
+
+def test_detection_and_segmentation_pictures(shapes):
+    fig = viz.draw_boxes(shapes.images, shapes.boxes, shapes.box_labels, shapes.classes,
+                         scores=[torch.rand(len(b)) for b in shapes.boxes])
+    assert _drawn(fig) and sum(len(ax.patches) for ax in fig.axes) == sum(len(b) for b in shapes.boxes)
+    masks = shapes.masks.clone()
+    masks[:, 0, :] = 255  # an ignored row is drawn too
+    fig = viz.mask_overlay(shapes.images, masks, predictions=shapes.masks, num_classes=len(shapes.classes))
+    assert _drawn(fig) and len(fig.axes) == 4 * 3
