@@ -1,0 +1,80 @@
+"""BYOL: predict the momentum target's embedding of the other view; no negatives.
+
+Grill et al., "Bootstrap Your Own Latent", 2020.
+
+    view a -> online backbone -> projector -> predictor -> p_a
+    view b -> target backbone -> projector (EMA copies, no gradient) -> z_b
+    loss = regression_loss(p_a, z_b) + regression_loss(p_b, z_a)
+
+The predictor and the slowly moving target are what keep the embedding from collapsing.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coursekit.augment import BYOLViews
+from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
+from coursekit.models import PredictionHead, ProjectionHead
+
+
+def regression_loss(p: Tensor, z: Tensor) -> Tensor:
+    """Mean over N of 2 - 2 cos(p, z) = ||p/|p| - z/|z| ||^2.
+
+    p: [N, D] online predictions, z: [N, D] target projections (a target: no gradient flows into it).
+    """
+    if p.ndim != 2 or p.shape != z.shape:
+        raise ValueError(f"p and z must both be [N, D] with the same shape, got {tuple(p.shape)} and {tuple(z.shape)}")
+    cosine = F.cosine_similarity(p, z.detach(), dim=1)  # [N]
+    return (2 - 2 * cosine).mean()
+
+
+class BYOL(nn.Module):
+    """BYOL: online backbone + projector + predictor, EMA target backbone + projector.
+
+    Projector and predictor: MLPs with hidden width 4 * feature_dim (BN, ReLU) and out_dim outputs.
+    The loss is the mean of the two directions (view 1 predicts view 2 and back), as in lightly's
+    example; the paper sums them, which only doubles the gradient. The target's momentum follows a
+    cosine from ``momentum`` (0.99) to 1.
+
+    Ablations (lesson 04's collapse demo): ``predictor=False`` drops the predictor (p = z of the
+    online projector); ``ema=False`` makes the target a copy of the online network after every
+    step (momentum 0: the target is the online network behind a stop-gradient).
+    """
+
+    def __init__(self, backbone: nn.Module, image_size: int = 32, momentum: float = 0.99,
+                 hidden_dim: int | None = None, out_dim: int = 128, predictor: bool = True,
+                 ema: bool = True):
+        super().__init__()
+        hidden_dim = hidden_dim or 4 * backbone.feature_dim
+        self.backbone = backbone
+        self.projection_head = ProjectionHead(backbone.feature_dim, hidden_dim, out_dim)
+        self.prediction_head = PredictionHead(out_dim, hidden_dim, out_dim) if predictor else nn.Identity()
+        self.target_backbone = make_target(backbone)
+        self.target_projection_head = make_target(self.projection_head)
+        self.views = BYOLViews(image_size)
+        self.momentum, self.ema = momentum, ema
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [N, C, H, W] -> online predictions p [N, out_dim]."""
+        return self.prediction_head(self.projection_head(self.backbone(x)))
+
+    @torch.no_grad()
+    def target(self, x: Tensor) -> Tensor:
+        """x: [N, C, H, W] -> target projections z [N, out_dim], no gradient."""
+        return self.target_projection_head(self.target_backbone(x))
+
+    def training_step(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """images: uint8 [N, C, H, W] -> symmetric regression loss between the two views."""
+        view1, view2 = self.views(images, generator)  # 2 x [N, C, S, S]
+        both = torch.cat([view1, view2])  # [2N, C, S, S]
+        p1, p2 = self(both).chunk(2)  # 2 x [N, out_dim]
+        z1, z2 = self.target(both).chunk(2)  # 2 x [N, out_dim]
+        return (regression_loss(p1, z2) + regression_loss(p2, z1)) / 2
+
+    def on_after_step(self, progress: float) -> None:
+        """Move the target towards the online network (momentum rising from ``momentum`` to 1;
+        0 without EMA: the target becomes a copy of the online network)."""
+        m = cosine_momentum(progress, self.momentum) if self.ema else 0.0
+        momentum_update(self.backbone, self.target_backbone, m)
+        momentum_update(self.projection_head, self.target_projection_head, m)

@@ -1,0 +1,155 @@
+"""DINO: self-distillation with no labels; a student matches an EMA teacher across crops.
+
+Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", 2021.
+
+    2 global crops          -> teacher (EMA of the student) -> softmax((t - center) / teacher_temp)
+    2 global + local crops  -> student                      -> log_softmax(s / student_temp)
+    loss = cross-entropy over all (teacher crop i, student crop j) pairs with i != j
+
+Centering (subtract a running mean of the teacher outputs) keeps one dimension from dominating;
+sharpening (a low teacher temperature) keeps the output from becoming uniform. Together they
+avoid collapse.
+"""
+
+from itertools import groupby
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coursekit import distributed
+from coursekit.augment import DINOViews
+from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
+from coursekit.models import DINOHead
+
+
+def dino_loss(
+    student_out: list[Tensor],
+    teacher_out: list[Tensor],
+    center: Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> Tensor:
+    """Cross-entropy between the centered, sharpened teacher and the student over crop pairs.
+
+    student_out: list of S tensors [N, K] (the first len(teacher_out) are the global crops, in the
+    teacher's order); teacher_out: list of T tensors [N, K]; center: [1, K].
+    Averages -sum_k softmax((t_i - center) / teacher_temp)_k * log_softmax(s_j / student_temp)_k
+    over the N images and all pairs (i, j) with i != j. No gradient through the teacher or center.
+    """
+    if len(teacher_out) == 0 or len(student_out) < len(teacher_out):
+        raise ValueError(f"need at least one teacher view and as many student views, got {len(teacher_out)} and {len(student_out)}")
+    if len(student_out) < 2:
+        raise ValueError("need at least two views: pairs of the same view are excluded")
+    if student_temp <= 0 or teacher_temp <= 0:
+        raise ValueError(f"temperatures must be positive, got student {student_temp}, teacher {teacher_temp}")
+    shape = teacher_out[0].shape
+    if any(t.shape != shape for t in [*teacher_out, *student_out]) or len(shape) != 2:
+        raise ValueError("every student and teacher output must be [N, K] with the same shape")
+    if center.shape != (1, shape[1]):
+        raise ValueError(f"center must be [1, {shape[1]}], got {tuple(center.shape)}")
+
+    teacher_probs = [F.softmax((t.detach() - center.detach()) / teacher_temp, dim=-1) for t in teacher_out]
+    student_log_probs = [F.log_softmax(s / student_temp, dim=-1) for s in student_out]
+    pair_losses = [
+        -(t * s).sum(dim=-1).mean()  # cross-entropy H(teacher_i, student_j), mean over N
+        for i, t in enumerate(teacher_probs)
+        for j, s in enumerate(student_log_probs)
+        if i != j
+    ]
+    return torch.stack(pair_losses).mean()
+
+
+@torch.no_grad()
+def update_center(center: Tensor, teacher_out: Tensor, momentum: float) -> Tensor:
+    """New center [1, K] = momentum * center + (1 - momentum) * mean of teacher_out [M, K] over rows."""
+    if teacher_out.ndim != 2 or center.shape != (1, teacher_out.shape[1]):
+        raise ValueError(f"center must be [1, K] and teacher_out [M, K], got {tuple(center.shape)} and {tuple(teacher_out.shape)}")
+    batch_center = teacher_out.mean(dim=0, keepdim=True)  # [1, K]
+    return momentum * center + (1 - momentum) * batch_center
+
+
+def teacher_temperature(progress: float, warmup_temp: float, final_temp: float, warmup_fraction: float) -> float:
+    """Teacher temperature at ``progress`` in [0, 1]: linear from warmup_temp to final_temp over the
+    first ``warmup_fraction`` of training, then constant (DINO's warmup keeps early training stable)."""
+    if warmup_fraction <= 0 or progress >= warmup_fraction:
+        return final_temp
+    return warmup_temp + (final_temp - warmup_temp) * progress / warmup_fraction
+
+
+def multicrop_forward(network: nn.Module, views: list[Tensor]) -> list[Tensor]:
+    """network applied to every view, one batch per run of views of the same size (as DINO does).
+
+    views: list of [N, C, S_i, S_i] -> list of [N, K], in the same order.
+    """
+    outputs = []
+    for _, same_size in groupby(views, key=lambda view: view.shape[-2:]):
+        same_size = list(same_size)
+        outputs += network(torch.cat(same_size)).chunk(len(same_size))
+    return outputs
+
+
+class DINO(nn.Module):
+    """DINO: student (backbone + DINOHead) and its EMA teacher, multi-crop, centering, sharpening.
+
+    Works with ResNet and ViT backbones (a ViT's position embeddings are interpolated for the
+    smaller local crops). The teacher sees the 2 global crops, the student all crops. Buffers:
+    ``center`` [1, out_dim] (running mean of the teacher outputs, averaged over processes under
+    DDP) and ``progress`` (the last progress seen by on_after_step, for the temperature warmup,
+    kept in the state_dict so that a resumed run continues identically).
+
+    Schedules: teacher temperature linear from warmup_teacher_temp to teacher_temp over the first
+    warmup_fraction of training; teacher momentum cosine from ``momentum`` to 1.
+    """
+
+    def __init__(self, backbone: nn.Module, image_size: int = 32, local_size: int | None = None,
+                 n_local: int = 6, out_dim: int = 1024, student_temp: float = 0.1,
+                 teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
+                 warmup_fraction: float = 0.3, center_momentum: float = 0.9, momentum: float = 0.996,
+                 hidden_dim: int | None = None, bottleneck_dim: int | None = None):
+        super().__init__()
+        feature_dim = backbone.feature_dim
+        self.backbone = backbone
+        self.head = DINOHead(feature_dim, out_dim, hidden_dim or 4 * feature_dim, bottleneck_dim or min(256, feature_dim))
+        self.teacher_backbone = make_target(backbone)
+        self.teacher_head = make_target(self.head)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.register_buffer("progress", torch.zeros(()))
+        self.views = DINOViews(image_size, local_size, n_local)
+        self.student_temp, self.teacher_temp = student_temp, teacher_temp
+        self.warmup_teacher_temp, self.warmup_fraction = warmup_teacher_temp, warmup_fraction
+        self.center_momentum, self.momentum = center_momentum, momentum
+
+    def student(self, x: Tensor) -> Tensor:
+        """x: [N, C, H, W] -> student logits [N, out_dim]."""
+        return self.head(self.backbone(x))
+
+    @torch.no_grad()
+    def teacher(self, x: Tensor) -> Tensor:
+        """x: [N, C, H, W] -> teacher logits [N, out_dim], no gradient."""
+        return self.teacher_head(self.teacher_backbone(x))
+
+    def training_step(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """images: uint8 [N, C, H, W] -> DINO loss over all (global teacher crop, other student crop)
+        pairs; then the center moves towards this batch's mean teacher output."""
+        views = self.views(images, generator)  # 2 global [N, C, S, S], then locals [N, C, s, s]
+        teacher_out = multicrop_forward(self.teacher, views[:2])  # 2 x [N, out_dim]
+        student_out = multicrop_forward(self.student, views)  # (2 + n_local) x [N, out_dim]
+        temp = teacher_temperature(float(self.progress), self.warmup_teacher_temp, self.teacher_temp, self.warmup_fraction)
+        loss = dino_loss(student_out, teacher_out, self.center, self.student_temp, temp)
+        if self.training:
+            self._update_center(torch.cat(teacher_out))
+        return loss
+
+    @torch.no_grad()
+    def _update_center(self, teacher_out: Tensor) -> None:
+        """teacher_out [M, out_dim]: the batch mean, averaged over processes, enters the center."""
+        batch_center = distributed.all_reduce_mean(teacher_out.mean(dim=0, keepdim=True))  # [1, out_dim]
+        self.center.copy_(update_center(self.center, batch_center, self.center_momentum))
+
+    def on_after_step(self, progress: float) -> None:
+        """Move the teacher towards the student (momentum rising from ``momentum`` to 1)."""
+        self.progress.fill_(progress)
+        m = cosine_momentum(progress, self.momentum)
+        momentum_update(self.backbone, self.teacher_backbone, m)
+        momentum_update(self.head, self.teacher_head, m)
