@@ -1,0 +1,293 @@
+"""Graded exercises of lesson 03 (MoCo): ``moco.momentum_update`` and ``moco.infonce``."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
+                     gradients, leaves, randn)
+from .core import CheckFailed, exercise
+
+# ---------------------------------------------------------------------------------------------
+# moco.momentum_update
+# ---------------------------------------------------------------------------------------------
+
+momentum_exercise = exercise("moco.momentum_update", "momentum_update", reference="coursekit.methods.ema:momentum_update")
+UPDATE_HINT = ("inside torch.no_grad(), for each pair of parameters do "
+               "p_target.mul_(m).add_(p_online, alpha=1 - m)")
+
+
+def _network(seed: int) -> nn.Module:
+    """A small network with parameters and buffers (BatchNorm statistics), all seeded."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    net[1].running_mean.normal_()
+    net[1].running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _pair(requires_grad: bool = False) -> tuple[nn.Module, nn.Module]:
+    online, target = _network(0), _network(1)
+    target.requires_grad_(requires_grad)
+    return online, target
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.detach().flatten().float() for t in tensors])
+
+
+def _student_update(momentum_update, m: float, requires_grad: bool = False):
+    """Run the student's update on a fresh pair; return (online, target, returned value)."""
+    online, target = _pair(requires_grad)
+    returned = call(momentum_update, online, target, m)
+    return online, target, returned
+
+
+def _expected_parameters(m: float) -> torch.Tensor:
+    online, target = _pair()
+    momentum_exercise.reference()(online, target, m)
+    return _flat(target.parameters())
+
+
+@momentum_exercise.checks("updates the target in place and returns None", points=1,
+                          hint="change the target's parameters in place (mul_, add_, copy_) and return nothing")
+def _in_place(momentum_update):
+    _, target, returned = _student_update(momentum_update, 0.9)
+    _, untouched = _pair()
+    if returned is not None and torch.equal(_flat(target.parameters()), _flat(untouched.parameters())):
+        raise CheckFailed("returned a new network instead of updating target in place")
+    if returned is not None:
+        raise CheckFailed(f"returned {type(returned).__name__}: the update works in place and returns None")
+
+
+@momentum_exercise.checks("target parameters become m * target + (1 - m) * online", points=3, hint=UPDATE_HINT)
+def _values(momentum_update):
+    online_params, target_params = (_flat(net.parameters()) for net in _pair())
+    for m in (0.9, 0.99, 0.5):
+        _, target, _ = _student_update(momentum_update, m)
+        mistakes = {
+            "m and 1 - m swapped (the target should keep m of itself)": lambda m=m: _expected_parameters(1 - m),
+            "target overwritten with the online weights (m ignored)": lambda: online_params,
+            "target not updated (assigning to the loop variable does not change the parameter: "
+            "update it in place)": lambda: target_params,
+        }
+        expect_close(_flat(target.parameters()), _expected_parameters(m), mistakes,
+                     what=f"the target parameters (m = {m})")
+
+
+@momentum_exercise.checks("leaves the online network unchanged", points=1,
+                          hint="only the target changes; read the online parameters without modifying them")
+def _online_unchanged(momentum_update):
+    online, _, _ = _student_update(momentum_update, 0.9)
+    if not torch.equal(_flat(online.state_dict().values()), _flat(_network(0).state_dict().values())):
+        raise CheckFailed("the online network was changed: the update went into the online network")
+
+
+@momentum_exercise.checks("updates parameters only, not buffers (BatchNorm statistics)", points=1,
+                          hint="iterate over .parameters(), not over .state_dict() (which holds the buffers too)")
+def _buffers_untouched(momentum_update):
+    _, target, _ = _student_update(momentum_update, 0.9)
+    if not torch.equal(_flat(target.buffers()), _flat(_network(1).buffers())):
+        raise CheckFailed("the target's buffers changed: buffers also averaged (parameters only)")
+
+
+@momentum_exercise.checks("records no gradient (the update is not part of the autograd graph)", points=1,
+                          hint="decorate the function with @torch.no_grad() or update inside `with torch.no_grad():`")
+def _no_gradient(momentum_update):
+    try:
+        _, target, _ = _student_update(momentum_update, 0.9, requires_grad=True)
+    except CheckFailed as failure:
+        if "requires grad" in str(failure):
+            raise CheckFailed("the update is recorded by autograd (in-place change of a parameter that requires "
+                              "grad): wrap it in torch.no_grad()") from None
+        raise
+    if any(not p.is_leaf or p.grad_fn is not None for p in target.parameters()):
+        raise CheckFailed("the target parameters carry autograd history: update them under torch.no_grad()")
+    if not all(p.requires_grad for p in target.parameters()):
+        raise CheckFailed("the update switched off requires_grad of the target parameters")
+
+
+@momentum_exercise.checks("edge cases: m = 0 copies the online network, m = 1 leaves the target unchanged", points=1,
+                          hint="use m and 1 - m exactly as in the formula, without special cases")
+def _edge_momenta(momentum_update):
+    for m in (0.0, 1.0):
+        _, target, _ = _student_update(momentum_update, m)
+        expect_close(_flat(target.parameters()), _expected_parameters(m), what=f"the target parameters (m = {m})")
+
+
+# ---------------------------------------------------------------------------------------------
+# moco.infonce
+# ---------------------------------------------------------------------------------------------
+
+infonce_exercise = exercise("moco.infonce", "infonce", reference="coursekit.methods.moco:infonce")
+INFONCE_HINT = ("logits = cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature, then "
+                "cross-entropy with target 0 for every row")
+
+
+def _unit(seed: int, *shape: int) -> torch.Tensor:
+    return F.normalize(randn(seed, *shape), dim=1)
+
+
+def _infonce_mistakes(q, k, queue, temperature):
+    reference = infonce_exercise.reference()
+    zeros = torch.zeros(len(q), dtype=torch.long)
+    positives = (q * k).sum(1, keepdim=True)
+    return {
+        "divided by the temperature twice": lambda: reference(q, k, queue, temperature ** 2),
+        "temperature not applied": lambda: reference(q, k, queue, 1.0),
+        "the positive is not at index 0 (logits must start with q.k, followed by q.queue)":
+            lambda: F.cross_entropy(torch.cat([q @ queue.T, positives], 1) / temperature, zeros),
+        "keys of the other samples used as negatives (the positive is only q[i].k[i], the negatives come "
+        "from the queue)":
+            lambda: F.cross_entropy(torch.cat([q @ k.T, q @ queue.T], 1) / temperature, torch.arange(len(q))),
+        "summed over the batch instead of averaged": lambda: reference(q, k, queue, temperature) * len(q),
+    }
+
+
+def _expect_infonce(infonce, q, k, queue, temperature, what):
+    expected = infonce_exercise.reference()(q, k, queue, temperature)
+    value = expect_scalar(call(infonce, q.clone(), k.clone(), queue.clone(), temperature))
+    expect_close(value, expected, _infonce_mistakes(q, k, queue, temperature), what=what)
+
+
+@infonce_exercise.checks("returns a single number (0-dim float tensor)", points=1,
+                         hint="F.cross_entropy averages over the batch and returns a 0-dim tensor")
+def _infonce_scalar(infonce):
+    expect_scalar(call(infonce, _unit(0, 4, 8), _unit(1, 4, 8), _unit(2, 16, 8), 0.2))
+
+
+@infonce_exercise.checks("matches InfoNCE on a small fixed example", points=2, hint=INFONCE_HINT)
+def _infonce_fixed(infonce):
+    q = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0]]), dim=1)
+    k = F.normalize(torch.tensor([[1.0, 0.5], [0.0, 1.0]]), dim=1)
+    queue = F.normalize(torch.tensor([[-1.0, 0.0], [0.0, -1.0], [1.0, -1.0]]), dim=1)
+    _expect_infonce(infonce, q, k, queue, 0.5, "the loss on the fixed example")
+
+
+@infonce_exercise.checks("matches InfoNCE on random inputs (3 seeds, temperatures 0.07 and 0.2)", points=3,
+                         hint=INFONCE_HINT)
+def _infonce_random(infonce):
+    for seed in SEEDS:
+        for temperature in (0.07, 0.2):
+            q, k, queue = _unit(seed, 8, 16), _unit(seed + 10, 8, 16), _unit(seed + 20, 32, 16)
+            _expect_infonce(infonce, q, k, queue, temperature, f"the loss (seed {seed}, temperature {temperature})")
+
+
+@infonce_exercise.checks("gradient flows into q and matches the reference", points=1,
+                         hint="q is the output of the network being trained: do not detach it")
+def _infonce_grad_q(infonce):
+    q, k, queue = _unit(3, 6, 8), _unit(4, 6, 8), _unit(5, 12, 8)
+    expected = gradients(lambda a: infonce_exercise.reference()(a, k, queue, 0.2), q)[0]
+    (student_q,) = leaves(q)
+    backward(expect_scalar(call(infonce, student_q, k.clone(), queue.clone(), 0.2)))
+    expect_gradient(student_q, expected, "q")
+
+
+def _target_receives_no_gradient(infonce, which: int, name: str) -> None:
+    inputs = leaves(_unit(6, 6, 8), _unit(7, 6, 8), _unit(8, 12, 8))
+    backward(expect_scalar(call(infonce, *inputs, 0.2)))
+    expect_no_gradient(inputs[which], name)
+
+
+@infonce_exercise.checks("no gradient flows into the keys k", points=1,
+                         hint="k comes from the momentum encoder: use k.detach()")
+def _infonce_no_grad_k(infonce):
+    _target_receives_no_gradient(infonce, 1, "keys k")
+
+
+@infonce_exercise.checks("no gradient flows into the queue", points=1, hint="use queue.detach()")
+def _infonce_no_grad_queue(infonce):
+    _target_receives_no_gradient(infonce, 2, "queue")
+
+
+@infonce_exercise.checks("handles a batch of one and a queue of one", points=1,
+                         hint="build the target with torch.zeros(len(q), dtype=torch.long)")
+def _infonce_tiny(infonce):
+    _expect_infonce(infonce, _unit(9, 1, 4), _unit(10, 1, 4), _unit(11, 1, 4), 0.2, "the loss for N = 1, K = 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# moco.simulate_ema (analysis exercise: lag vs stability of a momentum encoder)
+# ---------------------------------------------------------------------------------------------
+
+from .checks import expect_tensor  # noqa: E402 - used by the checks below
+
+ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.analysis:simulate_ema")
+EMA_HINT = ("start with target[0] = signal[0], then for t = 1 .. T-1: "
+            "target[t] = m * target[t - 1] + (1 - m) * signal[t]")
+
+
+def _ema_variant(signal: torch.Tensor, m: float, start=None, late: bool = False) -> torch.Tensor:
+    """An EMA as written with a known mistake: another start value or a one-step-late input."""
+    signal = signal.double()
+    target = torch.empty_like(signal)
+    target[0] = signal[0] if start is None else start(signal, m)
+    for t in range(1, len(signal)):
+        target[t] = m * target[t - 1] + (1 - m) * signal[t - 1 if late else t]
+    return target
+
+
+def _ema_mistakes(signal: torch.Tensor, m: float) -> dict:
+    return {
+        "m and 1 - m swapped (the target should keep m of its old value)": lambda: _ema_variant(signal, 1 - m),
+        "target started at 0 instead of at signal[0] (the target starts as a copy of the online network)":
+            lambda: _ema_variant(signal, m, start=lambda s, m: torch.zeros_like(s[0])),
+        "target started at (1 - m) * signal[0] (an update from 0) instead of at signal[0]":
+            lambda: _ema_variant(signal, m, start=lambda s, m: (1 - m) * s[0]),
+        "one step late: target[t] should use signal[t], not signal[t - 1]": lambda: _ema_variant(signal, m, late=True),
+        "returned the signal itself (no averaging)": lambda: signal,
+        "running mean of the signal instead of an exponential moving average":
+            lambda: signal.double().cumsum(0) / torch.arange(1, len(signal) + 1, dtype=torch.float64).reshape(
+                -1, *[1] * (signal.dim() - 1)),
+    }
+
+
+def _expect_ema(fn, signal: torch.Tensor, m: float, what: str) -> None:
+    expected = ema_exercise.reference()(signal, m)
+    value = expect_tensor(call(fn, signal.clone(), m), what, shape=signal.shape, floating=True)
+    expect_close(value, expected, _ema_mistakes(signal, m), what=what, atol=1e-4)
+
+
+def _step_signal(length: int = 40, jump_at: int = 5) -> torch.Tensor:
+    signal = torch.zeros(length)
+    signal[jump_at:] = 1.0
+    return signal
+
+
+@ema_exercise.checks("returns a float tensor of the same shape as the signal", points=1,
+                     hint="allocate the result with torch.empty_like(signal) (or build a list and torch.stack it)")
+def _ema_shape(fn):
+    signal = randn(0, 12)
+    expect_tensor(call(fn, signal.clone(), 0.9), "the result", shape=signal.shape, floating=True)
+
+
+@ema_exercise.checks("follows the EMA recurrence on a small fixed example", points=2, hint=EMA_HINT)
+def _ema_fixed(fn):
+    _expect_ema(fn, torch.tensor([2.0, 0.0, 1.0, 1.0, -1.0]), 0.5, "the target on [2, 0, 1, 1, -1] with m = 0.5")
+
+
+@ema_exercise.checks("responds to a step and to a noisy signal like the EMA (m = 0.9, 0.99)", points=2, hint=EMA_HINT)
+def _ema_step_and_noise(fn):
+    for m in (0.9, 0.99):
+        _expect_ema(fn, _step_signal(), m, f"the step response (m = {m})")
+        _expect_ema(fn, torch.linspace(0, 1, 60) + 0.3 * randn(int(m * 100), 60), m, f"the noisy signal (m = {m})")
+
+
+@ema_exercise.checks("works on several weights at once: signal [T, P], recurrence along dim 0", points=1,
+                     hint="index time with signal[t] so that every weight is updated together")
+def _ema_batched(fn):
+    _expect_ema(fn, randn(5, 15, 3), 0.8, "the target of a [15, 3] signal")
+
+
+@ema_exercise.checks("edge cases: m = 0 copies the signal, m = 1 never moves, a single step; signal unchanged",
+                     points=1, hint="do not write into the signal; start from signal[0] even when T = 1")
+def _ema_edges(fn):
+    signal = randn(6, 10)
+    copy_of_signal = signal.clone()
+    _expect_ema(fn, signal, 0.0, "the target with m = 0")
+    _expect_ema(fn, signal, 1.0, "the target with m = 1")
+    _expect_ema(fn, torch.tensor([3.0]), 0.9, "the target of a one-step signal")
+    call(fn, signal, 0.5)
+    if not torch.equal(signal, copy_of_signal):
+        raise CheckFailed("the signal was modified: write the target into a new tensor")

@@ -1,0 +1,221 @@
+"""Graded exercises of lesson 02 (SimCLR): ``simclr.nt_xent``."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .checks import SEEDS, backward, call, expect_close, expect_gradient, expect_scalar, gradients, leaves, randn
+from .core import CheckFailed, exercise
+
+nt_xent_exercise = exercise("simclr.nt_xent", "nt_xent", reference="coursekit.methods.simclr:nt_xent")
+HINT = ("normalize z1 and z2, stack them into 2N rows, take the 2N x 2N similarity matrix divided by the "
+        "temperature, mask the diagonal with -inf, and use cross-entropy with the other view as the target")
+
+
+def _mistaken_nt_xent(z1, z2, temperature, normalize=True, self_logit=None, z1_anchors_only=False):
+    """NT-Xent as written with a known mistake: ``self_logit`` None keeps self-similarity,
+    a number replaces it; ``normalize=False`` uses raw dot products."""
+    z = torch.cat([z1, z2])
+    if normalize:
+        z = F.normalize(z, dim=1)
+    logits = z @ z.T / temperature
+    if self_logit is not None:
+        logits = logits.masked_fill(torch.eye(len(z), dtype=torch.bool), self_logit)
+    n = len(z1)
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+    if z1_anchors_only:
+        return F.cross_entropy(logits[:n], targets[:n])
+    return F.cross_entropy(logits, targets)
+
+
+def _mistakes(z1, z2, temperature):
+    reference = nt_xent_exercise.reference()
+    return {
+        "self-similarity not excluded (mask the diagonal of the similarity matrix with -inf)":
+            lambda: _mistaken_nt_xent(z1, z2, temperature, self_logit=None),
+        "self-similarity set to 0 instead of excluded (use -inf, so it drops out of the softmax)":
+            lambda: _mistaken_nt_xent(z1, z2, temperature, self_logit=0.0),
+        "inputs not L2-normalized (cosine similarity needs F.normalize on z1 and z2)":
+            lambda: _mistaken_nt_xent(z1, z2, temperature, normalize=False, self_logit=float("-inf")),
+        "only the z1 views used as anchors (average over all 2N anchors)":
+            lambda: _mistaken_nt_xent(z1, z2, temperature, self_logit=float("-inf"), z1_anchors_only=True),
+        "divided by the temperature twice": lambda: reference(z1, z2, temperature ** 2),
+        "temperature not applied": lambda: reference(z1, z2, 1.0),
+        "summed over the anchors instead of averaged": lambda: reference(z1, z2, temperature) * 2 * len(z1),
+    }
+
+
+def _expect_reference_value(nt_xent, z1, z2, temperature, what):
+    expected = nt_xent_exercise.reference()(z1, z2, temperature)
+    value = expect_scalar(call(nt_xent, z1.clone(), z2.clone(), temperature))
+    expect_close(value, expected, _mistakes(z1, z2, temperature), what=what)
+
+
+@nt_xent_exercise.checks("returns a single number (0-dim float tensor)", points=1,
+                         hint="average the per-anchor losses with .mean() (F.cross_entropy does it)")
+def _returns_scalar(nt_xent):
+    expect_scalar(call(nt_xent, randn(0, 4, 8), randn(1, 4, 8), 0.5))
+
+
+@nt_xent_exercise.checks("matches NT-Xent on a small fixed example (N = 2)", points=2, hint=HINT)
+def _fixed_example(nt_xent):
+    z1 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    z2 = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    _expect_reference_value(nt_xent, z1, z2, 0.5, "the loss on the fixed example")
+
+
+@nt_xent_exercise.checks("matches NT-Xent on random inputs (3 seeds, temperatures 0.1 and 0.5)", points=3, hint=HINT)
+def _random_inputs(nt_xent):
+    for seed in SEEDS:
+        for temperature in (0.1, 0.5):
+            z1, z2 = randn(seed, 8, 16), randn(seed + 100, 8, 16)
+            _expect_reference_value(nt_xent, z1, z2, temperature,
+                                    f"the loss (seed {seed}, temperature {temperature})")
+
+
+@nt_xent_exercise.checks("does not assume normalized inputs (scaling z1 and z2 leaves the loss unchanged)", points=1,
+                         hint="use F.normalize(z, dim=1) so that the similarity is the cosine similarity")
+def _scale_invariant(nt_xent):
+    z1, z2 = F.normalize(randn(3, 6, 8), dim=1), F.normalize(randn(4, 6, 8), dim=1)
+    unit = expect_scalar(call(nt_xent, z1.clone(), z2.clone(), 0.2))
+    scaled = expect_scalar(call(nt_xent, 3.0 * z1, 0.5 * z2, 0.2))
+    if not torch.isclose(unit.detach(), scaled.detach(), atol=1e-5, rtol=1e-4):
+        raise CheckFailed("the loss changes when z1 and z2 are scaled: inputs not L2-normalized")
+
+
+@nt_xent_exercise.checks("is symmetric in the two views: nt_xent(z1, z2) == nt_xent(z2, z1)", points=1,
+                         hint="every one of the 2N views is an anchor, the z2 views as well as the z1 views")
+def _symmetric(nt_xent):
+    z1, z2 = randn(5, 6, 8), randn(6, 6, 8)
+    forward = expect_scalar(call(nt_xent, z1.clone(), z2.clone(), 0.3))
+    swapped = expect_scalar(call(nt_xent, z2.clone(), z1.clone(), 0.3))
+    if not torch.isclose(forward.detach(), swapped.detach(), atol=1e-5, rtol=1e-4):
+        raise CheckFailed("swapping z1 and z2 changes the loss: only one view's anchors are used")
+
+
+@nt_xent_exercise.checks("gradients flow into both z1 and z2 and match the reference", points=1,
+                         hint="do not detach either view; both are outputs of the network being trained")
+def _gradients(nt_xent):
+    z1, z2 = randn(7, 5, 8), randn(8, 5, 8)
+    expected = gradients(lambda a, b: nt_xent_exercise.reference()(a, b, 0.2), z1, z2)
+    student_z1, student_z2 = leaves(z1, z2)
+    backward(expect_scalar(call(nt_xent, student_z1, student_z2, 0.2)))
+    expect_gradient(student_z1, expected[0], "z1")
+    expect_gradient(student_z2, expected[1], "z2")
+
+
+@nt_xent_exercise.checks("handles a batch of one image (N = 1: a positive and no negatives)", points=1,
+                         hint="build the masks and targets from N = len(z1), without assuming N > 1")
+def _batch_of_one(nt_xent):
+    _expect_reference_value(nt_xent, randn(9, 1, 4), randn(10, 1, 4), 0.5, "the loss for N = 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# simclr.augmentation_pair_similarity (analysis exercise: which augmentation pairs are hardest)
+# ---------------------------------------------------------------------------------------------
+
+pair_exercise = exercise("simclr.augmentation_pair_similarity", "augmentation_pair_similarity",
+                         reference="coursekit.analysis:augmentation_pair_similarity")
+PAIR_HINT = ("for each pair from itertools.combinations(view_features, 2), normalize both [N, D] tensors "
+             "with F.normalize(..., dim=1), take the row-wise dot product and its mean, and .item() it")
+
+
+def _pair_inputs(seed: int, names=("crop", "color", "gray"), n: int = 6, d: int = 5) -> dict:
+    """Features of n images under each augmentation: a shared part plus noise, at different scales."""
+    base = randn(seed, n, d)
+    return {name: (base + 0.8 * randn(seed + 10 * (i + 1), n, d)) * (1.0 + i) for i, name in enumerate(names)}
+
+
+def _pair_values(result, keys) -> torch.Tensor:
+    return torch.tensor([float(result[key]) for key in keys], dtype=torch.float64)
+
+
+def _pair_mistakes(features: dict, keys) -> dict:
+    def per_pair(score):
+        return lambda: torch.tensor([float(score(features[a].double(), features[b].double())) for a, b in keys])
+
+    def unit(x, dim=1):
+        return F.normalize(x, dim=dim)
+
+    return {
+        "inputs not L2-normalized (mean dot product instead of cosine similarity)":
+            per_pair(lambda a, b: (a * b).sum(1).mean()),
+        "normalized along the wrong dimension (normalize each row, dim=1)":
+            per_pair(lambda a, b: (unit(a, 0) * unit(b, 0)).sum(1).mean()),
+        "cosine similarity of the mean features instead of the mean of the per-image similarities":
+            per_pair(lambda a, b: F.cosine_similarity(a.mean(0), b.mean(0), dim=0)),
+        "averaged over all pairs of images (i, j); compare each image only with itself (the diagonal)":
+            per_pair(lambda a, b: (unit(a) @ unit(b).T).mean()),
+        "summed over the images instead of averaged": per_pair(lambda a, b: (unit(a) * unit(b)).sum()),
+        "distance instead of similarity": per_pair(lambda a, b: (unit(a) - unit(b)).norm(dim=1).mean()),
+    }
+
+
+def _expect_pairs(fn, features: dict, what: str) -> None:
+    expected = pair_exercise.reference()(features)
+    result = call(fn, {name: value.clone() for name, value in features.items()})
+    if not isinstance(result, dict):
+        raise CheckFailed(f"returned {type(result).__name__}: return a dict {{(a, b): similarity}}")
+    missing = [key for key in expected if key not in result]
+    if missing:
+        raise CheckFailed(f"{what}: the pair {missing[0]} is missing")
+    keys = list(expected)
+    try:
+        actual = _pair_values(result, keys)
+    except (TypeError, ValueError) as error:
+        raise CheckFailed(f"{what}: a value could not be read as a number ({error})") from None
+    expect_close(actual, _pair_values(expected, keys), _pair_mistakes(features, keys), what=what)
+
+
+@pair_exercise.checks("returns one entry per pair of different augmentations, keyed (a, b) in order", points=1,
+                      hint="use itertools.combinations(view_features, 2): no (a, a) pairs, no (b, a) duplicates")
+def _pair_keys(fn):
+    features = _pair_inputs(0, names=("crop", "color", "gray", "flip"))
+    result = call(fn, features)
+    if not isinstance(result, dict):
+        raise CheckFailed(f"returned {type(result).__name__}: return a dict {{(a, b): similarity}}")
+    expected = list(pair_exercise.reference()(features))
+    keys = list(result)
+    if any(isinstance(key, tuple) and len(key) == 2 and key[0] == key[1] for key in keys):
+        raise CheckFailed("the result pairs an augmentation with itself: only pairs of different names")
+    if len(keys) == 2 * len(expected):
+        raise CheckFailed("both (a, b) and (b, a) are in the result: keep each pair once, a before b")
+    if sorted(map(str, keys)) != sorted(map(str, expected)):
+        raise CheckFailed(f"the keys are {keys[:3]}..., expected tuples like {expected[:3]}...")
+
+
+@pair_exercise.checks("mean cosine similarity of the two views of each image, on a fixed example", points=2,
+                      hint=PAIR_HINT)
+def _pair_fixed(fn):
+    features = {"a": torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]),
+                "b": torch.tensor([[2.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])}
+    _expect_pairs(fn, features, "the similarity on the fixed example")
+
+
+@pair_exercise.checks("matches on random features (3 seeds, 3 and 4 augmentations)", points=2, hint=PAIR_HINT)
+def _pair_random(fn):
+    for seed in SEEDS:
+        _expect_pairs(fn, _pair_inputs(seed), f"the similarities (seed {seed})")
+    _expect_pairs(fn, _pair_inputs(7, names=("w", "x", "y", "z"), n=9, d=3), "the similarities (4 augmentations)")
+
+
+@pair_exercise.checks("values are Python floats", points=1,
+                      hint="turn each 0-dim tensor into a number with .item()")
+def _pair_floats(fn):
+    result = call(fn, _pair_inputs(3))
+    if not isinstance(result, dict) or not result:
+        raise CheckFailed("the result is not a non-empty dict")
+    value = next(iter(result.values()))
+    if not isinstance(value, float):
+        raise CheckFailed(f"a value is a {type(value).__name__}, expected a Python float (use .item())")
+
+
+@pair_exercise.checks("handles a single image (N = 1) and leaves the features unchanged", points=1,
+                      hint="average with .mean() over the images; normalize into new tensors, not in place")
+def _pair_edge(fn):
+    features = _pair_inputs(4, n=1)
+    copies = {name: value.clone() for name, value in features.items()}
+    _expect_pairs(fn, features, "the similarities for N = 1")
+    call(fn, features)
+    if any(not torch.equal(features[name], copies[name]) for name in features):
+        raise CheckFailed("the input features were changed: normalize into new tensors (F.normalize), not in place")

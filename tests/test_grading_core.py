@@ -1,0 +1,117 @@
+"""The grading core: results, feedback, time limits, rendering and the registries."""
+import os
+import sys
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coursekit.grading import EXERCISES, check, get_exercise, grade, not_implemented_text, render
+from coursekit.grading import core
+from coursekit.grading.homework import HOMEWORK, exercises_of
+
+DESIGN_TABLE = [
+    "bottleneck.stratified_subset", "simclr.nt_xent", "moco.momentum_update", "moco.infonce",
+    "byol.regression_loss", "dino.dino_loss", "dino.update_center", "mae.patchify", "mae.random_masking",
+    "mae.loss", "probe.knn_predict", "segmentation.mean_iou",
+]
+
+
+def stub(*args):
+    raise NotImplementedError("your code here")
+
+
+def endless(*args):
+    while True:
+        pass
+
+
+def nt_xent_without_temperature(z1, z2, temperature):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = (z @ z.T).fill_diagonal_(float("-inf"))
+    n = len(z1)
+    return F.cross_entropy(logits, torch.cat([torch.arange(n, 2 * n), torch.arange(n)]))
+
+
+def test_every_design_exercise_is_registered_with_points_and_hints():
+    assert set(DESIGN_TABLE) <= set(EXERCISES)
+    for exercise_id in DESIGN_TABLE:
+        ex = get_exercise(exercise_id)
+        assert ex.max_score >= 5 and ex.function_name.isidentifier()
+        assert all(p.points > 0 and p.hint and p.description for p in ex.properties)
+
+
+def test_homework_registry_names_only_registered_exercises():
+    assert {"01_label_bottleneck", "02_simclr", "10_segmentation"} <= set(HOMEWORK)
+    homework_exercises = [eid for ids in HOMEWORK.values() for eid in ids]
+    assert set(DESIGN_TABLE) <= set(homework_exercises) <= set(EXERCISES)
+    assert len(homework_exercises) == len(set(homework_exercises))
+    with pytest.raises(ValueError, match="02_simclr"):
+        exercises_of("99_unknown")
+
+
+def test_unknown_exercise_id_lists_the_known_ids():
+    with pytest.raises(ValueError, match="simclr.nt_xent"):
+        grade("simclr.ntxent", stub)
+
+
+def test_stub_scores_zero_with_the_stored_text(capsys):
+    result = check("simclr.nt_xent", stub)
+    assert (result.score, result.passed) == (0, False)
+    assert capsys.readouterr().out.strip() == not_implemented_text("simclr.nt_xent")
+    assert not_implemented_text("simclr.nt_xent") == (
+        "simclr.nt_xent: 0/10 - not implemented yet: replace the raise NotImplementedError with your code")
+
+
+def test_full_marks_text_is_one_line():
+    result = core.GradeResult("simclr.nt_xent", 10, 10, True, [])
+    assert render(result) == "simclr.nt_xent: 10/10 - all checks passed"
+
+
+def test_partial_credit_names_each_failed_property():
+    result = grade("simclr.nt_xent", nt_xent_without_temperature)
+    assert 0 < result.score < result.max_score and not result.passed
+    assert any("temperature not applied" in line for line in result.feedback)
+    text = render(result)
+    assert text.startswith("simclr.nt_xent: ") and "Hint:" in text
+
+
+@pytest.mark.parametrize("bad_function, words", [
+    (lambda z1, z2, t: "a string", "should be a torch.Tensor, got str"),
+    (lambda z1, z2, t: torch.zeros(len(z1)), "per-sample losses"),
+    (lambda z1, z2, t: torch.tensor(float("nan")), "NaN"),
+    (lambda z1, z2, t: 1 / 0, "ZeroDivisionError"),
+    (lambda z1, z2, t: sys.exit(3), "sys.exit()"),
+    (42, "expected a function"),
+])
+def test_bad_functions_become_feedback(bad_function, words):
+    result = grade("simclr.nt_xent", bad_function, time_limit=10)
+    assert result.score == 0 and any(words in line for line in result.feedback)
+
+
+def test_endless_loop_is_stopped_and_reported():
+    result = grade("byol.regression_loss", endless, time_limit=1)
+    assert result.score == 0
+    assert "did not finish within 1 s" in result.feedback[0]
+    assert "later checks were not run" in result.feedback[-1]
+
+
+def test_os_exit_is_reported():
+    result = grade("byol.regression_loss", lambda p, z: os._exit(0), time_limit=10)
+    assert result.score == 0 and "os._exit()" in result.feedback[0]
+
+
+def test_thread_fallback_stops_an_endless_loop(monkeypatch):
+    monkeypatch.setattr(core, "_can_fork", lambda: False)
+    stop = threading.Event()
+
+    def loops_until_stopped(p, z):
+        while not stop.is_set():
+            pass
+
+    try:
+        assert "did not finish" in grade("byol.regression_loss", loops_until_stopped, time_limit=0.5).feedback[0]
+    finally:
+        stop.set()  # the thread cannot be killed: end it so it does not keep a core busy
+    assert grade("simclr.nt_xent", stub).feedback == [core.NOT_IMPLEMENTED_FEEDBACK]
