@@ -1,0 +1,52 @@
+"""``coursekit pretrain`` end to end on the shapes dataset: one process in-process, and two CPU
+processes under torchrun (gloo backend, DDP)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from coursekit.checkpoint import load_checkpoint
+from coursekit.cli import main
+
+TINY = ["--dataset", "shapes", "--epochs", "1", "--num-images", "32", "--num-test", "24", "--batch-size", "8",
+        "--width", "4", "--profile", "smoke", "--device", "cpu"]
+
+
+def test_pretrain_trains_checkpoints_and_prints_knn(tmp_path, capsys):
+    assert main(["pretrain", "--method", "byol", *TINY, "--checkpoint-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "kNN accuracy (k=200, temperature=0.1) on shapes test (24 images):" in out
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["finished"] and state["step"] == 4  # 32 images / batch 8
+    assert state["settings"]["extra"] == {"dataset": "shapes", "backbone": "resnet18", "backbone_kwargs": {"width": 4}}
+    assert (tmp_path / "history.json").is_file()
+
+    assert main(["pretrain", "--method", "byol", *TINY, "--checkpoint-dir", str(tmp_path), "--resume"]) == 0
+    assert "kNN accuracy" in capsys.readouterr().out  # the finished run is evaluated, not retrained
+    assert torch.equal(load_checkpoint(tmp_path / "checkpoint.pt")["method"]["backbone.conv1.weight"],
+                       state["method"]["backbone.conv1.weight"])
+
+
+def test_unknown_method_or_dataset_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--method", "swav", *TINY])
+    assert "invalid choice: 'swav'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--method", "simclr", "--dataset", "imagenet"])
+    assert "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "coursekit", "pretrain", "--method", "simclr", *TINY, "--checkpoint-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("kNN accuracy (k=200, temperature=0.1)") == 1  # rank 0 only
+    assert "2 process(es)" in result.stdout
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["finished"] and state["step"] == 2  # 32 images / 2 processes / batch 8
+    assert state["settings"]["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "history.json"]  # no leftovers
