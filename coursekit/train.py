@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 
 from coursekit import distributed
 from coursekit.checkpoint import CheckpointError, check_settings, load_checkpoint, save_checkpoint
+from coursekit.schedules import cosine_schedule
 
 CHECKPOINT_NAME = "checkpoint.pt"
 OPTIMIZERS = ("adamw", "sgd")
@@ -137,16 +137,6 @@ class History:
 
 # ----------------------------------------------------------------------------------------------
 # Small pieces: schedules, seeds, precision
-
-
-def cosine_schedule(step: int, total: int, warmup: int, base: float, final: float) -> float:
-    """Value at ``step`` (0-based) of ``total``: linear warmup to ``base`` over the first ``warmup``
-    steps (``base * (step + 1) / warmup``), then a half cosine from ``base`` down (or up) to ``final``,
-    reached at ``step == total``. Learning rates use it; so can momentum and temperature schedules."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def derived_seed(*parts) -> int:

@@ -8,10 +8,11 @@ with m close to 1, and m raised towards 1 over training by a cosine schedule (BY
 """
 
 import copy
-import math
 
 import torch
 from torch import nn
+
+from coursekit.schedules import cosine_schedule
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def cosine_momentum(progress: float, base: float, final: float = 1.0) -> float:
     """
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"progress must be in [0, 1], got {progress}")
-    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+    return cosine_schedule(progress, total=1, warmup=0, base=base, final=final)
 
 
 def make_target(online: nn.Module) -> nn.Module:
