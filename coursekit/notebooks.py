@@ -150,8 +150,9 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if cell.cell_type != "code":
             continue
         cell.source = _replace_code_regions(cell.source)
-        cell.execution_count = None
         cell.outputs = _not_implemented_outputs(cell.source) if GRADED_TAG in _tags(cell) else []
+        # nbval refuses a cell with stored outputs and no execution count ("Unrun reference cell").
+        cell.execution_count = 1 if cell.outputs else None
     return exercise
 
 

@@ -48,6 +48,8 @@ class Profile:
         device: ``cuda``, ``mps`` or ``cpu``.
         foundation_size: side in pixels of the images fed to a pretrained foundation model
             (DINOv2, lesson 08): a multiple of its 14-pixel patches; 224 is DINOv2's own size.
+        detection_size: side in pixels of the detection images of lesson 09 (YOLO's ``imgsz``):
+            a multiple of YOLO's stride 32.
     """
 
     name: str
@@ -64,6 +66,7 @@ class Profile:
     workers: int
     device: str
     foundation_size: int = 224
+    detection_size: int = 64
 
     def banner(self) -> str:
         """One line a notebook prints at its top: which profile, on which device, at what size."""
@@ -87,13 +90,13 @@ class Profile:
 _PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="shapes", image_size=32, num_train=256, num_test=128, backbone="resnet18",
                   width=8, vit="vit_tiny", patch_size=8, epochs=1, batch_size=64, workers=0,
-                  foundation_size=56),
+                  foundation_size=42),
     "demo": dict(dataset="fashion_mnist", image_size=32, num_train=4096, num_test=1000, backbone="resnet18",
                  width=16, vit="vit_tiny", patch_size=8, epochs=5, batch_size=256, workers=0,
-                 foundation_size=112),
+                 foundation_size=112, detection_size=64),
     "full": dict(dataset="cifar10", image_size=32, num_train=50000, num_test=10000, backbone="resnet18",
                  width=64, vit="vit_small", patch_size=4, epochs=30, batch_size=512, workers=2,
-                 foundation_size=224),
+                 foundation_size=224, detection_size=224),
 }
 
 PROFILE_NAMES = tuple(_PROFILES)

@@ -26,6 +26,7 @@ __all__ = [
     "backbone_blocks",
     "set_backbone_trainable",
     "make_optimizer",
+    "param_groups",
     "train_segmentation",
     "predict_masks",
 ]
@@ -288,6 +289,21 @@ def make_optimizer(
     in it (with weight decay and momentum state). A group with no parameters is left out.
     The groups carry ``"name"``: ``"head"`` and ``"backbone"``.
     """
+    groups = param_groups(model, lr, backbone_lr_scale)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
+    """The optimizer parameter groups of :func:`make_optimizer` (the reference of the
+    ``detection.param_groups`` exercise).
+
+    Only parameters with ``requires_grad`` are listed, each once, in ``model.parameters()`` order:
+    ``{"name": "head", "params": [...], "lr": lr}`` for everything outside the SSL encoder, then
+    ``{"name": "backbone", "params": [...], "lr": lr * backbone_lr_scale}``; a group with no
+    parameters is left out (a frozen backbone gives only the head group).
+    """
     backbone_ids = {id(p) for p in _encoder(model).parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = [p for p in trainable if id(p) not in backbone_ids]
@@ -296,10 +312,7 @@ def make_optimizer(
         {"name": "head", "params": head, "lr": lr},
         {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_scale},
     ]
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return [g for g in groups if g["params"]]
 
 
 # ----------------------------------------------------------------------------------------------
