@@ -161,7 +161,7 @@ def _comparable(notebook: nbformat.NotebookNode) -> list[tuple]:
     def outputs(cell):
         return [(o.get("name"), o.get("text")) for o in cell.get("outputs", [])]
 
-    return [(c.cell_type, c.source, _tags(c), outputs(c)) for c in notebook.cells]
+    return [(c.cell_type, c.source, _tags(c), outputs(c), c.get("execution_count")) for c in notebook.cells]
 
 
 def generate_exercises(solutions_dir: Path, exercises_dir: Path, check_only: bool = False) -> list[str]:
