@@ -372,11 +372,9 @@ def _block_shape(block_mask):
         top, left = int(rows.min()), int(cols.min())
         height, width = int(rows.max()) - top + 1, int(cols.max()) - left + 1
         if (height, width) != (bh, bw):
-            if height * width > 2 * n:
-                raise CheckFailed(f"the removed patches are scattered over a {height} x {width} area: "
-                                  "block masking removes one contiguous block")
-            raise CheckFailed(f"on a {grid_h} x {grid_w} grid with {n} removed patches the block is {height} x {width}, "
-                              f"expected {bh} x {bw} (bw = min(grid_w, max(ceil(sqrt(n)), ceil(n / grid_h))), bh = ceil(n / bw))")
+            raise CheckFailed(f"on a {grid_h} x {grid_w} grid the {n} removed patches spread over a {height} x {width} "
+                              f"area instead of one {bh} x {bw} block (bw = min(grid_w, max(ceil(sqrt(n)), "
+                              "ceil(n / grid_h))), bh = ceil(n / bw)): block masking removes one contiguous block")
         expected = torch.zeros(bh * bw)
         expected[:n] = 1
         if not torch.equal(mask[top:top + bh, left:left + bw].flatten(), expected):
