@@ -1,0 +1,138 @@
+"""Helpers shared by the benchmark scripts (and used by nothing else): device and version info,
+the machine's load, JSON results, and timing of several pipelines in alternation.
+
+The scripts are run as files (``python benchmarks/throughput.py``), so they import this module as
+``common`` from their own folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+DATE_FORMAT = "%Y-%m-%d"
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's architecture and the number of torch threads."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): CPU timings taken while other
+    processes run are noisy, and this says how busy the machine was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a benchmark compares."""
+    import lightly
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "lightly": lightly.__version__}
+
+
+def environment(device: torch.device) -> dict:
+    """What every result file starts with: device, versions, CPU count and load, date."""
+    return {
+        "device": device_name(device),
+        "device_type": device.type,
+        "versions": versions(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min_start": load_average(),
+        "date": time.strftime(DATE_FORMAT),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def write_result(name: str, device: torch.device, result: dict, results_dir: Path | None = None) -> Path:
+    """Write ``result`` (with the end-of-run load average added) to
+    ``<results_dir>/<name>_<device type>.json`` and return the path."""
+    result = {**result, "load_average_1min_end": load_average()}
+    folder = Path(results_dir) if results_dir is not None else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_{device.type}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a clock reading means something."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Accumulates the seconds between start() and stop() calls, synchronizing the device at each."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self._started = device, 0.0, None
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._started = time.perf_counter()
+
+    def stop(self) -> None:
+        synchronize(self.device)
+        self.seconds += time.perf_counter() - self._started
+        self._started = None
+
+
+@dataclass
+class Timed:
+    """A pipeline to time: ``step()`` does one training step of ``batch_size`` source images;
+    ``before_round()`` (optional) runs untimed before each timed round (e.g. to drain batches a
+    DataLoader prefetched while other pipelines ran)."""
+
+    step: Callable[[], None]
+    batch_size: int
+    before_round: Callable[[], None] | None = None
+
+
+def time_alternating(pipelines: dict[str, Timed], device: torch.device, warmup_steps: int,
+                     rounds: int, steps_per_round: int) -> dict[str, dict]:
+    """Images per second of every pipeline, measured in alternation so that a change in the
+    machine's load hits all of them alike.
+
+    Each pipeline first runs ``warmup_steps`` untimed steps. Then, ``rounds`` times, each pipeline
+    in turn runs ``steps_per_round`` timed steps. Returns, per pipeline, the median over rounds of
+    the source images per second and every round's value.
+    """
+    for timed in pipelines.values():
+        for _ in range(warmup_steps):
+            timed.step()
+    per_round: dict[str, list[float]] = {name: [] for name in pipelines}
+    for _ in range(rounds):
+        for name, timed in pipelines.items():
+            if timed.before_round is not None:
+                timed.before_round()
+            watch = Stopwatch(device)
+            watch.start()
+            for _ in range(steps_per_round):
+                timed.step()
+            watch.stop()
+            per_round[name].append(steps_per_round * timed.batch_size / watch.seconds)
+    return {name: {"images_per_s": round(statistics.median(values), 1),
+                   "rounds_images_per_s": [round(v, 1) for v in values]}
+            for name, values in per_round.items()}

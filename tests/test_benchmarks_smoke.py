@@ -1,0 +1,61 @@
+"""The benchmark scripts run end to end at tiny settings (seconds), so that they cannot rot.
+
+Only that they run and write well-formed JSON is checked: a test never asserts a timing.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def benchmarks_on_path():
+    """The scripts import each other as top-level modules from their folder."""
+    sys.path.insert(0, str(BENCHMARKS))
+    yield
+    sys.path.remove(str(BENCHMARKS))
+
+
+def read(results_dir: Path, name: str) -> dict:
+    (path,) = results_dir.glob(f"{name}_*.json")
+    return json.loads(path.read_text())
+
+
+def test_throughput_runs(tmp_path):
+    import throughput
+
+    throughput.main(["--device", "cpu", "--methods", "simclr", "dino", "--width", "2", "--batch-size", "4",
+                     "--num-images", "16", "--workers", "0", "--warmup", "1", "--rounds", "1", "--steps", "1",
+                     "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "throughput")
+    assert set(result["methods"]) == {"simclr", "dino"}
+    for method in result["methods"].values():
+        assert set(method["images_per_s"]) == {"coursekit", "lightly", "ceiling"}
+        assert method["coursekit_over_lightly"] > 0 and method["coursekit_over_ceiling"] > 0
+    assert "load_average_1min_start" in result and result["versions"]["lightly"]
+
+
+def test_quality_runs(tmp_path):
+    import quality
+
+    quality.main(["--device", "cpu", "--epochs", "1", "--train-images", "32", "--test-images", "16",
+                  "--width", "2", "--batch-size", "16", "--workers", "0", "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "quality")
+    methods = result["datasets"]["fashion_mnist"]["methods"]
+    assert set(methods) == {"simclr", "byol"}
+    for runs in methods.values():
+        for implementation in ("coursekit", "lightly"):
+            assert len(runs[implementation]["knn_accuracy_per_epoch"]) == 1
+            assert 0 <= runs[implementation]["final_knn_accuracy"] <= 1
+
+
+def test_suite_time_runs(tmp_path):
+    import suite_time
+
+    suite_time.main(["--tests", "tests/test_profile.py", "--notebooks", "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "suite")
+    assert result["unit_tests"]["seconds"] > 0 and "returncode" in result["unit_tests"]
+    assert result["notebooks"] == {}
