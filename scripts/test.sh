@@ -6,9 +6,13 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export COURSEKIT_PROFILE=smoke YOLO_OFFLINE=1 MPLBACKEND=Agg
+# A fresh checkpoint cache: notebooks train what they need instead of reusing old runs.
+COURSEKIT_CACHE=$(mktemp -d)
+export COURSEKIT_CACHE
+trap 'rm -rf "$COURSEKIT_CACHE"' EXIT
 start=$(date +%s)
 status=0
-python -m pytest -n "${COURSEKIT_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider \
+python -m pytest -n "${COURSEKIT_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider --durations=15 \
     --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
     tests notebooks solutions exercises "$@" || status=$?
 echo "test suite took $(( $(date +%s) - start )) s"
