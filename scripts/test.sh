@@ -13,7 +13,7 @@ trap 'rm -rf "$COURSEKIT_CACHE"' EXIT
 start=$(date +%s)
 status=0
 python -m pytest -n "${COURSEKIT_TEST_WORKERS:-2}" --dist loadfile -p no:cacheprovider --durations=15 \
-    --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+    --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg \
     tests notebooks solutions exercises "$@" || status=$?
 echo "test suite took $(( $(date +%s) - start )) s"
 exit $status

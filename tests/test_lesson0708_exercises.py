@@ -1,0 +1,204 @@
+"""Graders of lessons 07 and 08: the reference and other correct versions get full marks, typical
+mistakes get fewer points with feedback that names the mistake."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coursekit import retrieval
+from coursekit.grading import grade
+from coursekit.grading.dinov2 import _first_component
+
+
+def _full_marks(exercise_id, fn):
+    result = grade(exercise_id, fn)
+    assert result.passed and result.score == result.max_score, result.feedback
+
+
+def _caught(exercise_id, fn, words):
+    result = grade(exercise_id, fn)
+    assert result.score < result.max_score
+    assert any(words in line for line in result.feedback), result.feedback
+
+
+# ------------------------------------------------------------------------------------------------
+# dinov2.cosine_top_k
+
+
+def loop_top_k(queries, gallery, k):
+    """A plain-Python version: cosine similarity per pair, sorted by hand."""
+    rows = []
+    for query in queries:
+        sims = [float(torch.dot(query, item) / (query.norm() * item.norm())) for item in gallery]
+        rows.append(sorted(range(len(gallery)), key=lambda i: -sims[i])[:k])
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def numpy_top_k(queries, gallery, k):
+    q = queries.numpy() / np.linalg.norm(queries.numpy(), axis=1, keepdims=True)
+    g = gallery.numpy() / np.linalg.norm(gallery.numpy(), axis=1, keepdims=True)
+    return torch.from_numpy(np.argsort(-(q @ g.T), axis=1)[:, :k].copy())
+
+
+@pytest.mark.parametrize("fn", [retrieval.cosine_top_k, loop_top_k, numpy_top_k])
+def test_cosine_top_k_correct_versions_get_full_marks(fn):
+    _full_marks("dinov2.cosine_top_k", fn)
+
+
+def _cosine(q, g):
+    return F.normalize(q, dim=1) @ F.normalize(g, dim=1).T
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda q, g, k: (q @ g.T).topk(k, dim=1).indices, "not L2-normalized"),
+    (lambda q, g, k: _cosine(q, g).topk(k, dim=1, largest=False).indices, "least similar"),
+    (lambda q, g, k: _cosine(q, g).topk(k, dim=1).indices.sort(dim=1).values, "sorted by index"),
+    (lambda q, g, k: torch.cdist(q, g).topk(k, dim=1, largest=False).indices, "Euclidean"),
+    (lambda q, g, k: (F.normalize(q, dim=1) @ g.T).topk(k, dim=1).indices, "not L2-normalized"),
+    (lambda q, g, k: _cosine(q, g).topk(k + 1, dim=1).indices[:, 1:], "skipped"),
+    (lambda q, g, k: _cosine(q, g).topk(k, dim=1).indices.float(), "expected torch.int64"),
+    (lambda q, g, k: _cosine(q, g).topk(k, dim=1).values, "expected torch.int64"),
+])
+def test_cosine_top_k_mistakes_are_named(fn, words):
+    _caught("dinov2.cosine_top_k", fn, words)
+
+
+def test_cosine_top_k_stub_and_crash():
+    def stub(q, g, k):
+        raise NotImplementedError
+
+    assert "not implemented" in grade("dinov2.cosine_top_k", stub).feedback[0]
+    _caught("dinov2.cosine_top_k", lambda q, g, k: q.undefined, "AttributeError")
+
+
+# ------------------------------------------------------------------------------------------------
+# dinov2.foreground_mask
+
+
+def eigh_mask(features, grid, threshold):
+    """Another correct version: the covariance matrix's top eigenvector in float64 NumPy."""
+    height, width = grid
+    x = features.reshape(-1, features.shape[-1]).numpy().astype(np.float64)
+    x = x - x.mean(axis=0)
+    direction = np.linalg.eigh(x.T @ x)[1][:, -1]
+    first = (x @ direction).reshape(len(features), height, width)
+    border = np.ones((height, width), dtype=bool)
+    border[1:-1, 1:-1] = False
+    if first[:, border].mean() > first[:, ~border].mean():
+        first = -first
+    first = (first - first.min()) / (first.max() - first.min())
+    return torch.from_numpy(first > threshold)
+
+
+def pca_lowrank_mask(features, grid, threshold):
+    tokens = features.reshape(-1, features.shape[-1])
+    _, _, v = torch.pca_lowrank(tokens, q=min(6, tokens.shape[1]), center=True, niter=10)
+    first = ((tokens - tokens.mean(0)) @ v[:, 0]).reshape(len(features), *grid)
+    inner = first[:, 1:-1, 1:-1]
+    border_mean = (first.sum() - inner.sum()) / (first.numel() - inner.numel())
+    if border_mean > inner.mean():
+        first = -first
+    return (first - first.min()) / (first.max() - first.min()) > threshold
+
+
+@pytest.mark.parametrize("fn", [retrieval.foreground_mask, eigh_mask, pca_lowrank_mask])
+def test_foreground_mask_correct_versions_get_full_marks(fn):
+    _full_marks("dinov2.foreground_mask", fn)
+
+
+def _mistake(**kwargs):
+    return lambda f, grid, t: _first_component(f.float(), grid, **kwargs) > t
+
+
+def _in_place(features, grid, threshold):
+    features -= features.mean(dim=(0, 1))
+    return retrieval.foreground_mask(features, grid, threshold)
+
+
+@pytest.mark.parametrize("fn, words", [
+    (_mistake(center=False), "not centered"),
+    (_mistake(fix_sign=False), "sign"),
+    (_mistake(per_image=True), "each image min-max scaled"),
+    (_mistake(column_major=True), "column by column"),
+    (_mistake(index=-1), "last principal direction"),
+    (lambda f, grid, t: retrieval.first_component_map(f, grid), "expected torch.bool"),
+    (_in_place, "changed the patch features"),
+])
+def test_foreground_mask_mistakes_are_named(fn, words):
+    _caught("dinov2.foreground_mask", fn, words)
+
+
+def test_foreground_mask_finds_a_planted_object():
+    features = torch.randn(2, 36, 8, generator=torch.Generator().manual_seed(0)) * 0.3
+    grid = features.view(2, 6, 6, 8)
+    grid[:, 2:4, 2:4] += 4.0  # the object in the middle
+    mask = retrieval.foreground_mask(features, (6, 6))
+    expected = torch.zeros(2, 6, 6, dtype=torch.bool)
+    expected[:, 2:4, 2:4] = True
+    assert torch.equal(mask, expected)
+
+
+def test_tokens_to_grid_is_row_major():
+    tokens = torch.arange(2 * 6 * 3).float().reshape(2, 6, 3)  # token i of image n: values n*18 + 3i ...
+    grid = retrieval.tokens_to_grid(tokens, (2, 3))
+    assert grid.shape == (2, 3, 2, 3)
+    assert torch.equal(grid[1, :, 1, 2], tokens[1, 5]) and torch.equal(grid[0, :, 0, 1], tokens[0, 1])
+
+
+def test_precision_at_k():
+    indices = torch.tensor([[0, 1], [2, 0]])
+    assert retrieval.precision_at_k(indices, torch.tensor([0, 1]), torch.tensor([0, 1, 1])) == 0.5
+
+
+# ------------------------------------------------------------------------------------------------
+# probe.ridge_classifier
+
+from coursekit.evaluate import ridge_classifier  # noqa: E402
+from coursekit.grading.probe import _ridge_variant  # noqa: E402
+
+
+def numpy_ridge(x, labels, num_classes, l2):
+    """Another correct version: a column of ones whose weight (the bias) is not penalized."""
+    features = np.hstack([x.numpy().astype(np.float64), np.ones((len(x), 1))])
+    penalty = l2 * np.eye(features.shape[1])
+    penalty[-1, -1] = 0.0
+    solution = np.linalg.solve(features.T @ features + penalty, features.T @ np.eye(num_classes)[labels.numpy()])
+    return torch.from_numpy(solution[:-1]).float(), torch.from_numpy(solution[-1]).float()
+
+
+def inverse_ridge(x, labels, num_classes, l2):
+    y = F.one_hot(labels, num_classes).float()
+    x_mean = x.mean(0)
+    xc = x - x_mean
+    weight = torch.linalg.inv(xc.T @ xc + l2 * torch.eye(x.shape[1])) @ xc.T @ (y - y.mean(0))
+    return weight, y.mean(0) - x_mean @ weight
+
+
+@pytest.mark.parametrize("fn", [ridge_classifier, numpy_ridge, inverse_ridge])
+def test_ridge_correct_versions_get_full_marks(fn):
+    _full_marks("probe.ridge_classifier", fn)
+
+
+def _float(**kwargs):
+    return lambda *args: tuple(t.float() for t in _ridge_variant(*args, **kwargs))
+
+
+@pytest.mark.parametrize("fn, words", [
+    (_float(intercept="penalized"), "bias is penalized"),
+    (_float(intercept="none"), "no bias at all"),
+    (lambda x, y, c, l2: tuple(t.float() for t in _ridge_variant(x, y, c, 0.0)), "l2 not added"),
+    (lambda x, y, c, l2: _float(l2_scale=float(len(x)))(x, y, c, l2), "multiplied by the number of samples"),
+    (_float(bias_shift=False), "mean(Y) only"),
+    (lambda *a: (ridge_classifier(*a)[0].T, ridge_classifier(*a)[1]), "[C, D]"),
+    (lambda x, y, c, l2: ridge_classifier(x, y, int(y.max()) + 1, l2), "expected [5, 5]"),
+])
+def test_ridge_mistakes_are_named(fn, words):
+    _caught("probe.ridge_classifier", fn, words)
+
+
+def test_ridge_classifier_separates_clusters():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat_interleave(20)
+    x = torch.eye(3)[labels] * 4 + torch.randn(60, 3, generator=generator) * 0.3 + 5.0
+    weight, bias = ridge_classifier(x, labels, 3, 1.0)
+    assert torch.equal((x @ weight + bias).argmax(dim=1), labels)
