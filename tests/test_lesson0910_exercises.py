@@ -7,19 +7,9 @@ from torch import nn
 
 from coursekit import boxes
 from coursekit.grading import grade
+from grader_asserts import _caught, _full_marks
 from coursekit.grading.homework import exercises_of
 from coursekit.transfer import segmentation
-
-
-def _full_marks(exercise_id, fn):
-    result = grade(exercise_id, fn)
-    assert result.passed and result.score == result.max_score, result.feedback
-
-
-def _caught(exercise_id, fn, words):
-    result = grade(exercise_id, fn)
-    assert result.score < result.max_score
-    assert any(words in line for line in result.feedback), result.feedback
 
 
 def test_homework_lists_the_new_exercises():

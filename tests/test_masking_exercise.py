@@ -6,18 +6,7 @@ import pytest
 import torch
 
 from coursekit import masking
-from coursekit.grading import grade
-
-
-def _full_marks(exercise_id, fn):
-    result = grade(exercise_id, fn)
-    assert result.passed and result.score == result.max_score, result.feedback
-
-
-def _caught(exercise_id, fn, words):
-    result = grade(exercise_id, fn)
-    assert result.score < result.max_score
-    assert any(words in line for line in result.feedback), result.feedback
+from grader_asserts import _caught, _full_marks
 
 
 # ------------------------------------------------------------------------------------------------
