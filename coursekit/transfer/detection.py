@@ -30,8 +30,10 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, box_iou
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from coursekit.transfer.segmentation import (
+    epoch_generator,
     freeze_frozen_batchnorm,
     make_optimizer,
+    optimizer_step,
     set_backbone_trainable,
     tokens_to_feature_map,
 )
@@ -208,16 +210,12 @@ def train_detector(
     history: dict[str, list[float]] = {"loss": []}
     for epoch in tqdm(range(epochs), desc="detector", disable=not progress):
         model.train()
-        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        order = torch.randperm(len(images), generator=epoch_generator(seed, epoch))
         losses = []
         for start in range(0, len(images), batch_size):
             idx = order[start:start + batch_size].tolist()
             batch = list(to_float(images[idx]))  # B x [3, H, W] in [0, 1]
-            loss = sum(model(batch, [targets[i] for i in idx]).values())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(optimizer, sum(model(batch, [targets[i] for i in idx]).values())))
         history["loss"].append(sum(losses) / len(losses))
     return history
 

@@ -375,19 +375,28 @@ def train_segmentation(
     history: dict[str, list[float]] = {"loss": []}
     for epoch in tqdm(range(epochs), desc="segmentation", disable=not progress):
         model.train()
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        generator = epoch_generator(seed, epoch)
         order = torch.randperm(len(images), generator=generator).to(device)
         losses = []
         for start in range(0, len(images), batch_size):
             idx = order[start:start + batch_size]
             x, y = _random_flip(_prepare(images[idx], mean, std), masks[idx], generator)
-            loss = F.cross_entropy(model(x), y, ignore_index=ignore_index)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(optimizer_step(optimizer, F.cross_entropy(model(x), y, ignore_index=ignore_index)))
         history["loss"].append(sum(losses) / len(losses))
     return history
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of one epoch's shuffle (and random flips): fixed by ``seed`` and ``epoch``."""
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
+    """One gradient step on ``loss``; returns its value."""
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _check_pairs(images: Tensor, masks: Tensor) -> None:
