@@ -2,7 +2,7 @@
 
 For each method and seed, build the recipe's backbone under ``torch.manual_seed(seed)``, keep a
 copy of it untrained, pretrain it with the recipe (``coursekit.recipes.get_recipe(method,
-profile)``, ``coursekit.train.fit``) on the profile's training images, and score both backbones
+profile)``, ``coursekit.engine.fit``) on the profile's training images, and score both backbones
 with the recipe's protocol on the same data: weighted kNN (k=200, t=0.1) always, a linear probe
 for MAE. The labeled memory bank (and the probe's training set) is the pretraining images with
 their labels; the queries are ``--test-images`` test images (2,000 by default). Training time is
@@ -30,10 +30,10 @@ import torch
 
 import common
 from coursekit.data import load_images
+from coursekit.engine import fit
 from coursekit.methods import METHODS, build_method
 from coursekit.profile import get_profile
 from coursekit.recipes import build_report, get_recipe, protocol_scores
-from coursekit.train import fit
 
 NAME = "knn_methods"
 NOISE_STD_ERRORS = 2  # a mean gain within 2 standard errors of 0 is a tie with random init

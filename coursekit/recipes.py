@@ -38,10 +38,10 @@ import torch
 from torch import nn
 
 from coursekit.data import ImageSet
+from coursekit.engine import TrainConfig
 from coursekit.evaluate import extract_features, knn_accuracy, linear_probe
 from coursekit.models import build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
-from coursekit.train import OPTIMIZERS, TrainConfig
 
 KNN_K, KNN_TEMPERATURE = 200, 0.1  # the weighted kNN of every coursekit report (Wu et al. 2018)
 REFERENCE_BATCH = 256  # base_lr is the learning rate of a batch of this size
@@ -84,8 +84,6 @@ class Recipe:
     why: str = ""
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"recipe {self.method}/{self.profile}: optimizer must be one of {OPTIMIZERS}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"recipe {self.method}/{self.profile}: protocol must be one of {PROTOCOLS}")
 

@@ -6,10 +6,10 @@ import torch
 
 from coursekit.augment import BYOLViews, DINOViews, SimCLRViews
 from coursekit.data import load_images
+from coursekit.engine import TrainConfig
 from coursekit.methods import METHODS, build_method
 from coursekit.profile import PROFILE_NAMES, get_profile
 from coursekit.recipes import PROTOCOLS, REFERENCE_BATCH, build_report, get_recipe, protocol_scores, recipe_names
-from coursekit.train import TrainConfig
 
 
 def test_every_method_has_a_recipe_in_every_profile():

@@ -1,8 +1,8 @@
 """Graded exercises of lesson 09 (detection): ``detection.box_iou``, ``detection.xyxy_to_yolo``
 and ``detection.param_groups``.
 
-References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.boxes.box_iou``),
-``coursekit.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
+References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.data.boxes.box_iou``),
+``coursekit.data.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .core import CheckFailed, exercise
 # detection.box_iou
 # ---------------------------------------------------------------------------------------------
 
-iou_exercise = exercise("detection.box_iou", "box_iou", reference="coursekit.boxes:box_iou")
+iou_exercise = exercise("detection.box_iou", "box_iou", reference="coursekit.data.boxes:box_iou")
 IOU_HINT = ("intersection corners: max of the top-left corners, min of the bottom-right corners; clamp the "
             "intersection width and height at 0; union = area_a + area_b - intersection; broadcast [N, 1] "
             "against [1, M] to get every pair")
@@ -121,7 +121,7 @@ def _iou_disjoint(box_iou):
 # detection.xyxy_to_yolo
 # ---------------------------------------------------------------------------------------------
 
-yolo_exercise = exercise("detection.xyxy_to_yolo", "xyxy_to_yolo", reference="coursekit.boxes:xyxy_to_yolo")
+yolo_exercise = exercise("detection.xyxy_to_yolo", "xyxy_to_yolo", reference="coursekit.data.boxes:xyxy_to_yolo")
 YOLO_HINT = "cx = (x1 + x2) / 2 / width, cy = (y1 + y2) / 2 / height, w = (x2 - x1) / width, h = (y2 - y1) / height"
 
 
@@ -182,7 +182,7 @@ def _yolo_empty(xyxy_to_yolo):
 # ---------------------------------------------------------------------------------------------
 
 groups_exercise = exercise("detection.param_groups", "param_groups",
-                           reference="coursekit.transfer.segmentation:param_groups")
+                           reference="coursekit.transfer.optim:param_groups")
 GROUPS_HINT = ("split [p for p in model.parameters() if p.requires_grad] by whether p belongs to model.backbone; "
                "the head at lr, the backbone at lr * backbone_lr_scale")
 

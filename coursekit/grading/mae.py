@@ -315,10 +315,10 @@ def _loss_empty_row(mae_loss):
 
 # ---------------------------------------------------------------------------------------------
 # Analysis exercise "MAE masking-strategy comparator": mae.block_mask and mae.masking_difficulty
-# (reference implementations in coursekit.masking)
+# (reference implementations in coursekit.lessons.masking)
 # ---------------------------------------------------------------------------------------------
 
-block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.masking:block_mask")
+block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.lessons.masking:block_mask")
 BLOCK_HINT = ("n = L - int(L * (1 - ratio)); bw = min(grid_w, max(ceil(sqrt(n)), ceil(n / grid_h))); bh = ceil(n / bw); draw top in "
               "[0, grid_h - bh] and left in [0, grid_w - bw] with torch.randint(..., generator=generator); "
               "fill the first n cells of the bh x bw block row by row")
@@ -399,7 +399,7 @@ def _block_zero(block_mask):
 
 
 difficulty_exercise = exercise("mae.masking_difficulty", "nearest_visible_distance",
-                               reference="coursekit.masking:nearest_visible_distance")
+                               reference="coursekit.lessons.masking:nearest_visible_distance")
 DIFFICULTY_HINT = ("positions (row, col) = divmod(index, grid_w); for every removed patch, the smallest Euclidean "
                    "distance to a visible patch (torch.cdist); then the mean over removed patches")
 

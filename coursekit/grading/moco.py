@@ -213,7 +213,7 @@ def _infonce_tiny(infonce):
 
 from .checks import expect_tensor  # noqa: E402 - used by the checks below
 
-ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.analysis:simulate_ema")
+ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.lessons.analysis:simulate_ema")
 EMA_HINT = ("start with target[0] = signal[0], then for t = 1 .. T-1: "
             "target[t] = m * target[t - 1] + (1 - m) * signal[t]")
 

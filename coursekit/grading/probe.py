@@ -118,7 +118,7 @@ def _nearest_neighbour(knn_predict):
 
 from .checks import expect_close  # noqa: E402 - this section was added after the kNN exercise
 
-ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate:ridge_classifier")
+ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate.linear:ridge_classifier")
 RIDGE_HINT = ("Y = F.one_hot(labels, num_classes).float(); center X and Y by their column means; "
               "W = torch.linalg.solve(Xc.T @ Xc + l2 * I, Xc.T @ Yc); b = Y.mean(0) - X.mean(0) @ W")
 

@@ -127,7 +127,7 @@ def _perfect(mean_iou):
 from .checks import shape_text  # noqa: E402 - used by the exercise below only
 
 tokens_exercise = exercise("segmentation.tokens_to_feature_map", "tokens_to_feature_map",
-                           reference="coursekit.transfer.segmentation:tokens_to_feature_map")
+                           reference="coursekit.evaluate.patches:tokens_to_feature_map")
 TOKENS_HINT = ("token i sits at row i // w and column i % w: move the channels first with "
                "patch_tokens.transpose(1, 2) ([N, D, L]), then reshape to [N, D, h, w]")
 

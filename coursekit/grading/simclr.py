@@ -115,7 +115,7 @@ def _batch_of_one(nt_xent):
 # ---------------------------------------------------------------------------------------------
 
 pair_exercise = exercise("simclr.augmentation_pair_similarity", "augmentation_pair_similarity",
-                         reference="coursekit.analysis:augmentation_pair_similarity")
+                         reference="coursekit.lessons.analysis:augmentation_pair_similarity")
 PAIR_HINT = ("for each pair from itertools.combinations(view_features, 2), normalize both [N, D] tensors "
              "with F.normalize(..., dim=1), take the row-wise dot product and its mean, and .item() it")
 
