@@ -31,7 +31,7 @@ import torch
 import common
 from coursekit.data import load_images
 from coursekit.engine import fit
-from coursekit.methods import METHODS, build_method
+from coursekit.methods import METHODS
 from coursekit.profile import get_profile
 from coursekit.recipes import build_report, get_recipe, protocol_scores
 
@@ -49,7 +49,7 @@ def run_one(method: str, profile: str, seed: int, test_images: int, device: torc
     torch.manual_seed(seed)
     backbone = recipe.build_backbone()
     random_init = protocol_scores(copy.deepcopy(backbone), recipe.protocol, bank, test, device, seed)
-    model = build_method(method, backbone, image_size=recipe.image_size, **recipe.method_kwargs)
+    model = recipe.build_method(backbone)
     config = recipe.train_config(epochs=epochs, seed=seed, precision="fp32" if device.type == "cpu" else "auto")
     load_start = common.load_average()
     cpu_start, wall_start = time.process_time(), time.perf_counter()

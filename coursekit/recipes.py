@@ -5,8 +5,7 @@ The notebooks, ``coursekit pretrain`` and the benchmarks read the same recipe::
     from coursekit.recipes import get_recipe
     recipe = get_recipe("byol", "demo")
     print(recipe.describe())
-    backbone = recipe.build_backbone()
-    method = build_method("byol", backbone, image_size=recipe.image_size, **recipe.method_kwargs)
+    method = recipe.build_method(recipe.build_backbone())  # options and views of the recipe
     history = fit(method, images, recipe.train_config(seed=0))
 
 A recipe holds the optimizer, the learning rate for a batch of 256 (``base_lr``; the rate used is
@@ -37,16 +36,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from coursekit.augment import BYOLViews, DINOViews, MAEViews, SimCLRViews, Views
 from coursekit.data import ImageSet
 from coursekit.engine import TrainConfig
 from coursekit.evaluate import extract_features, knn_accuracy, linear_probe
+from coursekit.methods import build_method
 from coursekit.models import build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
 
 KNN_K, KNN_TEMPERATURE = 200, 0.1  # the weighted kNN of every coursekit report (Wu et al. 2018)
 REFERENCE_BATCH = 256  # base_lr is the learning rate of a batch of this size
 PROTOCOLS = ("knn", "linear")
-VIT_METHODS = ("mae",)  # methods that need a ViT backbone; the others use the profile's ResNet
+VIT_METHODS = ("mae",)
+VIEW_CLASSES = {"simclr": SimCLRViews, "moco": SimCLRViews, "byol": BYOLViews, "dino": DINOViews, "mae": MAEViews}
+MULTICROP_OPTIONS = ("local_size", "n_local")  # DINO options that are also its views' geometry  # methods that need a ViT backbone; the others use the profile's ResNet
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,9 @@ class Recipe:
         optimizer: "adamw" or "sgd" (momentum 0.9).
         weight_decay: decoupled (AdamW) or L2 (SGD), never on biases and norm weights.
         warmup_epochs: linear learning-rate warmup, then a cosine decay to 0.
-        method_kwargs: options of the method's constructor (``view_options`` for its views).
+        method_kwargs: options of the method's constructor (temperatures, momentum, heads...).
+        view_options: options of the method's view recipe (``coursekit.augment``: crop scale,
+            jitter strength, color on or off).
         protocol: the evaluation that suits the method: "knn" (weighted kNN, k=200, t=0.1) or
             "linear" (linear probe on frozen features).
         why: one line on why these values.
@@ -80,6 +85,7 @@ class Recipe:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     method_kwargs: dict = field(default_factory=dict)
+    view_options: dict = field(default_factory=dict)
     protocol: str = "knn"
     why: str = ""
 
@@ -108,6 +114,18 @@ class Recipe:
         """The recipe's backbone at a fresh random initialization (seed it with torch.manual_seed)."""
         return build_backbone(self.backbone, **self.backbone_kwargs)
 
+    def build_views(self) -> Views:
+        """The method's view recipe with the recipe's view options (DINO's n_local and local_size
+        come from method_kwargs, where the method reads them too)."""
+        multicrop = {key: self.method_kwargs[key] for key in MULTICROP_OPTIONS if key in self.method_kwargs}
+        return VIEW_CLASSES[self.method](self.image_size, **multicrop, **self.view_options)
+
+    def build_method(self, backbone: nn.Module) -> nn.Module:
+        """The method on ``backbone`` with the recipe's options, its views replaced by ``build_views()``."""
+        method = build_method(self.method, backbone, image_size=self.image_size, **self.method_kwargs)
+        method.views = self.build_views()
+        return method
+
     def to_dict(self) -> dict:
         """Every field, plus the scaled learning rate: JSON-ready."""
         return {**dataclasses.asdict(self), "lr": self.lr()}
@@ -115,77 +133,73 @@ class Recipe:
     def describe(self) -> str:
         """A few lines to print before training: what will be run, with which values."""
         options = json.dumps(self.method_kwargs, sort_keys=True)
+        views = json.dumps(self.view_options, sort_keys=True)
         return (f"recipe {self.method}/{self.profile}: {self.backbone} {json.dumps(self.backbone_kwargs)}, "
                 f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr():.3g} "
                 f"(base {self.base_lr:g} per {REFERENCE_BATCH}), weight decay {self.weight_decay:g}, "
                 f"warmup {self.warmup_epochs:g} epochs, evaluated by {self.protocol}\n"
-                f"  method options: {options}\n  why: {self.why}")
+                f"  method options: {options}\n  view options: {views}\n  why: {self.why}")
 
 
 # The view options of gray 32 px garments: no color ops, crops that keep most of the object.
 GRAY_32PX = {"color": False, "min_scale": 0.3}
 
-# Per method: recipe fields shared by all profiles, then each profile's own. The smoke profile
-# only has to run (one short epoch on synthetic shapes); full is the GPU profile (CIFAR-10, or the
-# dataset named by COURSEKIT_DATASET), after lightly's and solo-learn's CIFAR-10 recipes.
-_RECIPES: dict[str, dict] = {
+# Per method and profile. smoke only has to run (one short epoch on synthetic shapes); demo is
+# measured (benchmarks/knn_methods.py); full is the GPU profile (CIFAR-10, or the dataset named by
+# COURSEKIT_DATASET), after solo-learn's and lightly's CIFAR-10 recipes, with plain SGD where they
+# use LARS; it is not measured yet.
+_RECIPES: dict[str, dict[str, dict]] = {
     "simclr": {
-        "common": dict(method_kwargs={"temperature": 0.2}),
-        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0),
-        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
-                     method_kwargs={"temperature": 0.2, "view_options": GRAY_32PX},
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, method_kwargs={"temperature": 0.2}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0, method_kwargs={"temperature": 0.2},
+                     view_options=GRAY_32PX,
                      why="many small AdamW steps; temperature 0.2 (0.5 in the paper's long runs learns slower)"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
-                     method_kwargs={"temperature": 0.2, "view_options": {"min_scale": 0.08}},
-                     why="SGD after solo-learn's CIFAR-10 SimCLR (LARS lr 0.3 per 256, temperature 0.2)"),
+                     method_kwargs={"temperature": 0.2}, view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 SimCLR (lr 0.3 per 256, temperature 0.2)"),
     },
     "moco": {
-        "common": dict(method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096}),
         "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
                       method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 256}),
         "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
-                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 1024,
-                                    "view_options": GRAY_32PX},
+                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 1024}, view_options=GRAY_32PX,
                      why="a queue of 8 batches, so that few of its negatives are stale or random; fast key encoder"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
-                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096,
-                                    "view_options": {"min_scale": 0.08}},
-                     why="SGD after solo-learn's CIFAR-10 MoCo v2+ (lr 0.3 per 256, temperature 0.2, queue 4096)"),
+                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096},
+                     view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 MoCo v2+ (lr 0.3 per 256, temperature 0.2, queue 4096)"),
     },
     "byol": {
-        "common": dict(method_kwargs={"momentum": 0.99}),
-        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0),
-        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
-                     method_kwargs={"momentum": 0.99, "view_options": GRAY_32PX},
-                     why="a target that moves within a few hundred steps (momentum 0.99 -> 1), warmup against early collapse"),
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, method_kwargs={"momentum": 0.99}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0, method_kwargs={"momentum": 0.99},
+                     view_options=GRAY_32PX,
+                     why="a target that moves within a few hundred steps (momentum 0.99 -> 1)"),
         "full": dict(epochs=30, batch_size=512, base_lr=1.0, optimizer="sgd", weight_decay=1e-5, warmup_epochs=3.0,
-                     method_kwargs={"momentum": 0.99, "view_options": {"min_scale": 0.08}},
-                     why="SGD after solo-learn's CIFAR-10 BYOL (LARS lr 1.0 per 256, weight decay 1e-5, momentum 0.99)"),
+                     method_kwargs={"momentum": 0.99}, view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 BYOL (lr 1.0 per 256, weight decay 1e-5, momentum 0.99)"),
     },
     "dino": {
-        "common": dict(method_kwargs={"out_dim": 2048, "n_local": 2, "momentum": 0.99, "teacher_temp": 0.04,
-                                      "warmup_teacher_temp": 0.04, "center_momentum": 0.9}),
         "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
                       method_kwargs={"out_dim": 256, "n_local": 2, "momentum": 0.99}),
         "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
                      method_kwargs={"out_dim": 256, "n_local": 0, "momentum": 0.99, "teacher_temp": 0.07,
-                                    "warmup_teacher_temp": 0.04, "center_momentum": 0.9,
-                                    "view_options": {"color": False, "global_scale": (0.3, 1.0)}},
-                     why="256 prototypes and no local crops: small output, two 32 px global crops; fast teacher"),
+                                    "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
+                     view_options={"color": False, "global_scale": (0.3, 1.0)},
+                     why="256 prototypes and no local crops (two 32 px global crops); fast teacher"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=1e-4, warmup_epochs=3.0,
                      method_kwargs={"out_dim": 4096, "n_local": 6, "local_size": 16, "momentum": 0.99,
-                                    "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "center_momentum": 0.9,
-                                    "view_options": {"global_scale": (0.3, 1.0), "local_scale": (0.1, 0.3)}},
-                     why="after solo-learn's CIFAR-10 DINO (out_dim 4096, teacher 0.04 -> 0.07, 6 local crops of 16 px)"),
+                                    "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
+                     view_options={"global_scale": (0.3, 1.0), "local_scale": (0.1, 0.3)},
+                     why="solo-learn's CIFAR-10 DINO (out_dim 4096, teacher 0.04 -> 0.07), 6 local crops of 16 px"),
     },
     "mae": {
-        "common": dict(protocol="linear", method_kwargs={"mask_ratio": 0.75, "norm_pix": True}),
-        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, weight_decay=0.05),
-        "demo": dict(epochs=20, batch_size=128, base_lr=3e-3, warmup_epochs=2.0, weight_decay=0.05,
-                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True, "view_options": {"min_scale": 0.3}},
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, weight_decay=0.05, protocol="linear",
+                      method_kwargs={"mask_ratio": 0.75, "norm_pix": True}),
+        "demo": dict(epochs=20, batch_size=128, base_lr=3e-3, warmup_epochs=2.0, weight_decay=0.05, protocol="linear",
+                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.3},
                      why="the encoder sees a quarter of the patches, so steps are cheap: more epochs"),
-        "full": dict(epochs=30, batch_size=512, base_lr=1.5e-4 * 10, weight_decay=0.05, warmup_epochs=3.0,
-                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True, "view_options": {"min_scale": 0.2}},
+        "full": dict(epochs=30, batch_size=512, base_lr=1.5e-3, weight_decay=0.05, warmup_epochs=3.0, protocol="linear",
+                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.2},
                      why="MAE's AdamW recipe (1.5e-4 per 256 for 800+ epochs) raised tenfold for 30 epochs"),
     },
 }
@@ -209,10 +223,9 @@ def get_recipe(method: str, profile_name: str | None = None) -> Recipe:
     if method not in _RECIPES:
         raise ValueError(f"no recipe for method {method!r}; methods with recipes: {', '.join(_RECIPES)}")
     profile = get_profile(profile_name, device="cpu").name
-    entries = _RECIPES[method]
-    values = {**entries["common"], **entries[profile]}
     backbone, backbone_kwargs = _backbone_for(method, profile)
-    return Recipe(method=method, profile=profile, backbone=backbone, backbone_kwargs=backbone_kwargs, **values)
+    return Recipe(method=method, profile=profile, backbone=backbone, backbone_kwargs=backbone_kwargs,
+                  **_RECIPES[method][profile])
 
 
 def recipe_names() -> list[tuple[str, str]]:

@@ -7,7 +7,7 @@ import torch
 from coursekit.augment import BYOLViews, DINOViews, SimCLRViews
 from coursekit.data import load_images
 from coursekit.engine import TrainConfig
-from coursekit.methods import METHODS, build_method
+from coursekit.methods import METHODS
 from coursekit.profile import PROFILE_NAMES, get_profile
 from coursekit.recipes import PROTOCOLS, REFERENCE_BATCH, build_report, get_recipe, protocol_scores, recipe_names
 
@@ -38,15 +38,17 @@ def test_recipe_values_are_sane_and_its_config_builds(method, profile):
 def test_recipe_builds_its_method(method, profile):
     recipe = get_recipe(method, profile)
     torch.manual_seed(0)
-    model = build_method(method, recipe.build_backbone(), image_size=recipe.image_size, **recipe.method_kwargs)
-    assert hasattr(model, "training_step")
+    model = recipe.build_method(recipe.build_backbone())
+    assert type(model) is METHODS[method] and type(model.views) is type(recipe.build_views())
+    for key, value in recipe.method_kwargs.items():
+        assert getattr(model, key, value) == value  # the options reached the method (where it keeps them)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_smoke_recipe_trains_a_step(method):
     recipe = get_recipe(method, "smoke")
     torch.manual_seed(0)
-    model = build_method(method, recipe.build_backbone(), image_size=recipe.image_size, **recipe.method_kwargs)
+    model = recipe.build_method(recipe.build_backbone())
     images = torch.randint(0, 256, (8, 3, recipe.image_size, recipe.image_size), dtype=torch.uint8)
     loss = model.training_step(images, torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)

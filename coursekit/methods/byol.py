@@ -44,7 +44,7 @@ class BYOL(nn.Module):
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, momentum: float = 0.99,
                  hidden_dim: int | None = None, out_dim: int = 128, predictor: bool = True,
-                 ema: bool = True, view_options: dict | None = None):
+                 ema: bool = True):
         super().__init__()
         hidden_dim = hidden_dim or 4 * backbone.feature_dim
         self.backbone = backbone
@@ -52,7 +52,7 @@ class BYOL(nn.Module):
         self.prediction_head = PredictionHead(out_dim, hidden_dim, out_dim) if predictor else nn.Identity()
         self.target_backbone = make_target(backbone)
         self.target_projection_head = make_target(self.projection_head)
-        self.views = BYOLViews(image_size, **(view_options or {}))
+        self.views = BYOLViews(image_size)
         self.momentum, self.ema = momentum, ema
 
     def forward(self, x: Tensor) -> Tensor:

@@ -106,8 +106,7 @@ class DINO(nn.Module):
                  n_local: int = 6, out_dim: int = 1024, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_fraction: float = 0.3, center_momentum: float = 0.9, momentum: float = 0.996,
-                 hidden_dim: int | None = None, bottleneck_dim: int | None = None,
-                 view_options: dict | None = None):
+                 hidden_dim: int | None = None, bottleneck_dim: int | None = None):
         super().__init__()
         feature_dim = backbone.feature_dim
         self.backbone = backbone
@@ -116,7 +115,7 @@ class DINO(nn.Module):
         self.teacher_head = make_target(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("progress", torch.zeros(()))
-        self.views = DINOViews(image_size, local_size, n_local, **(view_options or {}))
+        self.views = DINOViews(image_size, local_size, n_local)
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.warmup_teacher_temp, self.warmup_fraction = warmup_teacher_temp, warmup_fraction
         self.center_momentum, self.momentum = center_momentum, momentum

@@ -136,7 +136,7 @@ class MAE(nn.Module):
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, mask_ratio: float = 0.75,
                  norm_pix: bool = True, decoder_dim: int | None = None, decoder_depth: int = 2,
-                 decoder_heads: int | None = None, view_options: dict | None = None):
+                 decoder_heads: int | None = None):
         super().__init__()
         if not all(hasattr(backbone, name) for name in ("embed", "encode", "patch_size")):
             raise ValueError(f"MAE needs a ViT backbone with embed/encode/patch_size, got {type(backbone).__name__}")
@@ -149,7 +149,7 @@ class MAE(nn.Module):
         self.decoder = MAEDecoder(backbone.feature_dim, num_patches, backbone.patch_size**2 * 3,
                                   decoder_dim or backbone.feature_dim, decoder_depth,
                                   decoder_heads or backbone.num_heads)
-        self.views = MAEViews(image_size, **(view_options or {}))
+        self.views = MAEViews(image_size)
         self.image_size, self.mask_ratio, self.norm_pix = image_size, mask_ratio, norm_pix
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

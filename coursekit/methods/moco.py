@@ -73,7 +73,7 @@ class MoCo(nn.Module):
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.2,
                  queue_size: int = 4096, momentum: float = 0.99, bn_groups: int = 2,
-                 hidden_dim: int | None = None, out_dim: int = 128, view_options: dict | None = None):
+                 hidden_dim: int | None = None, out_dim: int = 128):
         super().__init__()
         if queue_size < 1 or bn_groups < 1:
             raise ValueError(f"queue_size and bn_groups must be positive, got {queue_size} and {bn_groups}")
@@ -84,7 +84,7 @@ class MoCo(nn.Module):
         self.key_projection_head = make_target(self.projection_head)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.views = SimCLRViews(image_size, **(view_options or {}))
+        self.views = SimCLRViews(image_size)
         self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
 
     def query(self, x: Tensor) -> Tensor:

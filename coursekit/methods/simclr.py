@@ -72,11 +72,11 @@ class SimCLR(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.5,
-                 hidden_dim: int | None = None, out_dim: int = 128, view_options: dict | None = None):
+                 hidden_dim: int | None = None, out_dim: int = 128):
         super().__init__()
         self.backbone = backbone
         self.projection_head = ProjectionHead(backbone.feature_dim, hidden_dim or 4 * backbone.feature_dim, out_dim)
-        self.views = SimCLRViews(image_size, **(view_options or {}))
+        self.views = SimCLRViews(image_size)
         self.temperature = temperature
 
     def forward(self, x: Tensor) -> Tensor:
