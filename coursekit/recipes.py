@@ -15,7 +15,8 @@ view options (crop scale, jitter strength, color on or off), plus the evaluation
 suits the method (kNN for the joint-embedding methods, a linear probe for MAE).
 
 How the demo recipes were chosen (Fashion-MNIST, 4,096 images, ResNet-18 of width 16, a 2-core
-CPU, at most 300 CPU-seconds of pretraining each; ``benchmarks/demo_recipes.py`` measures them):
+CPU, at most 300 CPU-seconds of pretraining each; ``benchmarks/knn_methods.py`` measures them,
+the README's "Measured results" shows what was measured and what was not):
 
 - Fashion-MNIST is gray: saturation, hue and random grayscale do nothing (``color=False``).
 - A 32 px garment survives a crop of a third of its area, not the 8% of ImageNet's recipes:
@@ -267,7 +268,7 @@ def build_report(recipe: Recipe, dataset: str, seed: int, steps: int, seconds: f
     Returns ``{"method", "profile", "dataset", "seed", "steps", "seconds", "protocol", "knn",
     <protocol>, "recipe", **extra}``.
     """
-    for protocol in {"knn", recipe.protocol}:
+    for protocol in dict.fromkeys(("knn", recipe.protocol)):
         pair = scores.get(protocol)
         if not isinstance(pair, dict) or set(pair) != {"random_init", "pretrained"}:
             raise ValueError(f"scores[{protocol!r}] must be {{'random_init': float, 'pretrained': float}}, got {pair!r}")
