@@ -381,7 +381,7 @@ MISTAKES = [
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, normalize=False), "inputs not L2-normalized"),
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, anchors=len(a)), "only the z1 views"),
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, reduce="sum"), "summed over the anchors"),
-    ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, detach_z2=True), "no gradient flows into z2"),
+    ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, detach_z2=True), "no gradient reaches z2"),
     ("moco.momentum_update", momentum_swapped, "m and 1 - m swapped"),
     ("moco.momentum_update", momentum_copies_online, "overwritten with the online weights"),
     ("moco.momentum_update", momentum_rebinds, "target not updated"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
-                     gradients, leaves, randn)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_no_gradient, expect_scalar, expect_value_first, gradients, randn)
 from .core import CheckFailed, exercise
 
 regression_exercise = exercise("byol.regression_loss", "regression_loss", reference="coursekit.methods.byol:regression_loss")
@@ -63,21 +63,24 @@ def _scale_invariant(regression_loss):
 
 
 @regression_exercise.checks("gradient flows into p and matches the reference", points=1,
-                            hint="p is the online prediction: do not detach it")
+                            hint="p is the online prediction, the branch being trained: the loss must stay "
+                                 "connected to it")
 def _gradient_p(regression_loss):
     p, z = randn(5, 6, 8), randn(6, 6, 8)
-    expected = gradients(lambda a: regression_exercise.reference()(a, z), p)[0]
-    (student_p,) = leaves(p)
-    backward(expect_scalar(call(regression_loss, student_p, z.clone())))
-    expect_gradient(student_p, expected, "p")
+    reference = regression_exercise.reference()
+    value, (grad_p,) = call_backward(regression_loss, p.requires_grad_(), z.clone())
+    expect_value_first(expect_scalar(value), reference(p, z))
+    expect_carries_gradient(value)
+    expect_gradient(grad_p, gradients(lambda a: reference(a, z), p)[0], "p")
 
 
 @regression_exercise.checks("no gradient flows into the target z", points=2,
-                            hint="z comes from the momentum (target) network: use z.detach()")
+                            hint="z comes from the momentum (target) network, which is not trained by this loss")
 def _no_gradient_z(regression_loss):
-    p, z = leaves(randn(7, 6, 8), randn(8, 6, 8))
-    backward(expect_scalar(call(regression_loss, p, z)))
-    expect_no_gradient(z, "target z")
+    p, z = randn(7, 6, 8), randn(8, 6, 8)
+    value, (_, grad_z) = call_backward(regression_loss, p.requires_grad_(), z.requires_grad_())
+    expect_value_first(expect_scalar(value), regression_exercise.reference()(p, z))
+    expect_no_gradient(grad_z, "target z")
 
 
 @regression_exercise.checks("handles a batch of one", points=1, hint="reduce with .mean() over the batch dimension")

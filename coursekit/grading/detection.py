@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import SEEDS, call, expect_close, expect_tensor, shape_text
+from .checks import SEEDS, call, expect_close, expect_tensor, generator, shape_text, type_name
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -62,9 +62,9 @@ def _iou_mistakes(a, b):
 
 
 def _random_boxes(seed: int, n: int, size: float = 20.0):
-    generator = torch.Generator().manual_seed(seed)
-    corner = torch.rand(n, 2, generator=generator) * size
-    extent = torch.rand(n, 2, generator=generator) * size / 2 + 1.0
+    draw = generator(seed)
+    corner = torch.rand(n, 2, generator=draw) * size
+    extent = torch.rand(n, 2, generator=draw) * size / 2 + 1.0
     return torch.cat([corner, corner + extent], dim=1)
 
 
@@ -214,7 +214,7 @@ def _student_groups(param_groups, model, lr, scale):
     if isinstance(groups, tuple):
         groups = list(groups)
     if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise CheckFailed(f"return a list of dicts (one per group), got {type(groups).__name__}")
+        raise CheckFailed(f"return a list of dicts (one per group), got {type_name(groups)}")
     for group in groups:
         if "params" not in group or "lr" not in group:
             raise CheckFailed(f"every group needs the keys 'params' and 'lr'; got a group with keys {sorted(group)}")

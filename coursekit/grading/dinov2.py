@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import SEEDS, call, expect_equal, expect_tensor, randn
+from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn
 from .core import CheckFailed, exercise
 
 top_k_exercise = exercise("dinov2.cosine_top_k", "cosine_top_k", reference="coursekit.retrieval:cosine_top_k")
@@ -58,7 +58,7 @@ def _expect_top_k(cosine_top_k, queries, gallery, k, what):
 
 def _scaled_rows(seed: int, rows: int, dim: int):
     """Random directions with very different lengths, so that dot products and cosines rank differently."""
-    lengths = torch.linspace(0.2, 5.0, rows)[torch.randperm(rows, generator=torch.Generator().manual_seed(seed))]
+    lengths = torch.linspace(0.2, 5.0, rows)[torch.randperm(rows, generator=generator(seed))]
     return randn(seed, rows, dim) * lengths[:, None]
 
 
@@ -153,12 +153,12 @@ def _mask_mistakes(features, grid, threshold):
 def _object_scene(seed: int, count: int = 3, grid=(5, 7), dim: int = 12):
     """Patch tokens of images with an 'object' blob near the middle on a noisy background."""
     height, width = grid
-    generator = torch.Generator().manual_seed(seed)
-    background, foreground = torch.randn(dim, generator=generator), torch.randn(dim, generator=generator) * 3
-    features = background + 0.6 * torch.randn(count, height, width, dim, generator=generator)
+    draw = generator(seed)
+    background, foreground = torch.randn(dim, generator=draw), torch.randn(dim, generator=draw) * 3
+    features = background + 0.6 * torch.randn(count, height, width, dim, generator=draw)
     for i in range(count):
-        top = 1 + int(torch.randint(0, height - 3, (1,), generator=generator))
-        left = 1 + int(torch.randint(0, width - 3, (1,), generator=generator))
+        top = 1 + int(torch.randint(0, height - 3, (1,), generator=draw))
+        left = 1 + int(torch.randint(0, width - 3, (1,), generator=draw))
         features[i, top:top + 2, left:left + 2] += foreground
     return features.reshape(count, height * width, dim)
 

@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_scalar,
-                     expect_tensor, gradients, leaves, randn, shape_text)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_scalar, expect_tensor, expect_value_first, generator, gradients, randn, shape_text, type_name)
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -86,10 +86,10 @@ def _tokens(seed: int = 0) -> torch.Tensor:
     return randn(seed, N, L, D)
 
 
-def _masking(random_masking, x, mask_ratio=0.75, generator_seed: int | None = 0):
+def _masking(random_masking, x, mask_ratio=0.75, generator_seed: int | None = 0, global_seed: int | None = None):
     """The student's (x_visible, mask, ids_restore), checked for types and shapes."""
-    generator = None if generator_seed is None else torch.Generator().manual_seed(generator_seed)
-    value = call(random_masking, x.clone(), mask_ratio, generator)
+    seeded = None if generator_seed is None else generator(1000 + generator_seed)
+    value = call(random_masking, x.clone(), mask_ratio, seeded, global_seed=global_seed)
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise CheckFailed("return a tuple of three tensors: (x_visible, mask, ids_restore)")
     x_visible, mask, ids_restore = value
@@ -181,27 +181,37 @@ def _masking_restore(random_masking):
                       "original positions")
 
 
+def _kept_positions(random_masking, x, **options) -> torch.Tensor:
+    """[N, L] 0/1: which tokens of x each sample kept, read from x_visible (so that the checks of the
+    randomness do not depend on the mask being right)."""
+    x_visible = _masking(random_masking, x, **options)[0]
+    sources = _source_positions(x, x_visible)
+    kept = torch.zeros(x.shape[:2])
+    for n in range(len(x)):
+        kept[n, sources[n][sources[n] >= 0]] = 1
+    return kept
+
+
 @masking_exercise.checks("draws an independent random mask for every sample", points=1,
-                         hint="draw noise of shape [N, L], one row per sample, not [L]")
+                         hint="each sample needs random numbers of its own, one per token")
 def _masking_per_sample(random_masking):
-    _, mask, _ = _masking(random_masking, randn(3, 8, 16, 2), 0.5)
-    if all(torch.equal(mask[0], row) for row in mask[1:]):
-        raise CheckFailed("every sample got the same mask: same noise for all samples")
+    kept = _kept_positions(random_masking, randn(3, 8, 16, 2), mask_ratio=0.5)
+    if all(torch.equal(kept[0], row) for row in kept[1:]):
+        raise CheckFailed("every sample kept the same tokens: same noise for all samples")
 
 
 @masking_exercise.checks("all randomness comes from the generator (same seed, same masks; other seed, other masks)",
-                         points=1, hint="pass generator=generator to torch.rand")
+                         points=1, hint="every random number must be drawn from the generator argument")
 def _masking_generator(random_masking):
     x = _tokens(4)
-    torch.manual_seed(1)
-    first = _masking(random_masking, x, generator_seed=5)[1]
-    torch.manual_seed(2)
-    again = _masking(random_masking, x, generator_seed=5)[1]
-    other = _masking(random_masking, x, generator_seed=6)[1]
+    # the same generator seed under different global random states, then another generator seed
+    first = _kept_positions(random_masking, x, generator_seed=5, global_seed=1)
+    again = _kept_positions(random_masking, x, generator_seed=5, global_seed=2)
+    other = _kept_positions(random_masking, x, generator_seed=6, global_seed=1)
     if not torch.equal(first, again):
-        raise CheckFailed("the same generator seed gave different masks: randomness not drawn from the generator")
+        raise CheckFailed("the same generator seed kept different tokens: randomness not drawn from the generator")
     if torch.equal(first, other):
-        raise CheckFailed("different generator seeds gave the same mask: the generator is not used")
+        raise CheckFailed("different generator seeds kept the same tokens: the generator is not used")
 
 
 @masking_exercise.checks("works without a generator (generator=None)", points=1,
@@ -225,7 +235,7 @@ def _loss_inputs(seed: int, n: int = 3, length: int = 8, p: int = 12):
     """pred, target (some patches nearly constant, where the 1e-6 matters) and a mask with 1 = removed."""
     pred, target = randn(seed, n, length, p), randn(seed + 10, n, length, p)
     target[:, 0] = 0.5 + 1e-4 * target[:, 0]
-    mask = (torch.rand(n, length, generator=torch.Generator().manual_seed(seed + 20)) < 0.6).float()
+    mask = (torch.rand(n, length, generator=generator(seed + 20)) < 0.6).float()
     mask[:, 0] = 1.0
     mask[:, 1] = 0.0
     return pred, target, mask
@@ -287,13 +297,14 @@ def _loss_norm_pix(mae_loss):
 
 
 @loss_exercise.checks("gradient flows into pred and matches the reference", points=1,
-                      hint="do not detach pred; target is data")
+                      hint="pred is the decoder's output, the part being trained: the loss must stay connected to it")
 def _loss_gradient(mae_loss):
     pred, target, mask = _loss_inputs(3)
-    expected = gradients(lambda a: loss_exercise.reference()(a, target, mask, True), pred)[0]
-    (student_pred,) = leaves(pred)
-    backward(expect_scalar(call(mae_loss, student_pred, target.clone(), mask.clone(), True)))
-    expect_gradient(student_pred, expected, "pred")
+    reference = loss_exercise.reference()
+    value, (grad_pred,) = call_backward(mae_loss, pred.requires_grad_(), target.clone(), mask.clone(), True)
+    expect_value_first(expect_scalar(value), reference(pred, target, mask, True))
+    expect_carries_gradient(value)
+    expect_gradient(grad_pred, gradients(lambda a: reference(a, target, mask, True), pred)[0], "pred")
 
 
 @loss_exercise.checks("a sample without removed patches is handled (one average over all removed patches)", points=1,
@@ -328,18 +339,21 @@ def _removed_count(length: int, ratio: float) -> int:
     return length - int(length * (1 - ratio))
 
 
-def _block(block_mask, grid_h, grid_w, ratio, seed=0):
-    """The student's mask as a float [L] tensor of 0/1, checked for type and shape."""
-    value = call(block_mask, grid_h, grid_w, ratio, torch.Generator().manual_seed(seed))
-    mask = expect_tensor(value, "the mask", shape=(grid_h * grid_w,))
+def _block(block_mask, grid_h, grid_w, ratio, seed=0, global_seed=None, floating=False):
+    """The student's mask as a float [L] tensor of 0/1, checked for type and shape (and for a
+    floating dtype, the notebook's contract, only where ``floating``: one check scores it)."""
+    value = call(block_mask, grid_h, grid_w, ratio, generator(1000 + seed), global_seed=global_seed)
+    mask = expect_tensor(value, "the mask", shape=(grid_h * grid_w,), floating=floating)
     if not ((mask == 0) | (mask == 1)).all():
         raise CheckFailed("the mask holds values other than 0 and 1")
     return mask.float()
 
 
-@block_exercise.checks("returns a [L] tensor of 0 and 1", points=1, hint="return mask.flatten() of a [grid_h, grid_w] mask")
+@block_exercise.checks("returns a float tensor [L] of 0 and 1", points=1,
+                       hint="a mask here is a float tensor (the lesson computes 1 - mask and products with it), "
+                            "flattened row by row")
 def _block_type(block_mask):
-    _block(block_mask, 6, 6, 0.5)
+    _block(block_mask, 6, 6, 0.5, floating=True)
 
 
 @block_exercise.checks("removes exactly L - int(L * (1 - ratio)) patches (1 = removed)", points=1,
@@ -382,12 +396,15 @@ def _block_shape(block_mask):
 
 
 @block_exercise.checks("the block's place is random, drawn from the generator", points=1,
-                       hint="torch.randint(high, (1,), generator=generator) for the top and the left corner")
+                       hint="the corner is random, and every random number comes from the generator argument")
 def _block_random_place(block_mask):
-    first = _block(block_mask, 8, 8, 0.5, seed=3)
-    if not torch.equal(first, _block(block_mask, 8, 8, 0.5, seed=3)):
-        raise CheckFailed("the same generator seed gave different masks: draw the position from the generator")
-    masks = {tuple(_block(block_mask, 8, 8, 0.5, seed=seed).tolist()) for seed in range(8)}
+    # 16 patches on 8 x 8: a 4 x 4 block with 25 places. The same generator seed under different
+    # global random states must give the same place; different generator seeds, different places.
+    first = _block(block_mask, 8, 8, 0.25, seed=3, global_seed=1)
+    for global_seed in (2, 3, 4):
+        if not torch.equal(first, _block(block_mask, 8, 8, 0.25, seed=3, global_seed=global_seed)):
+            raise CheckFailed("the same generator seed gave different masks: draw the position from the generator")
+    masks = {tuple(_block(block_mask, 8, 8, 0.25, seed=seed, global_seed=1).tolist()) for seed in range(8)}
     if len(masks) == 1:
         raise CheckFailed("the block is always at the same place: draw its corner at random with the generator")
 
@@ -445,7 +462,7 @@ def _expect_difficulty(fn, mask, grid_h, grid_w, what):
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if not isinstance(value, (int, float)):
-        raise CheckFailed(f"return a number (a Python float), got {type(value).__name__}")
+        raise CheckFailed(f"return a number (a Python float), got {type_name(value)}")
     expected = difficulty_exercise.reference()(mask, grid_h, grid_w)
     expect_close(float(value), expected, _difficulty_mistakes(mask, grid_h, grid_w), what=what)
 
@@ -461,8 +478,7 @@ def _difficulty_fixed(fn):
 @difficulty_exercise.checks("matches the reference on random masks (3 seeds)", points=2, hint=DIFFICULTY_HINT)
 def _difficulty_random(fn):
     for seed in SEEDS:
-        generator = torch.Generator().manual_seed(seed)
-        mask = (torch.rand(36, generator=generator) < 0.7).float()
+        mask = (torch.rand(36, generator=generator(seed)) < 0.7).float()
         mask[0] = 0.0
         _expect_difficulty(fn, mask, 6, 6, f"the difficulty (seed {seed})")
 

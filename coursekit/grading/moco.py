@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
-                     gradients, leaves, randn)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_no_gradient, expect_scalar, expect_value_first, gradients, randn, run_call, type_name)
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -44,6 +44,12 @@ def _student_update(momentum_update, m: float, requires_grad: bool = False):
     return online, target, returned
 
 
+def _target_flags(momentum_update, m: float) -> dict:
+    """The flags of the target's parameters after the update of a target that requires grad."""
+    online, target = _pair(requires_grad=True)
+    return run_call(momentum_update, (online, target, m), {}).module_flags[1]
+
+
 def _expected_parameters(m: float) -> torch.Tensor:
     online, target = _pair()
     momentum_exercise.reference()(online, target, m)
@@ -58,7 +64,7 @@ def _in_place(momentum_update):
     if returned is not None and torch.equal(_flat(target.parameters()), _flat(untouched.parameters())):
         raise CheckFailed("returned a new network instead of updating target in place")
     if returned is not None:
-        raise CheckFailed(f"returned {type(returned).__name__}: the update works in place and returns None")
+        raise CheckFailed(f"returned {type_name(returned)}: the update works in place and returns None")
 
 
 @momentum_exercise.checks("target parameters become m * target + (1 - m) * online", points=3, hint=UPDATE_HINT)
@@ -96,15 +102,15 @@ def _buffers_untouched(momentum_update):
                           hint="decorate the function with @torch.no_grad() or update inside `with torch.no_grad():`")
 def _no_gradient(momentum_update):
     try:
-        _, target, _ = _student_update(momentum_update, 0.9, requires_grad=True)
+        flags = _target_flags(momentum_update, 0.9)
     except CheckFailed as failure:
         if "requires grad" in str(failure):
             raise CheckFailed("the update is recorded by autograd (in-place change of a parameter that requires "
                               "grad): wrap it in torch.no_grad()") from None
         raise
-    if any(not p.is_leaf or p.grad_fn is not None for p in target.parameters()):
+    if any(flag["history"] for flag in flags.values()):
         raise CheckFailed("the target parameters carry autograd history: update them under torch.no_grad()")
-    if not all(p.requires_grad for p in target.parameters()):
+    if not all(flag["requires_grad"] for flag in flags.values()):
         raise CheckFailed("the update switched off requires_grad of the target parameters")
 
 
@@ -175,28 +181,30 @@ def _infonce_random(infonce):
 
 
 @infonce_exercise.checks("gradient flows into q and matches the reference", points=1,
-                         hint="q is the output of the network being trained: do not detach it")
+                         hint="q is the output of the network being trained: the loss must stay connected to it")
 def _infonce_grad_q(infonce):
     q, k, queue = _unit(3, 6, 8), _unit(4, 6, 8), _unit(5, 12, 8)
-    expected = gradients(lambda a: infonce_exercise.reference()(a, k, queue, 0.2), q)[0]
-    (student_q,) = leaves(q)
-    backward(expect_scalar(call(infonce, student_q, k.clone(), queue.clone(), 0.2)))
-    expect_gradient(student_q, expected, "q")
+    reference = infonce_exercise.reference()
+    value, (grad_q,) = call_backward(infonce, q.requires_grad_(), k.clone(), queue.clone(), 0.2)
+    expect_value_first(expect_scalar(value), reference(q, k, queue, 0.2))
+    expect_carries_gradient(value)
+    expect_gradient(grad_q, gradients(lambda a: reference(a, k, queue, 0.2), q)[0], "q")
 
 
 def _target_receives_no_gradient(infonce, which: int, name: str) -> None:
-    inputs = leaves(_unit(6, 6, 8), _unit(7, 6, 8), _unit(8, 12, 8))
-    backward(expect_scalar(call(infonce, *inputs, 0.2)))
-    expect_no_gradient(inputs[which], name)
+    inputs = [_unit(6, 6, 8), _unit(7, 6, 8), _unit(8, 12, 8)]
+    value, grads = call_backward(infonce, *[t.requires_grad_() for t in inputs], 0.2)
+    expect_value_first(expect_scalar(value), infonce_exercise.reference()(*inputs, 0.2))
+    expect_no_gradient(grads[which], name)
 
 
 @infonce_exercise.checks("no gradient flows into the keys k", points=1,
-                         hint="k comes from the momentum encoder: use k.detach()")
+                         hint="k comes from the momentum encoder, which this loss does not train")
 def _infonce_no_grad_k(infonce):
     _target_receives_no_gradient(infonce, 1, "keys k")
 
 
-@infonce_exercise.checks("no gradient flows into the queue", points=1, hint="use queue.detach()")
+@infonce_exercise.checks("no gradient flows into the queue", points=1, hint="the queue holds keys of earlier batches: they are constants for this loss")
 def _infonce_no_grad_queue(infonce):
     _target_receives_no_gradient(infonce, 2, "queue")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import SEEDS, call, expect_equal, expect_tensor, randn
+from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn, type_name
 from .core import CheckFailed, exercise
 
 knn_exercise = exercise("probe.knn_predict", "knn_predict", reference="coursekit.evaluate:knn_predict")
@@ -98,7 +98,7 @@ def _cosine(knn_predict):
                      hint="select the neighbours with topk over all training samples, and use their own labels")
 def _order_invariant(knn_predict):
     train_f, train_l, test_f = _clustered(5)
-    order = torch.randperm(len(train_l), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(train_l), generator=generator(0))
     first = _predict(knn_predict, train_f, train_l, test_f, 4, 5, 0.1)
     shuffled = _predict(knn_predict, train_f[order], train_l[order], test_f, 4, 5, 0.1)
     if not torch.equal(first, shuffled):
@@ -155,7 +155,7 @@ def _ridge_mistakes(x, labels, num_classes, l2):
 def _ridge_call(ridge_classifier, x, labels, num_classes, l2):
     value = call(ridge_classifier, x.clone(), labels.clone(), num_classes, l2)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise CheckFailed(f"expected a pair (weight, bias), got {type(value).__name__}")
+        raise CheckFailed(f"expected a pair (weight, bias), got {type_name(value)}")
     weight = expect_tensor(value[0], "the weight", floating=True)
     bias = expect_tensor(value[1], "the bias", floating=True)
     dim = x.shape[1]
