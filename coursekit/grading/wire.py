@@ -270,11 +270,14 @@ def load_state(module: nn.Module, state, arrays: list) -> dict:
             if not isinstance(value, torch.Tensor) or value.shape != own[name].shape:
                 raise WireError(f"the module state of {name} has the wrong shape")
             own[name].copy_(value)
-    flags = state.get("flags") if isinstance(state.get("flags"), dict) else {}
+    sent = state.get("flags") if isinstance(state.get("flags"), dict) else {}
+    flags = {}
     for name, parameter in module.named_parameters():
-        wanted = flags.get(name, {}).get("requires_grad", parameter.requires_grad)
-        parameter.requires_grad_(bool(wanted))
-    module.train(bool(state.get("training", True)))
+        flag = sent.get(name) if isinstance(sent.get(name), dict) else {}
+        flags[name] = {"requires_grad": flag.get("requires_grad", parameter.requires_grad) is True,
+                       "history": flag.get("history", False) is True}
+        parameter.requires_grad_(flags[name]["requires_grad"])
+    module.train(state.get("training", True) is True)
     return flags
 
 
@@ -291,7 +294,7 @@ def invoke(fn, args: list, kwargs: dict, backward: dict | None = None, global_se
     lists) are gradient leaves: after the call, ``value`` (a scalar) or ``sum(value * upstream)``
     is backpropagated and ``grads`` holds each leaf's ``.grad`` (None where none arrived).
     """
-    leaves = [a for a in _tensors_in(args) if a.requires_grad] if backward is not None else []
+    leaves = [a for a in tensors_in(args) if a.requires_grad] if backward is not None else []
     if global_seed is not None:
         torch.manual_seed(global_seed)  # the checks reseed it to show that results do not depend on it
     try:
@@ -316,15 +319,15 @@ def invoke(fn, args: list, kwargs: dict, backward: dict | None = None, global_se
     return "ok", value, grads
 
 
-def _tensors_in(values) -> list:
+def tensors_in(values) -> list:
     found = []
     for value in values:
         if isinstance(value, torch.Tensor):
             found.append(value)
         elif isinstance(value, (list, tuple)):
-            found += _tensors_in(value)
+            found += tensors_in(value)
         elif isinstance(value, dict):
-            found += _tensors_in(list(value.values()))
+            found += tensors_in(list(value.values()))
     return found
 
 
