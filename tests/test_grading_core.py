@@ -115,3 +115,56 @@ def test_thread_fallback_stops_an_endless_loop(monkeypatch):
     finally:
         stop.set()  # the thread cannot be killed: end it so it does not keep a core busy
     assert grade("simclr.nt_xent", stub).feedback == [core.NOT_IMPLEMENTED_FEEDBACK]
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading through another process (what the batch grader does with a student's kernel)
+
+
+def _serve_in_subprocess(kernel, namespace_source: str):
+    """A plain Python process that defines functions with ``namespace_source`` and serves them."""
+    import subprocess
+
+    code = "\n".join([namespace_source, kernel.runner_cell()])
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _grade_remotely(source: str, exercise_ids, time_limit=20.0):
+    import time
+
+    from coursekit.grading.remote import RemoteFunction, StudentKernel
+
+    kernel = StudentKernel(None)
+    process = _serve_in_subprocess(kernel, source)
+    results = {}
+    try:
+        alive = lambda: process.poll() is None  # noqa: E731
+        assert kernel.connect(alive)
+        for exercise_id in exercise_ids:
+            ex = get_exercise(exercise_id)
+            connection, hello = kernel.open_exercise(ex.function_name, time_limit, alive)
+            assert hello["found"] and hello["callable"], (exercise_id, hello)
+            results[exercise_id] = core.grade_here(ex, RemoteFunction(connection, time.monotonic() + time_limit),
+                                                   time_limit)
+            kernel.close_exercise(connection, time_limit)
+    finally:
+        kernel.stop()
+        process.wait(timeout=30)
+    return results
+
+
+def test_every_reference_gets_full_marks_through_another_process():
+    lines = ["import importlib"]
+    for ex in EXERCISES.values():
+        module, name = ex.reference_path.split(":")
+        lines.append(f"{ex.function_name} = getattr(importlib.import_module({module!r}), {name!r})")
+    results = _grade_remotely("\n".join(lines), sorted(EXERCISES))
+    for exercise_id, result in results.items():
+        assert result.passed, (exercise_id, result.feedback)
+
+
+def test_a_loop_in_the_other_process_ends_that_exercise_only():
+    source = "def regression_loss(p, z):\n    while True:\n        pass\ndef nt_xent(z1, z2, t):\n    raise NotImplementedError"
+    results = _grade_remotely(source, ["byol.regression_loss", "simclr.nt_xent"], time_limit=2.0)
+    assert "did not finish within 2 s" in results["byol.regression_loss"].feedback[0]
+    assert results["simclr.nt_xent"].feedback == [core.NOT_IMPLEMENTED_FEEDBACK]

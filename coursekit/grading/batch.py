@@ -113,9 +113,9 @@ def written_answers(notebook, homework: str) -> list[dict]:
         if cell.cell_type != "markdown" or heading:
             current = None
         if heading and "question" in source.splitlines()[0].lower():
-            question = source.splitlines()[0].lstrip("#").strip()
-            text = source
-            prompt = handed_out.get(question, "").split(ANSWER_PROMPT)[0]
+            question, _, text = source.partition("\n")
+            question, text = question.lstrip("#").strip(), text.strip()
+            prompt = handed_out.get(question, "").split(ANSWER_PROMPT)[0]  # the question's own words
             if prompt and text.startswith(prompt):
                 text = text[len(prompt):]
             current = {"question": question, "answer": text.replace(ANSWER_PROMPT, "").strip()}
@@ -136,8 +136,9 @@ def _question_texts(path: Path) -> dict[str, str]:
     texts = {}
     for cell in cells:
         source = "".join(cell.get("source", [])).strip()
-        if cell.get("cell_type") == "markdown" and source.startswith("#") and "question" in source.splitlines()[0].lower():
-            texts[source.splitlines()[0].lstrip("#").strip()] = source
+        heading, _, text = source.partition("\n")
+        if cell.get("cell_type") == "markdown" and heading.startswith("#") and "question" in heading.lower():
+            texts[heading.lstrip("#").strip()] = text.strip()
     return texts
 
 
@@ -242,7 +243,9 @@ def _execute(notebook, folders: sandbox.Folders, exercise_ids: list[str], copies
         kernel_manager_class=_sandboxed_manager(limits), resources={"metadata": {"path": str(folders.work)}},
     )
     timed_out_at = None
-    env = folders.environment({**os.environ, "COURSEKIT_PROFILE": "smoke"})
+    # the kernel imports the coursekit this grader runs (and watches for changes), whatever the cwd
+    python_path = os.pathsep.join(filter(None, [str(PACKAGE_DIR.parent), os.environ.get("PYTHONPATH")]))
+    env = folders.environment({**os.environ, "COURSEKIT_PROFILE": "smoke", "PYTHONPATH": python_path})
     with client.setup_kernel(env=env, cwd=str(folders.work)):
         for index, cell in enumerate(notebook.cells):
             if cell.cell_type != "code":
@@ -357,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     for path in submissions:
         if display_name(path) in done:
             continue
-        before = sandbox.descendants()
+        before, started = sandbox.descendants(), time.monotonic()
         try:
             result = grade_submission(path, timeout=args.timeout, homework=args.homework, limits=limits)
         except Exception as error:  # noqa: BLE001 - a grader bug must not lose the batch
@@ -372,8 +375,8 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         append_progress(progress, result)
         write_all(results, args.out, args.json)
-        print(f"{result.submission}: {result.status} {result.total}/{result.max_score} {result.reason}".rstrip(),
-              flush=True)
+        print(f"{result.submission}: {result.status} {result.total}/{result.max_score} "
+              f"({time.monotonic() - started:.1f} s) {result.reason}".rstrip(), flush=True)
         if changed:
             print(f"stopped: the coursekit package at {PACKAGE_DIR} changed ({', '.join(changed)}). Reinstall it, "
                   "then run again with --resume to grade the rest.", flush=True)

@@ -33,13 +33,13 @@ def _indices(stratified_subset, fraction: float, seed: int, global_seed: int | N
 
 
 @subset_exercise.checks("returns a 1-D long tensor of valid indices", points=1,
-                        hint="return positions into labels (torch.long), e.g. from torch.nonzero(labels == c)")
+                        hint="return the positions of the chosen images in labels, as integers (not a mask)")
 def _returns_indices(stratified_subset):
     _indices(stratified_subset, 0.25, 0)
 
 
 @subset_exercise.checks("has no duplicate indices", points=1,
-                        hint="draw without replacement: shuffle each class with torch.randperm and take the first ones")
+                        hint="each image may be chosen once: draw without replacement")
 def _no_duplicates(stratified_subset):
     for fraction in (0.25, 0.5, 1.0):
         indices = _indices(stratified_subset, fraction, 0)
@@ -62,7 +62,7 @@ def _fraction_per_class(stratified_subset):
 
 
 @subset_exercise.checks("keeps at least one image of every class", points=1,
-                        hint="a small class rounds to 0 images: keep max(1, ...) of each class")
+                        hint="a small class can round down to no image at all: every class keeps at least one")
 def _every_class_present(stratified_subset):
     labels = _labels()
     present = torch.unique(labels[_indices(stratified_subset, 0.05, 2)])
@@ -72,7 +72,7 @@ def _every_class_present(stratified_subset):
 
 
 @subset_exercise.checks("the same seed gives the same subset", points=1,
-                        hint="draw from torch.Generator().manual_seed(seed), not from the global random state")
+                        hint="all randomness must come from a generator seeded with `seed`, not from the global random state")
 def _reproducible(stratified_subset):
     for seed in (3, 4):
         # the same seed under two different global random states: only the seed may matter
@@ -83,7 +83,7 @@ def _reproducible(stratified_subset):
 
 
 @subset_exercise.checks("other seeds give other subsets", points=1,
-                        hint="choose the images at random (torch.randperm with the seeded generator)")
+                        hint="choose the images at random, with the seeded generator")
 def _random(stratified_subset):
     subsets = {tuple(_indices(stratified_subset, 0.25, seed).sort().values.tolist()) for seed in range(4)}
     if len(subsets) == 1:

@@ -13,8 +13,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 loss_exercise = exercise("dino.dino_loss", "dino_loss", reference="coursekit.methods.dino:dino_loss")
-LOSS_HINT = ("teacher: softmax((t - center) / teacher_temp) (detached); student: log_softmax(s / student_temp); "
-             "average -(teacher * student).sum(-1).mean() over the pairs (i, j) with i != j")
+LOSS_HINT = ("the teacher gives centered, sharpened probabilities (fixed targets); the student is scored by "
+             "cross-entropy against them, over every pair of a teacher view and a different student view")
 STUDENT_TEMP, TEACHER_TEMP = 0.1, 0.04
 
 
@@ -122,7 +122,8 @@ def _loss_no_center_gradient(dino_loss):
 # ---------------------------------------------------------------------------------------------
 
 center_exercise = exercise("dino.update_center", "update_center", reference="coursekit.methods.dino:update_center")
-CENTER_HINT = "momentum * center + (1 - momentum) * teacher_out.mean(dim=0, keepdim=True)"
+CENTER_HINT = ("the center is a moving average: keep `momentum` of the old center and take the rest from the "
+               "batch's mean teacher output, keeping the shape [1, K]")
 
 
 def _center_value(update_center, center, teacher_out, momentum):

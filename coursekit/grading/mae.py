@@ -14,8 +14,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 patchify_exercise = exercise("mae.patchify", "patchify", reference="coursekit.methods.mae:patchify")
-PATCHIFY_HINT = ("reshape to [N, C, h, p, w, p], permute to [N, h, w, p, p, C] "
-                 "(torch.einsum('nchpwq->nhwpqc')), then reshape to [N, h * w, p * p * C]")
+PATCHIFY_HINT = ("cut each image into a grid of p x p squares, read the squares row by row, and lay out each "
+                 "square's pixels row by row with the channels of a pixel together")
 
 
 def _patch_layout(imgs: torch.Tensor, p: int, order: str) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _patchify_values(patchify):
 
 
 @patchify_exercise.checks("handles images that are not square (H != W)", points=1,
-                          hint="compute h = H // p and w = W // p separately")
+                          hint="the number of patches across and down can differ")
 def _patchify_rectangular(patchify):
     _expect_patches(patchify, randn(3, 2, 3, 8, 12), 4, "the patches of 8 x 12 images")
 
@@ -75,9 +75,8 @@ def _patchify_single(patchify):
 # ---------------------------------------------------------------------------------------------
 
 masking_exercise = exercise("mae.random_masking", "random_masking", reference="coursekit.methods.mae:random_masking")
-MASKING_HINT = ("noise = torch.rand(N, L, generator=generator); ids_shuffle = noise.argsort(1); "
-                "ids_restore = ids_shuffle.argsort(1); keep the first L_keep of ids_shuffle; "
-                "mask = ones, first L_keep set to 0, then gathered with ids_restore")
+MASKING_HINT = ("a random order of the tokens per sample decides which ones stay; remember that order so that it "
+                "can be undone, and express the mask in the original token order")
 N, L, D = 4, 14, 3
 MASK_TOKEN = 1.0e4
 
@@ -123,7 +122,7 @@ def _masking_types(random_masking):
 
 
 @masking_exercise.checks("keeps L_keep = int(L * (1 - mask_ratio)) tokens", points=1,
-                         hint="int() rounds down: L = 14 and mask_ratio 0.75 keep 3 tokens")
+                         hint="the number kept is rounded down, as the notebook says")
 def _masking_keep_count(random_masking):
     for mask_ratio in (0.75, 0.5, 0.6):
         expected = int(L * (1 - mask_ratio))
@@ -166,7 +165,7 @@ def _masking_visible_tokens(random_masking):
 
 
 @masking_exercise.checks("ids_restore puts every kept token back at its original position", points=2,
-                         hint="ids_restore = torch.argsort(ids_shuffle, dim=1)")
+                         hint="ids_restore undoes the shuffle: it is the inverse permutation")
 def _masking_restore(random_masking):
     x = _tokens(2)
     x_visible, mask, ids_restore = _masking(random_masking, x)
@@ -215,7 +214,7 @@ def _masking_generator(random_masking):
 
 
 @masking_exercise.checks("works without a generator (generator=None)", points=1,
-                         hint="torch.rand(..., generator=None) draws from the global random state")
+                         hint="when no generator is given, draw from the global random state")
 def _masking_no_generator(random_masking):
     x_visible, mask, _ = _masking(random_masking, _tokens(), generator_seed=None)
     if x_visible.shape[1] != int(L * 0.25) or not (mask.sum(1) == L - x_visible.shape[1]).all():
@@ -227,8 +226,8 @@ def _masking_no_generator(random_masking):
 # ---------------------------------------------------------------------------------------------
 
 loss_exercise = exercise("mae.loss", "mae_loss", reference="coursekit.methods.mae:mae_loss")
-LOSS_HINT = ("per_patch = ((pred - target) ** 2).mean(dim=-1); loss = (per_patch * mask).sum() / mask.sum(); "
-             "with norm_pix, normalize each target patch first")
+LOSS_HINT = ("the error of a patch is the mean squared error over its values; the loss averages it over the "
+             "removed patches only, across the whole batch")
 
 
 def _loss_inputs(seed: int, n: int = 3, length: int = 8, p: int = 12):
@@ -290,7 +289,7 @@ def _loss_plain(mae_loss):
 
 
 @loss_exercise.checks("matches the MAE loss with norm_pix (3 seeds)", points=2,
-                      hint="target = (target - mean) / (var + 1e-6) ** 0.5 with mean and var over the last dimension")
+                      hint="with norm_pix, each target patch is standardized by its own mean and variance (with the small epsilon inside the square root)")
 def _loss_norm_pix(mae_loss):
     for seed in SEEDS:
         _expect_loss(mae_loss, *_loss_inputs(seed), True, f"the loss (norm_pix=True, seed {seed})")
@@ -308,7 +307,7 @@ def _loss_gradient(mae_loss):
 
 
 @loss_exercise.checks("a sample without removed patches is handled (one average over all removed patches)", points=1,
-                      hint="divide the masked sum over the whole batch by mask.sum(), not per sample")
+                      hint="average over all removed patches of the batch together, not per sample")
 def _loss_empty_row(mae_loss):
     pred, target, mask = _loss_inputs(4)
     mask[0] = 0.0
@@ -330,9 +329,8 @@ def _loss_empty_row(mae_loss):
 # ---------------------------------------------------------------------------------------------
 
 block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.masking:block_mask")
-BLOCK_HINT = ("n = L - int(L * (1 - ratio)); bw = min(grid_w, max(ceil(sqrt(n)), ceil(n / grid_h))); bh = ceil(n / bw); draw top in "
-              "[0, grid_h - bh] and left in [0, grid_w - bw] with torch.randint(..., generator=generator); "
-              "fill the first n cells of the bh x bw block row by row")
+BLOCK_HINT = ("count the patches to remove as random_masking does, shape them into the most square block that "
+              "fits the grid, place it at a random corner drawn from the generator, and fill it row by row")
 
 
 def _removed_count(length: int, ratio: float) -> int:
@@ -357,7 +355,7 @@ def _block_type(block_mask):
 
 
 @block_exercise.checks("removes exactly L - int(L * (1 - ratio)) patches (1 = removed)", points=1,
-                       hint="the same count as random_masking: L_keep = int(L * (1 - ratio)) patches stay visible")
+                       hint="the same count as random_masking: the number of visible patches is rounded down")
 def _block_count(block_mask):
     for grid_h, grid_w, ratio in ((8, 8, 0.75), (8, 8, 0.9), (5, 7, 0.6), (6, 6, 0.5)):
         length = grid_h * grid_w
@@ -409,7 +407,7 @@ def _block_random_place(block_mask):
         raise CheckFailed("the block is always at the same place: draw its corner at random with the generator")
 
 
-@block_exercise.checks("ratio 0 removes nothing", points=1, hint="n = 0: return a mask of zeros")
+@block_exercise.checks("ratio 0 removes nothing", points=1, hint="with nothing to remove, the mask removes nothing")
 def _block_zero(block_mask):
     if _block(block_mask, 4, 4, 0.0).sum() != 0:
         raise CheckFailed("with ratio 0 some patches are removed")
@@ -417,8 +415,8 @@ def _block_zero(block_mask):
 
 difficulty_exercise = exercise("mae.masking_difficulty", "nearest_visible_distance",
                                reference="coursekit.masking:nearest_visible_distance")
-DIFFICULTY_HINT = ("positions (row, col) = divmod(index, grid_w); for every removed patch, the smallest Euclidean "
-                   "distance to a visible patch (torch.cdist); then the mean over removed patches")
+DIFFICULTY_HINT = ("give every patch its (row, column) position on the grid; a removed patch is as hard as its "
+                   "distance to the closest visible patch; average over the removed patches")
 
 
 def _positions(grid_h, grid_w):
@@ -484,7 +482,7 @@ def _difficulty_random(fn):
 
 
 @difficulty_exercise.checks("handles grids that are not square (row = i // grid_w, column = i % grid_w)", points=1,
-                            hint="patch i sits at row i // grid_w and column i % grid_w")
+                            hint="the patches are numbered row by row: a row holds grid_w patches")
 def _difficulty_rectangular(fn):
     mask = torch.ones(4 * 7)
     mask[[0, 13, 27]] = 0

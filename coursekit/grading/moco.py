@@ -14,8 +14,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 momentum_exercise = exercise("moco.momentum_update", "momentum_update", reference="coursekit.methods.ema:momentum_update")
-UPDATE_HINT = ("inside torch.no_grad(), for each pair of parameters do "
-               "p_target.mul_(m).add_(p_online, alpha=1 - m)")
+UPDATE_HINT = ("the target keeps the fraction m of itself and takes 1 - m from the online network, changing its "
+               "own parameters in place and outside autograd")
 
 
 def _network(seed: int) -> nn.Module:
@@ -91,7 +91,7 @@ def _online_unchanged(momentum_update):
 
 
 @momentum_exercise.checks("updates parameters only, not buffers (BatchNorm statistics)", points=1,
-                          hint="iterate over .parameters(), not over .state_dict() (which holds the buffers too)")
+                          hint="only parameters are averaged: buffers such as BatchNorm statistics stay as they are")
 def _buffers_untouched(momentum_update):
     _, target, _ = _student_update(momentum_update, 0.9)
     if not torch.equal(_flat(target.buffers()), _flat(_network(1).buffers())):
@@ -99,7 +99,7 @@ def _buffers_untouched(momentum_update):
 
 
 @momentum_exercise.checks("records no gradient (the update is not part of the autograd graph)", points=1,
-                          hint="decorate the function with @torch.no_grad() or update inside `with torch.no_grad():`")
+                          hint="the update is bookkeeping, not part of training: autograd must not record it")
 def _no_gradient(momentum_update):
     try:
         flags = _target_flags(momentum_update, 0.9)
@@ -127,8 +127,8 @@ def _edge_momenta(momentum_update):
 # ---------------------------------------------------------------------------------------------
 
 infonce_exercise = exercise("moco.infonce", "infonce", reference="coursekit.methods.moco:infonce")
-INFONCE_HINT = ("logits = cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature, then "
-                "cross-entropy with target 0 for every row")
+INFONCE_HINT = ("each query is a classification problem: its key is the right answer, the queue holds the wrong "
+                "ones, and the logits are similarities sharpened by the temperature")
 
 
 def _unit(seed: int, *shape: int) -> torch.Tensor:
@@ -158,7 +158,7 @@ def _expect_infonce(infonce, q, k, queue, temperature, what):
 
 
 @infonce_exercise.checks("returns a single number (0-dim float tensor)", points=1,
-                         hint="F.cross_entropy averages over the batch and returns a 0-dim tensor")
+                         hint="the loss is one number: the average over the batch")
 def _infonce_scalar(infonce):
     expect_scalar(call(infonce, _unit(0, 4, 8), _unit(1, 4, 8), _unit(2, 16, 8), 0.2))
 
@@ -210,7 +210,7 @@ def _infonce_no_grad_queue(infonce):
 
 
 @infonce_exercise.checks("handles a batch of one and a queue of one", points=1,
-                         hint="build the target with torch.zeros(len(q), dtype=torch.long)")
+                         hint="nothing in the code should assume more than one query or more than one key in the queue")
 def _infonce_tiny(infonce):
     _expect_infonce(infonce, _unit(9, 1, 4), _unit(10, 1, 4), _unit(11, 1, 4), 0.2, "the loss for N = 1, K = 1")
 
@@ -222,8 +222,8 @@ def _infonce_tiny(infonce):
 from .checks import expect_tensor  # noqa: E402 - used by the checks below
 
 ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.analysis:simulate_ema")
-EMA_HINT = ("start with target[0] = signal[0], then for t = 1 .. T-1: "
-            "target[t] = m * target[t - 1] + (1 - m) * signal[t]")
+EMA_HINT = ("the target starts as a copy of the signal, then at each step keeps m of its previous value and "
+            "takes 1 - m from the current signal")
 
 
 def _ema_variant(signal: torch.Tensor, m: float, start=None, late: bool = False) -> torch.Tensor:
@@ -264,7 +264,7 @@ def _step_signal(length: int = 40, jump_at: int = 5) -> torch.Tensor:
 
 
 @ema_exercise.checks("returns a float tensor of the same shape as the signal", points=1,
-                     hint="allocate the result with torch.empty_like(signal) (or build a list and torch.stack it)")
+                     hint="return one target value per signal value, as a float tensor of the same shape")
 def _ema_shape(fn):
     signal = randn(0, 12)
     expect_tensor(call(fn, signal.clone(), 0.9), "the result", shape=signal.shape, floating=True)
@@ -289,7 +289,7 @@ def _ema_batched(fn):
 
 
 @ema_exercise.checks("edge cases: m = 0 copies the signal, m = 1 never moves, a single step; signal unchanged",
-                     points=1, hint="do not write into the signal; start from signal[0] even when T = 1")
+                     points=1, hint="leave the signal unchanged, and handle a signal of a single step")
 def _ema_edges(fn):
     signal = randn(6, 10)
     copy_of_signal = signal.clone()

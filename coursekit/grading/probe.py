@@ -8,8 +8,9 @@ from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn, 
 from .core import CheckFailed, exercise
 
 knn_exercise = exercise("probe.knn_predict", "knn_predict", reference="coursekit.evaluate:knn_predict")
-HINT = ("normalize both feature sets, similarity = test @ train.T, take topk(k), weights = exp(sim / temperature), "
-        "add each weight to its label's vote (scatter_add_), argmax")
+HINT = ("compare directions (cosine), find the k most similar training samples, and let each vote for "
+        "its label with a weight that grows quickly with similarity (exponential, sharpened by the "
+        "temperature)")
 
 
 def _votes(train_f, train_l, test_f, num_classes, k, temperature, normalize=True, weight="exp", nearest=True):
@@ -63,7 +64,7 @@ def _unit_vectors(*angles: float) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
-@knn_exercise.checks("returns a [N] long tensor of class indices", points=1, hint="return votes.argmax(dim=1)")
+@knn_exercise.checks("returns a [N] long tensor of class indices", points=1, hint="return one predicted class index (an integer) per test sample")
 def _returns_classes(knn_predict):
     train_f, train_l, test_f = _clustered(0)
     _predict(knn_predict, train_f, train_l, test_f, 4, 5, 0.1)
@@ -87,7 +88,7 @@ def _weighted_votes(knn_predict):
 
 
 @knn_exercise.checks("uses cosine similarity (the length of a feature vector does not matter)", points=1,
-                     hint="F.normalize(features, dim=1) on both train and test features")
+                     hint="cosine similarity compares directions: the length of a feature vector must not matter")
 def _cosine(knn_predict):
     train_f = _unit_vectors(0.05, 0.5) * torch.tensor([[1.0], [10.0]])
     train_l = torch.tensor([0, 1])
@@ -119,8 +120,8 @@ def _nearest_neighbour(knn_predict):
 from .checks import expect_close  # noqa: E402 - this section was added after the kNN exercise
 
 ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate:ridge_classifier")
-RIDGE_HINT = ("Y = F.one_hot(labels, num_classes).float(); center X and Y by their column means; "
-              "W = torch.linalg.solve(Xc.T @ Xc + l2 * I, Xc.T @ Yc); b = Y.mean(0) - X.mean(0) @ W")
+RIDGE_HINT = ("fit one-hot labels by least squares with an l2 penalty on the weights only; centering features "
+              "and labels lets the bias be fitted separately, without penalty")
 
 
 def _ridge_variant(x, labels, num_classes, l2, intercept="centered", l2_scale=1.0, bias_shift=True):
@@ -221,7 +222,7 @@ def _ridge_shift(ridge_classifier):
 
 
 @ridge_exercise.checks("uses num_classes, also when a class has no sample", points=1,
-                       hint="F.one_hot(labels, num_classes) makes num_classes columns whatever labels occur")
+                       hint="there are num_classes classes, even when some have no sample")
 def _ridge_missing_class(ridge_classifier):
     x, labels = _shifted_clusters(5)
     _expect_ridge(ridge_classifier, x, labels, 5, 1.0, "5 classes, two of them absent")

@@ -11,8 +11,8 @@ from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect
 from .core import CheckFailed, Unscored, exercise
 
 iou_exercise = exercise("segmentation.mean_iou", "mean_iou", reference="coursekit.transfer.segmentation:mean_iou")
-HINT = ("drop the pixels where target == ignore_index, then for each class sum intersection and union over the "
-        "whole set; average IoU over the classes whose union is not empty")
+HINT = ("ignored pixels do not count; per class, add up intersections and unions over the whole set of "
+        "images, then average the IoU over the classes that occur")
 
 
 def _intersection_union(pred, target, num_classes, ignore_index):
@@ -76,7 +76,7 @@ def _random_masks(seed: int, n: int = 3, size: int = 6, num_classes: int = 5):
     return pred, target
 
 
-@iou_exercise.checks("returns a Python float", points=1, hint="convert the result with .item()")
+@iou_exercise.checks("returns a Python float", points=1, hint="return a plain Python number, not a tensor")
 def _returns_float(mean_iou):
     pred, target = _random_masks(0)
     value = call(mean_iou, pred, target, 5, 255)
@@ -105,7 +105,7 @@ def _custom_ignore_index(mean_iou):
     _expect_iou(mean_iou, pred, target, 4, 4, "the mIoU with ignore_index = 4")
 
 
-@iou_exercise.checks("ignore_index defaults to 255", points=1, hint="def mean_iou(pred, target, num_classes, ignore_index=255)")
+@iou_exercise.checks("ignore_index defaults to 255", points=1, hint="the notebook gives ignore_index a default value of 255")
 def _default_ignore_index(mean_iou):
     pred, target = _random_masks(4)
     expected = iou_exercise.reference()(pred, target, 5)
@@ -129,8 +129,8 @@ from .checks import shape_text  # noqa: E402 - used by the exercise below only
 
 tokens_exercise = exercise("segmentation.tokens_to_feature_map", "tokens_to_feature_map",
                            reference="coursekit.transfer.segmentation:tokens_to_feature_map")
-TOKENS_HINT = ("token i sits at row i // w and column i % w: move the channels first with "
-               "patch_tokens.transpose(1, 2) ([N, D, L]), then reshape to [N, D, h, w]")
+TOKENS_HINT = ("the tokens were read row by row from the grid of patches: put them back in that order, with the "
+               "channels as the map's first axis")
 
 
 def _token_mistakes(tokens, grid):
