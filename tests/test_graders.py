@@ -496,3 +496,12 @@ def test_every_exercise_has_an_alternative_and_five_named_mistakes():
         others = [fn for fn in alternatives.get(exercise_id, []) if fn is not exercise.reference()]
         assert others, f"{exercise_id} has no other correct version in the tests"
         assert sum(m[0] == exercise_id for m in mistakes) >= 5, exercise_id
+
+
+def test_a_mask_in_shuffled_order_is_named_once():
+    """The secondary checks of randomness read the kept tokens, not the mask: a mask left in
+    shuffled order is one mistake with one feedback line."""
+    result = grade("mae.random_masking", lambda x, r, g=None: _masking_variant(x, r, g, unshuffle_mask=False))
+    text = " ".join(result.feedback)
+    assert "not in the original token order" in text
+    assert "same noise" not in text and "generator is not used" not in text and len(result.feedback) == 1

@@ -70,6 +70,7 @@ BLOCK_MASK_MISTAKES = [
     (lambda h, w, r, g=None: masking.random_mask(h, w, r, g), "instead of one"),
     (lambda h, w, r, g=None: block_mask_loops(h, w, r, torch.Generator().manual_seed(0)), "always at the same place"),
     (lambda h, w, r, g=None: block_mask_loops(h, w, r, None), "same generator seed gave different masks"),
+    (lambda h, w, r, g=None: block_mask_loops(h, w, r, g).bool(), "expected a floating point tensor"),
     (lambda h, w, r, g=None: _int_ratio_block(h, w, r, g), "not the removed ones"),
     (lambda h, w, r, g=None: _full_rows_block(h, w, r, g), "instead of one"),
     (lambda h, w, r, g=None: masking.block_mask(h, w, r, g).tolist(), "should be a torch.Tensor"),
@@ -79,6 +80,16 @@ BLOCK_MASK_MISTAKES = [
 @pytest.mark.parametrize("fn, words", BLOCK_MASK_MISTAKES)
 def test_block_mask_mistakes_are_named(fn, words):
     _caught("mae.block_mask", fn, words)
+
+
+def test_block_mask_contract_gaps_cost_exactly_their_point():
+    """A bool mask is right except for its dtype; a mask from the global generator is right except
+    for where its randomness comes from: each loses the one point of that part of the contract."""
+    from coursekit.grading import grade
+
+    as_bool = grade("mae.block_mask", lambda h, w, r, g=None: block_mask_loops(h, w, r, g).bool())
+    global_rng = grade("mae.block_mask", lambda h, w, r, g=None: block_mask_loops(h, w, r, None))
+    assert as_bool.score == global_rng.score == as_bool.max_score - 1, (as_bool.feedback, global_rng.feedback)
 
 
 def _int_ratio_block(grid_h, grid_w, ratio, generator):

@@ -168,10 +168,10 @@ def _masking_visible_tokens(random_masking):
                          hint="ids_restore undoes the shuffle: it is the inverse permutation")
 def _masking_restore(random_masking):
     x = _tokens(2)
-    x_visible, mask, ids_restore = _masking(random_masking, x)
+    x_visible, _, ids_restore = _masking(random_masking, x)
     if not torch.equal(ids_restore.sort(dim=1).values, torch.arange(L).expand(N, L)):
         raise CheckFailed("each row of ids_restore must be a permutation of 0..L-1")
-    kept = (mask == 0).unsqueeze(-1)
+    kept = _kept_in(x, x_visible).unsqueeze(-1)  # as x_visible shows it: a wrong mask does not fail this check too
     if torch.allclose(_restored(x_visible, ids_restore)[kept.expand_as(x)], x[kept.expand_as(x)]):
         return
     if torch.allclose(_restored(x_visible, ids_restore.argsort(dim=1))[kept.expand_as(x)], x[kept.expand_as(x)]):
@@ -180,15 +180,18 @@ def _masking_restore(random_masking):
                       "original positions")
 
 
-def _kept_positions(random_masking, x, **options) -> torch.Tensor:
-    """[N, L] 0/1: which tokens of x each sample kept, read from x_visible (so that the checks of the
-    randomness do not depend on the mask being right)."""
-    x_visible = _masking(random_masking, x, **options)[0]
+def _kept_in(x, x_visible) -> torch.Tensor:
+    """[N, L] bool: which tokens of x each sample kept, read from x_visible (so that the checks that
+    do not test the mask do not depend on it being right)."""
     sources = _source_positions(x, x_visible)
-    kept = torch.zeros(x.shape[:2])
+    kept = torch.zeros(x.shape[:2], dtype=torch.bool)
     for n in range(len(x)):
-        kept[n, sources[n][sources[n] >= 0]] = 1
+        kept[n, sources[n][sources[n] >= 0]] = True
     return kept
+
+
+def _kept_positions(random_masking, x, **options) -> torch.Tensor:
+    return _kept_in(x, _masking(random_masking, x, **options)[0])
 
 
 @masking_exercise.checks("draws an independent random mask for every sample", points=1,
