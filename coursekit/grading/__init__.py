@@ -6,7 +6,10 @@
 
 Each lesson's exercises live in their own module (``simclr.py``, ``moco.py``...), registered on
 import; ``homework.py`` says which exercises each homework notebook holds; ``batch.py`` is
-``coursekit grade``. See CONTRIBUTING.md, "Adding a graded exercise".
+``coursekit grade``, which runs each submission in a sandboxed kernel (``sandbox.py``) and calls
+its functions from this process through a data-only wire (``remote.py``, ``wire.py``), with its
+results kept as they come (``results.py``) and reference copies found in the source
+(``references.py``). See CONTRIBUTING.md, "Adding a graded exercise".
 """
 from . import bottleneck, byol, detection, dino, dinov2, mae, moco, probe, segmentation, simclr  # noqa: F401 - registers the exercises
 from .core import (

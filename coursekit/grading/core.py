@@ -1,13 +1,16 @@
 """The grading core: the exercise registry, ``grade``, ``check`` and the text they show.
 
 An exercise is a list of *properties*, each worth some points. A property is a small function
-that receives the student function, calls it (through ``checks.call``) on inputs it builds
-itself, and raises ``CheckFailed("plain words")`` when the behaviour is wrong.
+that receives the student function, calls it (only through ``checks.call`` / ``call_backward``)
+on inputs it builds itself, and raises ``CheckFailed("plain words")`` when the behaviour is
+wrong, or ``Unscored`` when it cannot mean anything because an earlier property failed.
 
-``grade`` runs the properties of one exercise in a forked child process on Linux (so a function
-that loops forever, calls ``os._exit`` or crashes the interpreter cannot take the notebook down),
-or in a thread elsewhere, and turns every outcome into points and feedback. It never raises
-because of the student function.
+``grade`` (``check`` in notebooks) runs the properties of one exercise in a forked child process on
+Linux (so a function that loops forever, calls ``os._exit`` or crashes the interpreter cannot take
+the notebook down), or in a thread elsewhere. ``grade_here`` runs them in this process on a
+``remote.RemoteFunction``: the batch grader's way, where only the student's function runs in the
+student's kernel. Both turn every outcome into points and feedback and never raise because of
+the student function.
 """
 from __future__ import annotations
 
@@ -123,7 +126,8 @@ def get_exercise(exercise_id: str) -> Exercise:
 
 # ---------------------------------------------------------------------------------------------
 # Running the properties. The runner reports through ``send`` one message per property:
-# ("ok", index), ("failed", index, message), ("not_implemented",) and finally ("done",).
+# ("ok", index), ("failed", index, message), ("unscored", index), ("not_implemented",), and finally
+# ("done",) or, when the student's process stopped answering, ("timeout",) or ("died",).
 # ---------------------------------------------------------------------------------------------
 
 
