@@ -131,3 +131,17 @@ def test_resume_grades_only_what_the_progress_file_lacks(tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["submission"]).stem for r in rows] == ["raising_cell_02_simclr", "renamed_function_02_simclr"]
     assert rows[0]["reason"] == "graded before the interruption"
+
+
+def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "raising_cell_02_simclr.ipynb", folder)
+    out = tmp_path / "results.json"
+    assert main(["grade", str(folder), "--out", str(out), "--format", "gradescope", "--timeout", "30"]) == 0
+    results = json.loads(out.read_text())
+    assert [(t["name"], t["score"], t["max_score"]) for t in results["tests"]] == [
+        ("raising_cell_02_simclr.ipynb: simclr.nt_xent", 0, 10),
+        ("raising_cell_02_simclr.ipynb: simclr.augmentation_pair_similarity", 0, 7)]
+    assert results["score"] == 0 and "ZeroDivisionError" in results["output"]
+    assert "not implemented" in results["tests"][0]["output"]

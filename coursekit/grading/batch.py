@@ -325,6 +325,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("submissions", nargs="+", help="notebook files or folders of .ipynb files")
     parser.add_argument("--out", required=True, type=Path,
                         help="CSV file: one row per submission (beside it: OUT.progress.jsonl and OUT.answers.md)")
+    parser.add_argument("--format", choices=("csv", "gradescope"), default="csv",
+                        help="what --out holds: the CSV, or Gradescope's results.json for the one student whose "
+                             "notebooks are SUBMISSIONS (e.g. /autograder/results/results.json)")
     parser.add_argument("--json", type=Path, help="JSON file with every score, its feedback and the written answers")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds for all cells of one notebook (default {DEFAULT_TIMEOUT:g})")
@@ -356,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
         exercise.reference()
     package = sandbox.fingerprint(PACKAGE_DIR)
     sandbox.become_subreaper()
-    write_all(results, args.out, args.json)
+    write_all(results, args.out, args.json, args.format)
     for path in submissions:
         if display_name(path) in done:
             continue
@@ -374,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
                                      f"({', '.join(changed[:3])}): grading stopped")
         results.append(result)
         append_progress(progress, result)
-        write_all(results, args.out, args.json)
+        write_all(results, args.out, args.json, args.format)
         print(f"{result.submission}: {result.status} {result.total}/{result.max_score} "
               f"({time.monotonic() - started:.1f} s) {result.reason}".rstrip(), flush=True)
         if changed:

@@ -115,9 +115,24 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def write_all(results: list[SubmissionResult], out: Path, json_path: Path | None) -> None:
-    """The CSV, the JSON (if asked for) and the written answers, each replaced whole."""
-    write_atomically(out, csv_text(results))
+def gradescope_text(results: list[SubmissionResult]) -> str:
+    """Gradescope's autograder ``results.json`` for one student whose notebooks are ``results``:
+    one test per exercise (its feedback as output), the statuses and reasons as the overall output."""
+    tests = []
+    for r in results:
+        for exercise_id, grade in r.exercises.items():
+            tests.append({"name": f"{Path(r.submission).name}: {exercise_id}", "score": grade["score"],
+                          "max_score": grade["max_score"], "output": "\n".join(grade["feedback"]) or "all checks passed",
+                          "visibility": "visible"})
+    summary = [f"{Path(r.submission).name}: {r.status}{': ' + r.reason if r.reason else ''}" for r in results]
+    return json.dumps({"score": sum(r.total for r in results), "output": "\n".join(summary),
+                       "visibility": "visible", "tests": tests}, indent=2)
+
+
+def write_all(results: list[SubmissionResult], out: Path, json_path: Path | None, form: str = "csv") -> None:
+    """The CSV (or Gradescope's results.json), the JSON (if asked for) and the written answers,
+    each replaced whole."""
+    write_atomically(out, csv_text(results) if form == "csv" else gradescope_text(results))
     if json_path is not None:
         write_atomically(json_path, json.dumps([r.row() for r in results], indent=2))
     write_atomically(answers_path(out), answers_text(results))
