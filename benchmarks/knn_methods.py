@@ -1,7 +1,7 @@
 """kNN accuracy of every method's pretrained backbone against the same backbone at random init.
 
 For each method (SimCLR, MoCo v2, BYOL, DINO on the ResNet-18; MAE on the ViT), pretrain with
-``coursekit.train.fit`` on a Fashion-MNIST training subset (real data, offline, 32 px), then score
+``coursekit.engine.fit`` on a Fashion-MNIST training subset (real data, offline, 32 px), then score
 the backbone's features with weighted kNN (k=200, t=0.1): ``--bank-images`` labeled training
 images are the memory bank, ``--test-images`` test images the queries. The same architecture
 built under the same seed, untrained, is scored the same way (computed once per architecture),
@@ -31,7 +31,7 @@ from coursekit.data import ImageSet, load_images
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import build_method
 from coursekit.models import build_backbone
-from coursekit.train import TrainConfig, fit
+from coursekit.engine import TrainConfig, fit
 
 METHODS = ("simclr", "moco", "byol", "dino", "mae")
 KNN_K, KNN_T = 200, 0.1

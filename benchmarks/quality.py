@@ -4,7 +4,7 @@ Both implementations train the same backbone (ResNet-18, CIFAR stem, same initia
 same batch size, epochs, optimizer (AdamW, coursekit's parameter groups), learning-rate schedule
 (cosine, no warmup) and precision, on the same images:
 
-- coursekit: ``coursekit.train.fit`` (data and views on the device);
+- coursekit: ``coursekit.engine.fit`` (data and views on the device);
 - lightly: lightly's transform in a DataLoader with workers, lightly's heads and loss
   (the reference models of ``throughput.py``), the same optimizer step.
 
@@ -27,7 +27,7 @@ import common
 from coursekit.data import DatasetUnavailableError, ImageSet, load_images
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import build_method
-from coursekit.train import TrainConfig, cosine_schedule, fit, resolve_precision
+from coursekit.engine import TrainConfig, cosine_schedule, fit, resolve_precision
 from throughput import (LIGHTLY_MODELS, Settings, Trainer, lightly_loader, lightly_transform, seeded_backbone,
                         to_device)
 
@@ -69,7 +69,7 @@ class EpochLog:
 
 def train_coursekit(method: str, settings: Settings, epochs: int, data: ImageSet, log: EpochLog,
                     device: torch.device) -> None:
-    """coursekit.train.fit, evaluating at the end of every epoch (through its on_step hook)."""
+    """coursekit.engine.fit, evaluating at the end of every epoch (through its on_step hook)."""
     model = build_method(method, log.backbone, image_size=settings.image_size)
     config = TrainConfig(epochs=epochs, batch_size=settings.batch_size, lr=settings.lr, precision=settings.precision,
                          channels_last=settings.channels_last, seed=settings.seed)

@@ -5,7 +5,7 @@ CIFAR stem) at the same batch size, image size and precision, measured in one ru
 after a warm-up (see ``common.time_alternating``):
 
 - ``coursekit``: uint8 images held on the device, the method's batched device-side views and its
-  ``training_step``, then the optimizer step with ``coursekit.train``'s precision handling;
+  ``training_step``, then the optimizer step with ``coursekit.engine``'s precision handling;
 - ``lightly``: lightly's transform (SimCLRTransform, BYOLTransform, DINOTransform) on PIL images in a
   torch DataLoader with worker processes, lightly's heads and loss on the same backbone, the
   views copied to the device every step;
@@ -41,7 +41,7 @@ import common
 from coursekit.methods import build_method
 from coursekit.methods.dino import multicrop_forward, teacher_temperature
 from coursekit.models import build_backbone
-from coursekit.train import TrainConfig, autocast, build_optimizer, make_grad_scaler, resolve_precision
+from coursekit.engine import TrainConfig, autocast, build_optimizer, make_grad_scaler, resolve_precision
 
 METHODS = ("simclr", "byol", "dino", "moco")
 NOT_MEASURED = {"mae": "needs a ViT backbone; this benchmark compares pipelines on one ResNet-18"}
@@ -88,7 +88,7 @@ def seeded_backbone(width: int, seed: int) -> nn.Module:
 
 
 def to_device(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """As ``coursekit.train.prepare_method`` does for one process."""
+    """As ``coursekit.engine.prepare_method`` does for one process."""
     model.to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
@@ -98,7 +98,7 @@ def to_device(model: nn.Module, device: torch.device, channels_last: bool) -> nn
 
 
 class Trainer:
-    """The optimizer step of ``coursekit.train.fit`` for any model with ``on_after_step(progress)``:
+    """The optimizer step of ``coursekit.engine.fit`` for any model with ``on_after_step(progress)``:
     the loss under autocast, backward through the gradient scaler (fp16 only), optimizer step,
     then the model's after-step update (EMA teachers). AdamW with fit's parameter groups."""
 
@@ -322,7 +322,7 @@ def coursekit_pipeline(method: str, settings: Settings, device: torch.device, im
 
 
 def generator_for(device: torch.device, step: int) -> torch.Generator:
-    """A generator on the device seeded by the step, as ``coursekit.train.fit`` makes one per step."""
+    """A generator on the device seeded by the step, as ``coursekit.engine.fit`` makes one per step."""
     return torch.Generator(device).manual_seed(step)
 
 

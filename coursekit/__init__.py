@@ -1,8 +1,11 @@
 """coursekit: the implementations behind the self-supervised learning course.
 
-Data flows data -> views -> backbone -> head -> loss; the trainer drives it and evaluation reads
-backbone features. Modules: ``profile`` (run profiles), ``data``, ``augment``, ``models``,
-``methods``, ``train``, ``evaluate``, ``foundation``, ``transfer``, ``viz`` and ``grading``.
+Data flows data -> views -> backbone -> head -> loss, the engine drives it and evaluation reads
+backbone features: ``profile`` (run profiles), ``data``, ``augment`` (views), ``models``
+(backbones and heads), ``methods`` (SimCLR, MoCo, BYOL, DINO, MAE and their losses), ``engine``
+(the training loop, checkpoints, distributed), ``evaluate`` (kNN, probes, fine-tuning, patch
+features), ``foundation`` (DINOv2 weights), ``transfer`` (detection, segmentation, YOLO),
+``viz``, ``lessons`` (lesson-only tools), ``grading`` and ``cli``.
 """
 
 __version__ = "0.1.0"

@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from coursekit.data.images import check_images
+
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "check_images", "to_float",
+    "IMAGENET_MEAN", "IMAGENET_STD", "to_float",
     "sample_crop_boxes", "sample_flips", "resized_crop",
     "sample_jitter", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
     "color_jitter", "sample_mask", "rgb_to_grayscale", "random_grayscale",
@@ -37,25 +39,7 @@ GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checks
-
-
-def check_images(images, name: str = "images", channels: int | None = 3,
-                 float_only: bool = False) -> None:
-    """Raise a clear error unless `images` is a [N, C, H, W] uint8 or float tensor with `channels`
-    channels (any number when None); with float_only, uint8 is refused too."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor [N, C, H, W], got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"{name} must be 4-D [N, C, H, W], got shape {tuple(images.shape)}")
-    allowed = "float" if float_only else "uint8 or float"
-    if not (images.is_floating_point() or (images.dtype == torch.uint8 and not float_only)):
-        raise TypeError(f"{name} must have dtype {allowed}, got {images.dtype}")
-    if channels is not None and images.shape[1] != channels:
-        raise ValueError(
-            f"{name} must have {channels} channels (dim 1 of [N, C, H, W]), "
-            f"got shape {tuple(images.shape)}"
-        )
+# Conversions
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

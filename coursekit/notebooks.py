@@ -71,34 +71,6 @@ def setup_cell() -> str:
     )
 
 
-def write_notebook(path: str, title: str, cells: list[tuple], intro: str = "") -> Path:
-    """Write a course notebook: the title with its Colab badge, the setup cell, then ``cells``.
-
-    Args:
-        path: repository-relative path, e.g. ``"notebooks/02_simclr.ipynb"``.
-        title: the notebook's title (markdown heading text).
-        cells: ``("md" | "code", source)`` or ``("md" | "code", source, tags)`` tuples.
-        intro: markdown placed under the badge (learning objectives, for example).
-    """
-    first = f"# {title}\n\n{colab_badge(path)}" + (f"\n\n{intro}" if intro else "")
-    notebook = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_markdown_cell(first), nbformat.v4.new_code_cell(setup_cell())],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                  "language_info": {"name": "python"},
-                  "coursekit": {"homework": Path(path).stem} if path.startswith("solutions/") else {}},
-    )
-    for kind, source, *tags in cells:
-        make = {"md": nbformat.v4.new_markdown_cell, "code": nbformat.v4.new_code_cell}[kind]
-        cell = make(source.strip("\n"))
-        if tags and tags[0]:
-            cell.metadata["tags"] = list(tags[0])
-        notebook.cells.append(cell)
-    target = REPO_ROOT / path
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(notebook, target)
-    return target
-
-
 def _tags(cell) -> list[str]:
     return cell.get("metadata", {}).get("tags", [])
 

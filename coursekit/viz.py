@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from coursekit.evaluate.patches import first_component_map, principal_components
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
@@ -307,16 +308,10 @@ def patch_pca(patch_features: Tensor, grid: tuple[int, int], images: Tensor | No
     if height * width != length:
         raise ValueError(f"patch_pca: grid {grid} does not hold L = {length} patches")
     tokens = patch_features.detach().float().cpu().reshape(count * length, -1)
-    first = _principal_components(tokens, 1)[:, 0].reshape(count, height, width)
-    border = torch.ones(height, width, dtype=torch.bool)
-    border[1:-1, 1:-1] = False
-    if first[:, border].mean() > first[:, ~border].mean():
-        first = -first
-    first = (first - first.min()) / (first.max() - first.min()).clamp_min(1e-12)
-    foreground = (first > threshold).flatten()
+    foreground = (first_component_map(patch_features.detach().float().cpu(), grid) > threshold).flatten()
     colors = torch.zeros(count * length, 3)
     if foreground.sum() >= 3:
-        components = _principal_components(tokens[foreground], 3)
+        components = principal_components(tokens[foreground], 3)
         lows, highs = components.amin(dim=0), components.amax(dim=0)
         colors[foreground] = (components - lows) / (highs - lows).clamp_min(1e-12)
     maps = colors.reshape(count, height, width, 3).numpy()
@@ -331,14 +326,6 @@ def patch_pca(patch_features: Tensor, grid: tuple[int, int], images: Tensor | No
         _show(axes[-1, i], maps[i])
     fig.tight_layout()
     return fig
-
-
-def _principal_components(points: Tensor, k: int) -> Tensor:
-    """Projections ``[M, k]`` of ``points [M, D]`` on their first ``k`` principal directions (zeros beyond rank)."""
-    centered = points - points.mean(dim=0)
-    _, _, directions = torch.linalg.svd(centered, full_matrices=False)
-    projected = centered @ directions[:k].T
-    return F.pad(projected, (0, k - projected.shape[1]))
 
 
 def retrieval_grid(queries: Tensor, gallery: Tensor, indices: Tensor, query_labels: Tensor | None = None,

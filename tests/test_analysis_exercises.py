@@ -1,5 +1,5 @@
 """The analysis exercises of lessons 02 and 03 (``simclr.augmentation_pair_similarity``,
-``moco.simulate_ema``) and their reference code in ``coursekit.analysis``: the reference and a
+``moco.simulate_ema``) and their reference code in ``coursekit.lessons.analysis``: the reference and a
 differently written correct version get full marks, typical mistakes lose points and are named."""
 import itertools
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursekit import analysis
+from coursekit.lessons import analysis
 from coursekit.grading import grade
 
 # ------------------------------------------------------------------------------ reference code

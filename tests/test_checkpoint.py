@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from coursekit.checkpoint import CheckpointError, check_settings, load_checkpoint, save_checkpoint, settings_differences
+from coursekit.engine.checkpoint import CheckpointError, check_settings, load_checkpoint, save_checkpoint, settings_differences
 
 
 def test_round_trip(tmp_path):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from coursekit.checkpoint import load_checkpoint
+from coursekit.engine.checkpoint import load_checkpoint
 from coursekit.cli import main
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--num-images", "32", "--num-test", "24", "--batch-size", "8",

@@ -13,7 +13,7 @@ from coursekit.transfer.detection import (
     train_detector,
     unfreeze_backbone,
 )
-from coursekit.transfer.segmentation import make_optimizer
+from coursekit.transfer.optim import make_optimizer
 
 SIZE = 64
 

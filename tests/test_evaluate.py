@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from coursekit.data.subsets import ImageSet
+from coursekit.data.images import ImageSet
 from coursekit.evaluate import (extract_features, fine_tune, knn_accuracy, knn_predict, label_fraction_experiment,
                                 linear_probe, train_from_scratch)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coursekit import retrieval
+from coursekit.evaluate import patches, retrieval
 from coursekit.grading import grade
 from grader_asserts import _caught, _full_marks
 
@@ -96,7 +96,7 @@ def pca_lowrank_mask(features, grid, threshold):
     return (first - first.min()) / (first.max() - first.min()) > threshold
 
 
-FOREGROUND_MASK_CORRECT = [retrieval.foreground_mask, eigh_mask, pca_lowrank_mask]
+FOREGROUND_MASK_CORRECT = [patches.foreground_mask, eigh_mask, pca_lowrank_mask]
 
 
 @pytest.mark.parametrize("fn", FOREGROUND_MASK_CORRECT)
@@ -133,7 +133,7 @@ def mask_written_with(center=True, fix_sign=True, per_image=False, column_major=
 
 def _in_place(features, grid, threshold):
     features -= features.mean(dim=(0, 1))
-    return retrieval.foreground_mask(features, grid, threshold)
+    return patches.foreground_mask(features, grid, threshold)
 
 
 FOREGROUND_MASK_MISTAKES = [
@@ -142,7 +142,7 @@ FOREGROUND_MASK_MISTAKES = [
     (mask_written_with(per_image=True), "each image min-max scaled"),
     (mask_written_with(column_major=True), "column by column"),
     (mask_written_with(smallest=True), "last principal direction"),
-    (lambda f, grid, t: retrieval.first_component_map(f, grid), "expected torch.bool"),
+    (lambda f, grid, t: patches.first_component_map(f, grid), "expected torch.bool"),
     (_in_place, "changed the patch features"),
 ]
 
@@ -156,7 +156,7 @@ def test_foreground_mask_finds_a_planted_object():
     features = torch.randn(2, 36, 8, generator=torch.Generator().manual_seed(0)) * 0.3
     grid = features.view(2, 6, 6, 8)
     grid[:, 2:4, 2:4] += 4.0  # the object in the middle
-    mask = retrieval.foreground_mask(features, (6, 6))
+    mask = patches.foreground_mask(features, (6, 6))
     expected = torch.zeros(2, 6, 6, dtype=torch.bool)
     expected[:, 2:4, 2:4] = True
     assert torch.equal(mask, expected)
@@ -164,7 +164,7 @@ def test_foreground_mask_finds_a_planted_object():
 
 def test_tokens_to_grid_is_row_major():
     tokens = torch.arange(2 * 6 * 3).float().reshape(2, 6, 3)  # token i of image n: values n*18 + 3i ...
-    grid = retrieval.tokens_to_grid(tokens, (2, 3))
+    grid = patches.tokens_to_feature_map(tokens, (2, 3))
     assert grid.shape == (2, 3, 2, 3)
     assert torch.equal(grid[1, :, 1, 2], tokens[1, 5]) and torch.equal(grid[0, :, 0, 1], tokens[0, 1])
 

@@ -3,13 +3,13 @@ mistakes get fewer points with feedback that names the mistake."""
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from coursekit import boxes
+from coursekit.data import boxes
 from coursekit.grading import grade
 from grader_asserts import _caught, _full_marks
 from coursekit.grading.homework import exercises_of
-from coursekit.transfer import segmentation
+from coursekit.evaluate import patches
+from coursekit.transfer import optim
 
 
 def test_homework_lists_the_new_exercises():
@@ -18,7 +18,7 @@ def test_homework_lists_the_new_exercises():
 
 
 # ------------------------------------------------------------------------------------------------
-# coursekit.boxes
+# coursekit.data.boxes
 
 
 def test_box_formats_round_trip():
@@ -186,7 +186,7 @@ def explicit_groups(model, lr, backbone_lr_scale):
     return [{"params": body, "lr": lr * backbone_lr_scale}, {"params": head, "lr": lr}]  # other order, empty allowed
 
 
-PARAM_GROUPS_CORRECT = [segmentation.param_groups, explicit_groups]
+PARAM_GROUPS_CORRECT = [optim.param_groups, explicit_groups]
 
 
 @pytest.mark.parametrize("fn", PARAM_GROUPS_CORRECT)
@@ -204,16 +204,16 @@ def _same_lr(model, lr, scale):
 
 
 def _divided(model, lr, scale):
-    groups = segmentation.param_groups(model, lr, scale)
+    groups = optim.param_groups(model, lr, scale)
     return [{**g, "lr": lr / scale} if g["name"] == "backbone" else g for g in groups]
 
 
 def _fixed_tenth(model, lr, scale):
-    return segmentation.param_groups(model, lr, 0.1)
+    return optim.param_groups(model, lr, 0.1)
 
 
 def _head_scaled(model, lr, scale):
-    return [{**g, "lr": lr * scale} for g in segmentation.param_groups(model, lr, scale)]
+    return [{**g, "lr": lr * scale} for g in optim.param_groups(model, lr, scale)]
 
 
 def _twice(model, lr, scale):
@@ -247,8 +247,8 @@ def test_param_groups_reference_matches_make_optimizer():
     from coursekit.grading.detection import _model
 
     tiny = _model("last_blocks")
-    groups = segmentation.param_groups(tiny, 1e-3, 0.1)
-    optimizer = segmentation.make_optimizer(tiny, 1e-3, 0.1)
+    groups = optim.param_groups(tiny, 1e-3, 0.1)
+    optimizer = optim.make_optimizer(tiny, 1e-3, 0.1)
     assert [g["name"] for g in groups] == [g["name"] for g in optimizer.param_groups] == ["head", "backbone"]
     assert [len(g["params"]) for g in groups] == [len(g["params"]) for g in optimizer.param_groups] == [4, 2]
 
@@ -269,7 +269,7 @@ def einops_like(tokens, grid):
     return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
-TOKENS_TO_FEATURE_MAP_CORRECT = [segmentation.tokens_to_feature_map, loop_map, einops_like]
+TOKENS_TO_FEATURE_MAP_CORRECT = [patches.tokens_to_feature_map, loop_map, einops_like]
 
 
 @pytest.mark.parametrize("fn", TOKENS_TO_FEATURE_MAP_CORRECT)
@@ -283,7 +283,7 @@ TOKENS_TO_FEATURE_MAP_MISTAKES = [
     (lambda t, g: t.transpose(1, 2).reshape(t.shape[0], t.shape[2], g[1], g[0]), "swapped"),
     (lambda t, g: t.reshape(t.shape[0], g[0], g[1], t.shape[2]), "channels are last"),
     (lambda t, g: t.transpose(1, 2), "still flat"),
-    (lambda t, g: torch.tensor(segmentation.tokens_to_feature_map(t, g).tolist()), "no gradient"),
+    (lambda t, g: torch.tensor(patches.tokens_to_feature_map(t, g).tolist()), "no gradient"),
 ]
 
 

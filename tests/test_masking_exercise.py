@@ -1,11 +1,11 @@
-"""The MAE masking-strategy comparator (coursekit.masking) and its graders: references and other
+"""The MAE masking-strategy comparator (coursekit.lessons.masking) and its graders: references and other
 correct versions get full marks, typical mistakes lose points with feedback naming the mistake."""
 import math
 
 import pytest
 import torch
 
-from coursekit import masking
+from coursekit.lessons import masking
 from grader_asserts import _caught, _full_marks
 
 

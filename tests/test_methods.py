@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from coursekit import distributed
+from coursekit.engine import distributed
 from coursekit.methods import METHODS, build_method, nt_xent, update_center
 from coursekit.methods.simclr import gathered_nt_xent
 from coursekit.models import build_backbone

@@ -4,15 +4,14 @@ import pytest
 import torch
 
 from coursekit.models import build_backbone
+from coursekit.evaluate.patches import tokens_to_feature_map
+from coursekit.transfer.optim import make_optimizer, set_backbone_trainable
 from coursekit.transfer.segmentation import (
     LinearSegHead,
     SegmentationModel,
     UpsamplingDecoder,
-    make_optimizer,
     mean_iou,
     predict_masks,
-    set_backbone_trainable,
-    tokens_to_feature_map,
     train_segmentation,
 )
 

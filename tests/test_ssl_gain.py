@@ -26,7 +26,7 @@ from coursekit.data.downloads import data_root
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import build_method
 from coursekit.models import build_backbone
-from coursekit.train import TrainConfig, fit
+from coursekit.engine import TrainConfig, fit
 
 NUM_TRAIN, NUM_TEST, IMAGE_SIZE, WIDTH = 1024, 500, 32, 8
 CONFIG = dict(epochs=20, batch_size=64, lr=2e-3, weight_decay=1e-4, warmup_epochs=0.25)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coursekit.checkpoint import CheckpointError
-from coursekit.train import (CHECKPOINT_NAME, History, TrainConfig, cosine_schedule, epoch_indices, fit,
+from coursekit.engine.checkpoint import CheckpointError
+from coursekit.engine import (CHECKPOINT_NAME, History, TrainConfig, cosine_schedule, epoch_indices, fit,
                              load_or_train)
 
 

@@ -10,7 +10,8 @@
 
 Files live in ``data_root()`` (``$COURSEKIT_DATA`` or ``~/.cache/coursekit/data``). A dataset that
 must be downloaded and can't be raises ``DatasetUnavailableError``; nothing is silently swapped.
-``ImageSet`` and ``stratified_subset`` live in ``subsets.py``; ``export_yolo`` writes shapes in the
+``ImageSet`` lives in ``images.py``, ``stratified_subset`` in ``subsets.py``, box formats in
+``boxes.py``; ``export_yolo`` writes shapes in the
 ultralytics YOLO layout (``yolo_export.py``).
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 from .downloads import DatasetUnavailableError, data_root, load_cifar10, load_pets, load_stl10
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .shapes import SHAPE_CLASSES, make_shapes
-from .subsets import ImageSet, resize_images, seeded_first, stratified_subset
+from .images import ImageSet, resize_images
+from .subsets import seeded_first, stratified_subset
 from .yolo_export import export_yolo
 
 SPLITS = {

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .subsets import ImageSet, resize_images, seeded_first
+from .images import ImageSet, resize_images
+from .subsets import seeded_first
 
 DATA_ENV = "COURSEKIT_DATA"
 DOWNLOAD_TIMEOUT_S = 30  # per network operation, so that a dead connection fails instead of hanging

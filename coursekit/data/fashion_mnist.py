@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from .downloads import data_root, open_or_download
-from .subsets import ImageSet
+from .images import ImageSet
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .subsets import ImageSet
+from .images import ImageSet
 
 SHAPE_CLASSES = ["circle", "square", "triangle", "cross"]
 BLOCK = 64  # images drawn per generator; part of the seed -> images contract, keep it fixed

@@ -22,15 +22,14 @@ from torchvision.io import write_png
 from tqdm.auto import tqdm
 
 from .shapes import make_shapes
-from .subsets import ImageSet
+from .boxes import xyxy_to_yolo
+from .images import ImageSet
 
 TASKS = ("detect", "segment")
 
 
 def _detection_lines(boxes: Tensor, labels: Tensor, width: int, height: int) -> list[str]:
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    x1, y1, x2, y2 = (boxes.float() / scale).unbind(dim=1)
-    rows = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=1)
+    rows = xyxy_to_yolo(boxes, width, height)  # [K, 4] normalized (cx, cy, w, h)
     return [f"{int(c)} " + " ".join(f"{v:.6f}" for v in row) for c, row in zip(labels.tolist(), rows.tolist())]
 
 

@@ -1,8 +1,8 @@
 """Graded exercises of lesson 09 (detection): ``detection.box_iou``, ``detection.xyxy_to_yolo``
 and ``detection.param_groups``.
 
-References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.boxes.box_iou``),
-``coursekit.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
+References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.data.boxes.box_iou``),
+``coursekit.data.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .core import CheckFailed, exercise
 # detection.box_iou
 # ---------------------------------------------------------------------------------------------
 
-iou_exercise = exercise("detection.box_iou", "box_iou", reference="coursekit.boxes:box_iou")
+iou_exercise = exercise("detection.box_iou", "box_iou", reference="coursekit.data.boxes:box_iou")
 IOU_HINT = ("the overlap of two boxes is itself a box (it may be empty); IoU divides its area by the area "
             "both boxes cover together, for every pair of boxes")
 
@@ -120,7 +120,7 @@ def _iou_disjoint(box_iou):
 # detection.xyxy_to_yolo
 # ---------------------------------------------------------------------------------------------
 
-yolo_exercise = exercise("detection.xyxy_to_yolo", "xyxy_to_yolo", reference="coursekit.boxes:xyxy_to_yolo")
+yolo_exercise = exercise("detection.xyxy_to_yolo", "xyxy_to_yolo", reference="coursekit.data.boxes:xyxy_to_yolo")
 YOLO_HINT = ("YOLO describes a box by its center and its size, each measured as a fraction of the image's "
              "width (x values) or height (y values)")
 
@@ -182,7 +182,7 @@ def _yolo_empty(xyxy_to_yolo):
 # ---------------------------------------------------------------------------------------------
 
 groups_exercise = exercise("detection.param_groups", "param_groups",
-                           reference="coursekit.transfer.segmentation:param_groups")
+                           reference="coursekit.transfer.optim:param_groups")
 GROUPS_HINT = ("only trainable parameters go to the optimizer; the pretrained backbone learns at a scaled-down "
                "rate, the new head at the full rate")
 

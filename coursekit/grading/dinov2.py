@@ -1,6 +1,6 @@
 """Graded exercises of lesson 08 (DINOv2): ``dinov2.cosine_top_k`` and ``dinov2.foreground_mask``.
 
-The references are ``coursekit.retrieval.cosine_top_k`` and ``coursekit.retrieval.foreground_mask``,
+The references are ``coursekit.evaluate.retrieval.cosine_top_k`` and ``coursekit.evaluate.patches.foreground_mask``,
 the code the lesson itself runs.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn
 from .core import CheckFailed, exercise
 
-top_k_exercise = exercise("dinov2.cosine_top_k", "cosine_top_k", reference="coursekit.retrieval:cosine_top_k")
-mask_exercise = exercise("dinov2.foreground_mask", "foreground_mask", reference="coursekit.retrieval:foreground_mask")
+top_k_exercise = exercise("dinov2.cosine_top_k", "cosine_top_k", reference="coursekit.evaluate.retrieval:cosine_top_k")
+mask_exercise = exercise("dinov2.foreground_mask", "foreground_mask", reference="coursekit.evaluate.patches:foreground_mask")
 
 TOP_K_HINT = "rank the gallery by the angle to each query (cosine similarity) and keep the k best, best first"
 MASK_HINT = ("project every patch token on the direction along which the tokens vary most (after centering), "
@@ -166,7 +166,7 @@ def _expect_mask(foreground_mask, features, grid, threshold, what):
     count, height, width = len(features), grid[0], grid[1]
     value = call(foreground_mask, features.clone(), grid, threshold)
     value = expect_tensor(value, "the mask", shape=(count, height, width), dtype=torch.bool)
-    from coursekit.retrieval import first_component_map  # the reference's own scaled component
+    from coursekit.evaluate.patches import first_component_map  # the reference's own scaled component
 
     scaled = first_component_map(features.double(), grid)
     decided = (scaled - threshold).abs() > 1e-4  # patches too close to the threshold may go either way

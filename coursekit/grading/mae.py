@@ -328,10 +328,10 @@ def _loss_empty_row(mae_loss):
 
 # ---------------------------------------------------------------------------------------------
 # Analysis exercise "MAE masking-strategy comparator": mae.block_mask and mae.masking_difficulty
-# (reference implementations in coursekit.masking)
+# (reference implementations in coursekit.lessons.masking)
 # ---------------------------------------------------------------------------------------------
 
-block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.masking:block_mask")
+block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.lessons.masking:block_mask")
 BLOCK_HINT = ("count the patches to remove as random_masking does, shape them into the most square block that "
               "fits the grid, place it at a random corner drawn from the generator, and fill it row by row")
 
@@ -417,7 +417,7 @@ def _block_zero(block_mask):
 
 
 difficulty_exercise = exercise("mae.masking_difficulty", "nearest_visible_distance",
-                               reference="coursekit.masking:nearest_visible_distance")
+                               reference="coursekit.lessons.masking:nearest_visible_distance")
 DIFFICULTY_HINT = ("give every patch its (row, column) position on the grid; a removed patch is as hard as its "
                    "distance to the closest visible patch; average over the removed patches")
 

@@ -221,7 +221,7 @@ def _infonce_tiny(infonce):
 
 from .checks import expect_tensor  # noqa: E402 - used by the checks below
 
-ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.analysis:simulate_ema")
+ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.lessons.analysis:simulate_ema")
 EMA_HINT = ("the target starts as a copy of the signal, then at each step keeps m of its previous value and "
             "takes 1 - m from the current signal")
 

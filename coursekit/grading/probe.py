@@ -119,7 +119,7 @@ def _nearest_neighbour(knn_predict):
 
 from .checks import expect_close  # noqa: E402 - this section was added after the kNN exercise
 
-ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate:ridge_classifier")
+ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate.linear:ridge_classifier")
 RIDGE_HINT = ("fit one-hot labels by least squares with an l2 penalty on the weights only; centering features "
               "and labels lets the bias be fitted separately, without penalty")
 

@@ -128,7 +128,7 @@ def _perfect(mean_iou):
 from .checks import shape_text  # noqa: E402 - used by the exercise below only
 
 tokens_exercise = exercise("segmentation.tokens_to_feature_map", "tokens_to_feature_map",
-                           reference="coursekit.transfer.segmentation:tokens_to_feature_map")
+                           reference="coursekit.evaluate.patches:tokens_to_feature_map")
 TOKENS_HINT = ("the tokens were read row by row from the grid of patches: put them back in that order, with the "
                "channels as the map's first axis")
 

@@ -120,7 +120,7 @@ def _batch_of_one(nt_xent):
 # ---------------------------------------------------------------------------------------------
 
 pair_exercise = exercise("simclr.augmentation_pair_similarity", "augmentation_pair_similarity",
-                         reference="coursekit.analysis:augmentation_pair_similarity")
+                         reference="coursekit.lessons.analysis:augmentation_pair_similarity")
 PAIR_HINT = ("for every pair of different augmentations, compare each image's two views by the angle between "
              "their features, then average over the images")
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursekit import distributed
+from coursekit.engine import distributed
 from coursekit.augment import DINOViews
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import DINOHead

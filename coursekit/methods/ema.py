@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-from coursekit.schedules import cosine_schedule
+from coursekit.engine.schedules import cosine_schedule
 
 
 @torch.no_grad()

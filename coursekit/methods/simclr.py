@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursekit import distributed
+from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews
 from coursekit.models import ProjectionHead
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from coursekit.augment import check_images
+from coursekit.data.images import check_images
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from coursekit.augment import check_images
+from coursekit.data.images import check_images
 
 __all__ = ["PatchEmbed", "Attention", "Block", "VisionTransformer", "vit_tiny", "vit_small"]
 

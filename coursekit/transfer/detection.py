@@ -2,15 +2,15 @@
 
 The backbone (a coursekit ResNet or ViT from lessons 02-06, or DINOv2) gives one feature map: a
 ResNet's last stage or a ViT's patch tokens reshaped with
-:func:`~coursekit.transfer.segmentation.tokens_to_feature_map`. :class:`FeaturePyramidBackbone`
+:func:`~coursekit.evaluate.patches.tokens_to_feature_map`. :class:`FeaturePyramidBackbone`
 turns that single map into three scales (x2 by a transposed convolution, x1, /2 by max pooling,
 as ViTDet's simple feature pyramid does), projects each with a 1x1 adapter and runs torchvision's
 :class:`~torchvision.ops.FeaturePyramidNetwork` over them. Faster R-CNN's region proposal network
 and box head read the pyramid.
 
 Freezing and the smaller backbone learning rate reuse
-:func:`~coursekit.transfer.segmentation.set_backbone_trainable` and
-:func:`~coursekit.transfer.segmentation.make_optimizer` (the SSL encoder is ``model.backbone.body``).
+:func:`~coursekit.transfer.optim.set_backbone_trainable` and
+:func:`~coursekit.transfer.optim.make_optimizer` (the SSL encoder is ``model.backbone.body``).
 
 Labels: like :class:`coursekit.data.ImageSet`, this module takes and returns 0-based object classes;
 torchvision's class 0 (background) is handled inside.
@@ -29,14 +29,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign, box_iou
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from coursekit.transfer.segmentation import (
-    epoch_generator,
-    freeze_frozen_batchnorm,
-    make_optimizer,
-    optimizer_step,
-    set_backbone_trainable,
-    tokens_to_feature_map,
-)
+from coursekit.engine.device import module_device
+from coursekit.evaluate.patches import tokens_to_feature_map
+from coursekit.transfer.optim import (epoch_generator, freeze_frozen_batchnorm, make_optimizer, optimizer_step,
+                                      set_backbone_trainable)
 
 __all__ = [
     "FeaturePyramidBackbone",
@@ -202,7 +198,7 @@ def train_detector(
     from coursekit.augment import to_float
 
     _check_detection_data(images, boxes, labels)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     model.to(device)
     images = images.to(device)
     targets = _targets(boxes, labels, device)
@@ -227,7 +223,7 @@ def predict_boxes(
     """Detections per image: ``{"boxes": [K, 4] xyxy, "scores": [K], "labels": [K] 0-based}`` on the CPU."""
     from coursekit.augment import to_float
 
-    device = next(model.parameters()).device
+    device = module_device(model)
     was_training = model.training
     model.eval()
     results = []

@@ -6,8 +6,8 @@ The data flow: a backbone's ``forward_features`` gives patch tokens ``[N, L, D]`
 upsampled to the input resolution. :func:`mean_iou` scores the predicted masks.
 
 Fine-tuning follows the usual two phases: train the head on a frozen backbone, then unfreeze the
-last blocks with a smaller learning rate (:func:`set_backbone_trainable`, :func:`make_optimizer`).
-These two helpers are shared with :mod:`coursekit.transfer.detection`.
+last blocks with a smaller learning rate (``coursekit.transfer.optim``: ``set_backbone_trainable``,
+``make_optimizer``, shared with :mod:`coursekit.transfer.detection`).
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coursekit.engine.device import module_device
+from coursekit.evaluate.patches import tokens_to_feature_map
+from coursekit.transfer.optim import epoch_generator, freeze_frozen_batchnorm, make_optimizer, optimizer_step
+
 __all__ = [
-    "freeze_frozen_batchnorm",
     "mean_iou",
-    "tokens_to_feature_map",
     "LinearSegHead",
     "UpsamplingDecoder",
     "SegmentationModel",
-    "backbone_blocks",
-    "set_backbone_trainable",
-    "make_optimizer",
-    "param_groups",
     "train_segmentation",
     "predict_masks",
 ]
@@ -90,30 +88,6 @@ def _check_masks(pred: Tensor, target: Tensor, num_classes: int, ignore_index: i
     bad_pred = keep & ((pred < 0) | (pred >= num_classes))
     if bad_pred.any():
         raise ValueError(f"pred holds values outside [0, {num_classes}) at counted pixels")
-
-
-def tokens_to_feature_map(patch_tokens: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Reshape patch tokens into a feature map, the inverse of flattening a map row-major.
-
-    Token ``i`` belongs to row ``i // w`` and column ``i % w`` of the grid, as ViT patch embedding
-    (``conv -> flatten(2) -> transpose(1, 2)``) and ResNet maps flattened row-major produce them.
-
-    Args:
-        patch_tokens: ``[N, L, D]`` tokens without a CLS token, ``L == h * w``.
-        grid: ``(h, w)``, the patch grid.
-
-    Returns:
-        ``[N, D, h, w]`` (contiguous).
-    """
-    if patch_tokens.dim() != 3:
-        raise ValueError(f"patch_tokens must be [N, L, D], got shape {tuple(patch_tokens.shape)}")
-    h, w = (int(v) for v in grid)
-    n, length, dim = patch_tokens.shape
-    if length != h * w:
-        hint = " (drop the CLS token first: tokens[:, 1:])" if length == h * w + 1 else ""
-        raise ValueError(f"{length} tokens do not fill a {h}x{w} grid{hint}")
-    # [N, L, D] -> [N, D, L] -> [N, D, h, w]
-    return patch_tokens.transpose(1, 2).reshape(n, dim, h, w).contiguous()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -200,121 +174,6 @@ class SegmentationModel(nn.Module):
         return self
 
 
-def freeze_frozen_batchnorm(model: nn.Module) -> None:
-    """Put every BatchNorm whose affine parameters are all frozen into eval mode (in place)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            params = list(module.parameters())
-            if params and not any(p.requires_grad for p in params):
-                module.eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# Freezing, unfreezing and parameter groups (shared with detection)
-# ----------------------------------------------------------------------------------------------
-
-
-def _encoder(model: nn.Module) -> nn.Module:
-    """The SSL encoder of a transfer model: ``model.backbone``, or ``model.backbone.body`` when the
-    backbone is a feature-pyramid wrapper (torchvision's convention, used by the detector)."""
-    backbone = getattr(model, "backbone", None)
-    if not isinstance(backbone, nn.Module):
-        raise TypeError("the model must have a `backbone` module")
-    body = getattr(backbone, "body", None)
-    return body if isinstance(body, nn.Module) else backbone
-
-
-def backbone_blocks(backbone: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """The backbone's blocks in forward order, and the modules that follow the last block.
-
-    ViTs (coursekit's and DINOv2): ``backbone.blocks``, then the final ``norm``. ResNets: the residual
-    blocks of ``layer1`` .. ``layer4`` (8 for ResNet-18), nothing after them.
-    """
-    if isinstance(getattr(backbone, "blocks", None), nn.ModuleList):
-        tail = [backbone.norm] if isinstance(getattr(backbone, "norm", None), nn.Module) else []
-        return list(backbone.blocks), tail
-    stages = [getattr(backbone, f"layer{i}", None) for i in range(1, 5)]
-    if all(isinstance(stage, nn.Sequential) for stage in stages):
-        return [block for stage in stages for block in stage], []
-    raise TypeError(f"cannot find the blocks of a {type(backbone).__name__} (expected .blocks or .layer1-4)")
-
-
-def set_backbone_trainable(model: nn.Module, mode: str = "frozen", last_n: int = 1) -> dict[str, int]:
-    """Choose which backbone parameters train; the head always trains.
-
-    Args:
-        model: a model with a ``backbone`` (see :class:`SegmentationModel`; the detector's
-            ``backbone.body``).
-        mode: ``"frozen"`` (nothing in the backbone trains), ``"last_blocks"`` (the last ``last_n``
-            blocks and what follows them, e.g. a ViT's final norm) or ``"all"``.
-
-    After changing this, build a new optimizer with :func:`make_optimizer` (see there why) and call
-    ``model.train()`` so frozen BatchNorm layers switch to eval mode.
-
-    Returns:
-        ``{"trainable": backbone parameters that train, "total": backbone parameters}`` (element counts).
-    """
-    backbone = _encoder(model)
-    if mode not in {"frozen", "last_blocks", "all"}:
-        raise ValueError(f"mode must be 'frozen', 'last_blocks' or 'all', got {mode!r}")
-    backbone.requires_grad_(mode == "all")
-    if mode == "last_blocks":
-        blocks, tail = backbone_blocks(backbone)
-        if not 1 <= last_n <= len(blocks):
-            raise ValueError(f"last_n must be in [1, {len(blocks)}], got {last_n}")
-        for module in blocks[-last_n:] + tail:
-            module.requires_grad_(True)
-    backbone_ids = {id(p) for p in backbone.parameters()}
-    for param in model.parameters():  # the head trains whatever the mode
-        if id(param) not in backbone_ids:
-            param.requires_grad_(True)
-    params = list(backbone.parameters())
-    return {
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-        "total": sum(p.numel() for p in params),
-    }
-
-
-def make_optimizer(
-    model: nn.Module,
-    lr: float,
-    backbone_lr_scale: float = 0.1,
-    weight_decay: float = 1e-4,
-) -> torch.optim.Optimizer:
-    """AdamW with two parameter groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``.
-
-    Only parameters with ``requires_grad`` enter the optimizer, so call this again after every
-    :func:`set_backbone_trainable`: an optimizer keeps the parameter list it was built with, so
-    parameters unfrozen later would never be updated by the old one, and frozen ones would still sit
-    in it (with weight decay and momentum state). A group with no parameters is left out.
-    The groups carry ``"name"``: ``"head"`` and ``"backbone"``.
-    """
-    groups = param_groups(model, lr, backbone_lr_scale)
-    if not groups:
-        raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-
-
-def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
-    """The optimizer parameter groups of :func:`make_optimizer` (the reference of the
-    ``detection.param_groups`` exercise).
-
-    Only parameters with ``requires_grad`` are listed, each once, in ``model.parameters()`` order:
-    ``{"name": "head", "params": [...], "lr": lr}`` for everything outside the SSL encoder, then
-    ``{"name": "backbone", "params": [...], "lr": lr * backbone_lr_scale}``; a group with no
-    parameters is left out (a frozen backbone gives only the head group).
-    """
-    backbone_ids = {id(p) for p in _encoder(model).parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    head = [p for p in trainable if id(p) not in backbone_ids]
-    backbone = [p for p in trainable if id(p) in backbone_ids]
-    groups = [
-        {"name": "head", "params": head, "lr": lr},
-        {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_scale},
-    ]
-    return [g for g in groups if g["params"]]
-
-
 # ----------------------------------------------------------------------------------------------
 # Training and prediction
 # ----------------------------------------------------------------------------------------------
@@ -325,12 +184,6 @@ def _prepare(images: Tensor, mean, std) -> Tensor:
     from coursekit.augment import normalize, to_float
 
     return normalize(to_float(images), mean, std)
-
-
-def _device_of(model: nn.Module, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return next(model.parameters()).device
 
 
 def train_segmentation(
@@ -351,8 +204,8 @@ def train_segmentation(
 ) -> dict[str, list[float]]:
     """Train a segmentation model with per-pixel cross-entropy (``ignore_index`` pixels count for nothing).
 
-    The backbone trains or not as :func:`set_backbone_trainable` left it; the optimizer is built by
-    :func:`make_optimizer` unless one is given. Images and masks are moved to the device once; each
+    The backbone trains or not as ``set_backbone_trainable`` left it; the optimizer is built by
+    ``make_optimizer`` unless one is given. Images and masks are moved to the device once; each
     batch is flipped horizontally at random (image and mask together), drawn from a generator
     seeded by ``(seed, epoch)``.
 
@@ -368,7 +221,7 @@ def train_segmentation(
 
     _check_pairs(images, masks)
     mean, std = _stats(mean, std)
-    device = _device_of(model, device)
+    device = (torch.device(device) if device is not None else module_device(model))
     model.to(device)
     images, masks = images.to(device), masks.to(device).long()
     optimizer = optimizer or make_optimizer(model, lr, backbone_lr_scale)
@@ -384,19 +237,6 @@ def train_segmentation(
             losses.append(optimizer_step(optimizer, F.cross_entropy(model(x), y, ignore_index=ignore_index)))
         history["loss"].append(sum(losses) / len(losses))
     return history
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator of one epoch's shuffle (and random flips): fixed by ``seed`` and ``epoch``."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
-    """One gradient step on ``loss``; returns its value."""
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
 
 
 def _check_pairs(images: Tensor, masks: Tensor) -> None:
@@ -433,7 +273,7 @@ def predict_masks(
 ) -> Tensor:
     """Predicted class per pixel: ``[N, 3, H, W]`` uint8 -> ``[N, H, W]`` long (on the CPU)."""
     mean, std = _stats(mean, std)
-    device = _device_of(model, device)
+    device = (torch.device(device) if device is not None else module_device(model))
     was_training = model.training
     model.to(device).eval()
     preds = [

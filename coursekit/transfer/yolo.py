@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from coursekit.engine.device import module_device
+
 try:
     from ultralytics import YOLO
     from ultralytics import __version__ as ULTRALYTICS_VERSION
@@ -158,7 +160,7 @@ def yolo_backbone(yolo_model, image_size: int = 64) -> YOLOBackbone:
 @torch.no_grad()
 def _output_channels(backbone: YOLOBackbone, image_size: int) -> int:
     """Channels of the backbone's last output, measured with a dummy forward pass in eval mode."""
-    device = next(backbone.parameters()).device
+    device = module_device(backbone)
     backbone.eval()
     return backbone.forward_map(torch.zeros(1, 3, image_size, image_size, device=device)).shape[1]
 

@@ -1,6 +1,6 @@
 """The ``coursekit`` command line (also ``python -m coursekit``).
 
-Each subcommand lives beside the code it runs: the module named in ``COMMANDS`` provides
+Each subcommand's module (``coursekit/cli/<command>.py``, or the package that owns the work) provides
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand is used, so ``coursekit --help`` stays fast.
 """
@@ -12,10 +12,10 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "pretrain": ("coursekit.train_cli", "self-supervised pretraining of a backbone (works under torchrun)"),
+    "pretrain": ("coursekit.cli.pretrain", "self-supervised pretraining of a backbone (works under torchrun)"),
     "grade": ("coursekit.grading.batch", "grade a folder of submitted homework notebooks into CSV/JSON"),
     "exercises": ("coursekit.notebooks", "regenerate exercises/ from solutions/ (or --check that it is in sync)"),
-    "profile": ("coursekit.profile_cli", "print the run profile that would be used"),
+    "profile": ("coursekit.cli.profile", "print the run profile that would be used"),
 }
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from coursekit import distributed
+from coursekit.engine import distributed
 from coursekit.data import DATASET_NAMES, load_images
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import METHODS, build_method
 from coursekit.models import BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
-from coursekit.train import PRECISIONS, TrainConfig, fit
+from coursekit.engine import PRECISIONS, TrainConfig, fit
 
 VIT_METHODS = ("mae",)  # methods that need a ViT backbone (the profile's ``vit`` is their default)
 

@@ -18,7 +18,7 @@ checkpoint holds the method (teachers, queues, centers included), the optimizer,
 scaler, the step, the history and the RNG states. A run killed at any step and resumed ends with
 the very same weights as an uninterrupted one.
 
-Under ``torchrun`` (a process group initialized, see ``coursekit.distributed``) each process
+Under ``torchrun`` (a process group initialized, see ``coursekit.engine.distributed``) each process
 takes its share of every epoch's permutation (``DistributedSampler`` semantics: rank r takes
 positions r, r + W, r + 2W, ...), the method is wrapped in ``DistributedDataParallel``
 (BatchNorm synchronized across GPUs), and only rank 0 writes checkpoints and shows progress.
@@ -38,14 +38,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from coursekit import distributed
-from coursekit.checkpoint import CheckpointError, check_settings, load_checkpoint, save_checkpoint
-from coursekit.schedules import cosine_schedule
+from coursekit.engine import distributed
+from coursekit.engine.checkpoint import check_settings, load_checkpoint, save_checkpoint
+from coursekit.engine.device import PRECISIONS, autocast, make_grad_scaler, module_device, resolve_precision
+from coursekit.engine.schedules import cosine_schedule
+from coursekit.engine.seeding import derived_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
 OPTIMIZERS = ("adamw", "sgd")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-STATUSES = ("loaded", "resumed", "trained")
 
 
 @dataclass
@@ -136,36 +136,7 @@ class History:
 
 
 # ----------------------------------------------------------------------------------------------
-# Small pieces: schedules, seeds, precision
-
-
-def derived_seed(*parts) -> int:
-    """A 63-bit seed from any tuple of ints and strings, e.g. ``derived_seed(seed, "step", 12, rank)``.
-    Different tuples give unrelated seeds (a hash, not a sum that could collide)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """ "auto" -> "bf16" on CUDA where supported, "fp16" on older CUDA GPUs, "fp32" elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
-    if precision != "auto":
-        return precision
-    if torch.device(device).type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def autocast(precision: str, device: torch.device | str):
-    """The autocast context of a resolved precision (disabled for "fp32")."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
-
-
-def make_grad_scaler(precision: str, device: torch.device | str) -> torch.amp.GradScaler:
-    """A gradient scaler, enabled only for fp16 (bf16 has fp32's range and needs none)."""
-    return torch.amp.GradScaler(torch.device(device).type, enabled=precision == "fp16")
+# The optimizer
 
 
 def build_optimizer(method: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -303,12 +274,6 @@ def restore_training_state(path: Path, method, optimizer, scaler, settings: dict
     return state["step"], History.from_dict(state["history"])
 
 
-def peek_checkpoint(checkpoint_dir: str | Path) -> dict | None:
-    """The checkpoint in ``checkpoint_dir`` as saved (on the CPU), or None when there is none."""
-    path = checkpoint_path(checkpoint_dir)
-    return load_checkpoint(path) if path.exists() else None
-
-
 # ----------------------------------------------------------------------------------------------
 # The loop
 
@@ -348,8 +313,7 @@ def _check_uint8_images(images: Tensor) -> None:
 def _fit(method, images, config, checkpoint_dir, resume, progress, device, settings, on_step) -> tuple[History, str]:
     _check_uint8_images(images)
     if device is None:
-        parameter = next(method.parameters(), None)
-        device = parameter.device if parameter is not None else "cpu"
+        device = module_device(method)
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
@@ -449,9 +413,3 @@ def load_or_train(method: nn.Module, images: Tensor, config: TrainConfig, checkp
         print(messages[status])
     return history, status
 
-
-__all__ = [
-    "TrainConfig", "History", "fit", "load_or_train", "cosine_schedule", "derived_seed", "resolve_precision",
-    "autocast", "make_grad_scaler", "build_optimizer", "epoch_indices", "run_settings", "CheckpointError",
-    "CHECKPOINT_NAME", "STATUSES",
-]

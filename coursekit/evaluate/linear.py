@@ -1,0 +1,130 @@
+"""Linear probes on frozen, cached features: logistic regression with a small held-out search,
+and ridge regression in closed form (the homework of lesson 07)."""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from coursekit.data.subsets import stratified_subset
+from coursekit.engine.schedules import cosine_schedule
+from coursekit.evaluate.features import check_features, check_labels, num_classes_of
+from coursekit.evaluate.knn import accuracy
+
+
+@dataclass
+class ProbeResult:
+    """Test accuracy of the linear probe and the hyperparameters the held-out search chose.
+
+    ``search`` maps (lr, weight_decay) to the held-out accuracy of that pair.
+    """
+
+    accuracy: float
+    lr: float
+    weight_decay: float
+    val_accuracy: float
+    search: dict = field(default_factory=dict)
+
+
+def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, weight_decay: float,
+                 epochs: int, batch_size: int, seed: int) -> nn.Linear:
+    """Logistic regression on features [M, D]: a zero-initialized nn.Linear(D, num_classes)
+    trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs``."""
+    classifier = nn.Linear(features.shape[1], num_classes).to(features.device)
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = -(-len(features) // batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        order = torch.randperm(len(features), generator=generator).to(features.device)
+        for i in range(steps_per_epoch):
+            index = order[i * batch_size:(i + 1) * batch_size]
+            for group in optimizer.param_groups:
+                group["lr"] = cosine_schedule(epoch * steps_per_epoch + i, epochs * steps_per_epoch, 0, lr, 0.0)
+            loss = F.cross_entropy(classifier(features[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return classifier
+
+
+def _holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(train, held-out) indices: a stratified ``fraction`` of each class is held out, except
+    for classes with a single example, which stay in training."""
+    held_out = stratified_subset(labels.cpu(), fraction, seed)
+    counts = torch.bincount(labels.cpu())
+    held_out = held_out[counts[labels.cpu()[held_out]] > 1]
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held_out] = False
+    return torch.nonzero(keep).flatten(), held_out
+
+
+def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
+                 num_classes: int | None = None, lrs: Sequence[float] = (1e-3, 1e-2, 1e-1),
+                 weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2), epochs: int = 30,
+                 batch_size: int = 512, val_fraction: float = 0.2, seed: int = 0,
+                 progress: bool = False) -> ProbeResult:
+    """Linear probe: logistic regression on frozen features [M, D] -> ProbeResult.
+
+    Features are standardized with the training mean and std. Every (lr, weight_decay) pair is
+    trained on the training features less a stratified held-out ``val_fraction`` and scored on
+    the held-out part; the best pair is retrained on all training features and scored on the test
+    features. Deterministic given ``seed``.
+    """
+    check_features(train_features, "train_features")
+    check_features(test_features, "test_features")
+    check_labels(train_labels, "train_labels", len(train_features))
+    check_labels(test_labels, "test_labels", len(test_features))
+    num_classes = num_classes or num_classes_of(train_labels, test_labels)
+    mean, std = train_features.mean(dim=0), train_features.std(dim=0, correction=0).clamp_min(1e-6)
+    train_x, test_x = (train_features - mean) / std, (test_features.to(mean.device) - mean) / std
+    train_y = train_labels.to(train_x.device)
+    fit_index, val_index = _holdout_split(train_labels, val_fraction, seed)
+    fit_index, val_index = fit_index.to(train_x.device), val_index.to(train_x.device)
+
+    search = {}
+    for lr, weight_decay in tqdm(list(itertools.product(lrs, weight_decays)), desc="probe search",
+                                 disable=not progress, leave=False):
+        classifier = train_linear(train_x[fit_index], train_y[fit_index], num_classes, lr, weight_decay,
+                                  epochs, batch_size, seed)
+        with torch.no_grad():
+            predictions = classifier(train_x[val_index]).argmax(dim=1)
+        search[(lr, weight_decay)] = accuracy(predictions, train_y[val_index]) if len(val_index) else 0.0
+    (lr, weight_decay), val_accuracy = max(search.items(), key=lambda item: item[1])  # first best wins ties
+
+    classifier = train_linear(train_x, train_y, num_classes, lr, weight_decay, epochs, batch_size, seed)
+    with torch.no_grad():
+        test_accuracy = accuracy(classifier(test_x).argmax(dim=1), test_labels)
+    return ProbeResult(test_accuracy, lr, weight_decay, val_accuracy, search)
+
+
+def ridge_classifier(features: Tensor, labels: Tensor, num_classes: int, l2: float) -> tuple[Tensor, Tensor]:
+    """A linear classifier in closed form: ridge regression of one-hot labels on the features.
+
+    With ``X`` the features [M, D], ``Y`` the one-hot labels [M, C], and both centered by their
+    column means (so that the bias is fitted but not penalized)::
+
+        W = (Xc^T Xc + l2 * I)^-1 Xc^T Yc        b = mean(Y) - mean(X) @ W
+
+    Predict with ``(features @ W + b).argmax(dim=1)``. No learning rate, no epochs, no randomness:
+    a deterministic probe that is often as good as logistic regression on standardized features.
+
+    Returns:
+        ``(weight [D, C], bias [C])`` in the features' floating dtype (computed in float64).
+    """
+    check_features(features, "features")
+    check_labels(labels, "labels", len(features))
+    x = features.double()
+    y = F.one_hot(labels.to(features.device), num_classes).double()
+    x_mean, y_mean = x.mean(dim=0), y.mean(dim=0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + l2 * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+    weight = torch.linalg.solve(gram, xc.T @ yc)  # [D, C]
+    bias = y_mean - x_mean @ weight  # [C]
+    return weight.to(features.dtype), bias.to(features.dtype)
