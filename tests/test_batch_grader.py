@@ -145,3 +145,21 @@ def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
         ("raising_cell_02_simclr.ipynb: simclr.augmentation_pair_similarity", 0, 7)]
     assert results["score"] == 0 and "ZeroDivisionError" in results["output"]
     assert "not implemented" in results["tests"][0]["output"]
+
+
+def test_a_grader_failure_on_one_submission_becomes_its_error_row(tmp_path, monkeypatch):
+    from coursekit.grading import batch
+    from coursekit.grading.results import SubmissionResult
+
+    def grade_or_fail(path, **options):
+        if "raising" in path.name:
+            raise RuntimeError("a bug in the grader")
+        return SubmissionResult(str(path), "02_simclr", "ok", "graded")
+
+    monkeypatch.setattr(batch, "grade_submission", grade_or_fail)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(FIXTURES / "raising_cell_02_simclr.ipynb"), str(FIXTURES / "good_02_simclr.ipynb"),
+                 "--out", str(out), "--json", str(tmp_path / "grades.json")]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("error", "the grader failed on this submission: RuntimeError: a bug in the grader"), ("ok", "graded")]

@@ -346,6 +346,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("memory_limit", "cpu_limit", "process_limit"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"--{name.replace('_', '-')} must be positive")
+    for output in filter(None, [args.out, args.json]):
+        if not output.parent.is_dir():
+            raise SystemExit(f"the folder of {output} does not exist")
     if args.homework and args.homework not in HOMEWORK:
         raise SystemExit(f"unknown homework {args.homework!r}; known: {', '.join(HOMEWORK)}")
     limits = sandbox.Limits(args.memory_limit, args.cpu_limit, args.process_limit)
