@@ -137,6 +137,7 @@ class RemoteFunction:
                    "backward": None if backward is None else {"upstream": wire.encode(backward["upstream"], arrays)},
                    "global_seed": global_seed}
         try:
+            self.connection.settimeout(max(self.deadline - time.monotonic(), 0.01))  # a process that never reads
             wire.send_message(self.connection, request, arrays)
             reply, reply_arrays = wire.receive_message(self.connection, self.deadline)
         except TimeoutError:
