@@ -44,7 +44,7 @@ class StudentKernel:
         """Source of the cell that serves the grader's calls from inside the student's kernel."""
         return "\n".join([
             "def _coursekit_serve_grader():",
-            f"    runner = {{'__name__': 'coursekit_grading_runner'}}",
+            "    runner = {'__name__': 'coursekit_grading_runner'}",
             f"    exec(compile({RUNNER_SOURCE!r}, 'coursekit-grading-runner', 'exec'), runner)",
             f"    runner['serve']({self.address!r}, globals())",
             "_coursekit_serve_grader()",
@@ -125,9 +125,6 @@ class RemoteFunction:
     def __init__(self, connection: socket.socket, deadline: float):
         self.connection, self.deadline = connection, deadline
         self.gone: str | None = None  # "timeout" or "died" once the process stopped answering
-
-    def __call__(self, *args, **kwargs):  # so that callable(fn) holds; checks use remote_call
-        raise TypeError("call a RemoteFunction through coursekit.grading.checks.call")
 
     def remote_call(self, args: tuple, kwargs: dict, backward: dict | None, global_seed: int | None):
         if self.gone:
