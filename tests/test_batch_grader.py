@@ -78,7 +78,7 @@ def test_a_class_of_broken_hostile_and_honest_submissions(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(package), "HOME": str(home), "TMPDIR": str(tmp), "BATCH_TEST_TOKEN": token}
     out, report = tmp_path / "grades.csv", tmp_path / "grades.json"
     command = [sys.executable, "-m", "coursekit", "grade", str(folder), "--out", str(out), "--json", str(report),
-               "--timeout", "15", "--memory-limit", "4096", "--process-limit", "150"]
+               "--timeout", "40", "--memory-limit", "4096", "--process-limit", "150"]
     finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
 
     assert finished.returncode == 1 and "package" in finished.stdout, finished.stdout + finished.stderr[-3000:]

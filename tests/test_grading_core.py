@@ -145,7 +145,7 @@ def _grade_remotely(source: str, exercise_ids, time_limit=20.0):
     results = {}
     try:
         alive = lambda: process.poll() is None  # noqa: E731
-        assert kernel.connect(alive)
+        assert kernel.connect(alive, timeout=600)  # the process imports every reference first
         for exercise_id in exercise_ids:
             ex = get_exercise(exercise_id)
             connection, hello = kernel.open_exercise(ex.function_name, time_limit, alive)

@@ -24,7 +24,7 @@ from .core import StudentGone
 
 # Read once, when the grader starts: later changes on disk never reach the cell sent to students.
 RUNNER_SOURCE = Path(wire.__file__).read_text(encoding="utf-8")
-CONNECT_TIMEOUT = 30.0  # seconds for the kernel (or its per-exercise child) to connect back
+CONNECT_TIMEOUT = 120.0  # seconds for the kernel (or its per-exercise child) to connect back (it may import torch)
 
 
 class StudentKernel:
@@ -63,9 +63,9 @@ class StudentKernel:
                     return None
         return None
 
-    def connect(self, alive) -> bool:
+    def connect(self, alive, timeout: float = CONNECT_TIMEOUT) -> bool:
         """Wait for the runner's control connection; False when it never came."""
-        self.control = self._accept(CONNECT_TIMEOUT, alive)
+        self.control = self._accept(timeout, alive)
         if self.control is None:
             return False
         try:
