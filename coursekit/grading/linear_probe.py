@@ -1,4 +1,5 @@
-"""Graded exercises of lesson 07 (evaluation protocols): ``probe.knn_predict``."""
+"""Graded exercises of homework 07_linear_probe (evaluation protocols): ``probe.knn_predict`` and
+``probe.ridge_classifier`` (the ids keep their published ``probe.`` prefix)."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
-"""Graded exercises of lesson 09 (detection): ``detection.box_iou``, ``detection.xyxy_to_yolo``
-and ``detection.param_groups``.
+"""Graded exercises of homework 09_yolo_transfer: ``detection.box_iou``, ``detection.xyxy_to_yolo``
+and ``detection.param_groups`` (the ids keep their published ``detection.`` prefix).
 
 References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.data.boxes.box_iou``),
 ``coursekit.data.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
