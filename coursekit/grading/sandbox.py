@@ -34,7 +34,7 @@ PR_SET_CHILD_SUBREAPER = 36
 class Limits:
     """Resource limits of every process of a submission."""
 
-    memory_mb: int = 6144  # address space of one process; torch alone maps about 1.5 GiB
+    memory_mb: int = 6144  # address space of one process; a CUDA build of torch alone maps about 3.3 GiB
     cpu_seconds: int = 900  # CPU time of one process
     processes: int = 256  # processes and threads beyond those the user already runs
 
