@@ -25,6 +25,7 @@ the README's "Measured results" shows what was measured and what was not):
   0.99 (0.996 in the papers' 100+ epoch runs) and rises to 1 with a cosine.
 - DINO: a small output (256 prototypes, not 65,536), no local crops (two 32 px global crops; 16 px
   local crops of a 32 px garment hold too little of it), teacher temperature 0.04 warming to 0.07.
+  Measured on seed 0 this still collapses (uniform teacher): the DINO demo recipe is unfinished.
 - MAE's features are not made for kNN (they are linear-probe / fine-tuning features, and the
   pixel-reconstruction objective keeps low-level detail): its protocol is the linear probe.
 """
