@@ -540,7 +540,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cpu: CPU seconds with one torch thread (default on the CPU; usable on a loaded "
                              "machine); wall: wall-clock seconds (default on CUDA)")
     parser.add_argument("--rounds", type=int, help="timed rounds per pipeline (default 5)")
-    parser.add_argument("--steps", type=int, help="timed steps per round (default 20 on CUDA, 3 on the CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps per round (default 20 on CUDA, 4 on the CPU)")
     parser.add_argument("--results-dir", help="where to write the JSON (default benchmarks/results)")
     args = parser.parse_args(argv)
     for name in ("width", "batch_size", "image_size", "rounds", "steps"):
@@ -567,7 +567,7 @@ def run(args: argparse.Namespace, device: torch.device, clock: str) -> dict:
     settings = settings_from(args, device)
     workers_sweep = sorted(set(args.workers)) if args.workers is not None else worker_counts(os.cpu_count() or 1)
     rounds = args.rounds or 5
-    steps = args.steps or (20 if gpu else 3)
+    steps = args.steps or (20 if gpu else 4)
     result = {
         **common.environment(device),
         "settings": {**asdict(settings), "backbone": "resnet18 (CIFAR stem)",
