@@ -2,8 +2,8 @@
 
 For each method (SimCLR, BYOL, DINO, MoCo) the pipelines train the same backbone (ResNet-18, CIFAR
 stem, same initial weights) at the same batch size, image size and precision, and every one of
-them is trained by ``coursekit.engine.fit`` itself, so that all share fit's optimizer step (learning
-rate schedule, autocast, gradient scaler, AdamW with fit's parameter groups, ``on_after_step``):
+them is trained by ``coursekit.engine.fit`` itself, so that all share fit's ``OptimizerStep`` (learning
+rate schedule, autocast, gradient scaler, AdamW with fit's parameter groups, the method's hooks):
 
 - ``coursekit``: ``fit(method, images, config)`` as a user calls it: uint8 images on the device,
   the method's batched device-side views, its loss;
@@ -56,8 +56,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, d
 
 import common
 from coursekit.augment import BYOLViews, DINOViews, SimCLRViews, ViewAugment, Views
-from coursekit.engine import (TrainConfig, autocast, build_optimizer, fit, make_grad_scaler, module_device,
-                              resolve_precision)
+from coursekit.engine import OptimizerStep, TrainConfig, build_optimizer, fit, module_device, resolve_precision
 from coursekit.methods import build_method
 from coursekit.methods.dino import multicrop_forward, teacher_temperature
 from coursekit.models import build_backbone
@@ -130,7 +129,18 @@ def worker_counts(cpus: int) -> list[int]:
 # coursekit's methods (hidden 4 * feature_dim, output 128; DINO 1024 prototypes)
 
 
-class LightlySimCLR(nn.Module):
+class LightlyModel(nn.Module):
+    """What the reference models share: ``training_step(views) -> loss`` on views already made,
+    and the two hooks of coursekit's optimizer step (nothing by default)."""
+
+    def on_before_optimizer_step(self, epoch: float) -> None:
+        """Between backward and the optimizer step; lightly's examples edit no gradients."""
+
+    def on_after_step(self, progress: float) -> None:
+        """After the optimizer step: momentum encoders move here."""
+
+
+class LightlySimCLR(LightlyModel):
     """lightly's SimCLR example: SimCLRProjectionHead and NTXentLoss (temperature 0.5)."""
 
     def __init__(self, backbone: nn.Module, total_steps: int):
@@ -144,11 +154,8 @@ class LightlySimCLR(nn.Module):
         z0, z1 = self.head(self.backbone(torch.cat(views))).chunk(2)
         return self.criterion(z0, z1)
 
-    def on_after_step(self, progress: float) -> None:
-        """No state besides the weights."""
 
-
-class LightlyMoCo(nn.Module):
+class LightlyMoCo(LightlyModel):
     """lightly's MoCo v2 example: MoCoProjectionHead, momentum key encoder, NTXentLoss with a
     memory bank of 4096 keys (temperature 0.2)."""
 
@@ -172,7 +179,7 @@ class LightlyMoCo(nn.Module):
         update_momentum(self.head, self.key_head, m)
 
 
-class LightlyBYOL(nn.Module):
+class LightlyBYOL(LightlyModel):
     """lightly's BYOL example: BYOL projection and prediction heads, momentum target,
     NegativeCosineSimilarity, symmetric loss."""
 
@@ -199,16 +206,18 @@ class LightlyBYOL(nn.Module):
         update_momentum(self.projection_head, self.target_projection_head, m)
 
 
-class LightlyDINO(nn.Module):
-    """lightly's DINO example: DINOProjectionHead, EMA teacher, DINOLoss (which keeps the center);
-    crops of the same size go through the network together, as coursekit does."""
+class LightlyDINO(LightlyModel):
+    """lightly's DINO example: DINOProjectionHead (last layer frozen in the first epoch), EMA
+    teacher, DINOLoss (which keeps the center); crops of the same size go through the network
+    together, as coursekit does."""
 
     def __init__(self, backbone: nn.Module, total_steps: int):
         super().__init__()
         dim = backbone.feature_dim
         self.backbone = backbone
         # lightly's DINO head uses the old weight_norm, which deepcopy refuses: build two, copy the weights
-        self.head, self.teacher_head = (DINOProjectionHead(dim, 4 * dim, min(256, dim), 1024) for _ in range(2))
+        self.head, self.teacher_head = (DINOProjectionHead(dim, 4 * dim, min(256, dim), 1024, freeze_last_layer=1)
+                                        for _ in range(2))
         self.teacher_head.load_state_dict(self.head.state_dict())
         deactivate_requires_grad(self.teacher_head)
         self.teacher_backbone = _frozen_copy(backbone)
@@ -221,6 +230,10 @@ class LightlyDINO(nn.Module):
             teacher = multicrop_forward(lambda x: self.teacher_head(self.teacher_backbone(x)), views[:2])
         temp = teacher_temperature(self.progress, 0.04, 0.07, 0.3)
         return self.criterion(teacher, student, teacher_temp=temp)
+
+    def on_before_optimizer_step(self, epoch: float) -> None:
+        """As lightly's example: the prototypes stay fixed during the first epoch."""
+        self.head.cancel_last_layer_gradients(current_epoch=int(epoch))
 
     def on_after_step(self, progress: float) -> None:
         self.progress = progress
@@ -349,35 +362,32 @@ def timed_loader(dataset: TimedBatches, steps: int, batch_size: int, workers: in
 
 
 # ----------------------------------------------------------------------------------------------
-# quality.py's optimizer step for lightly's models (throughput.py trains every pipeline with fit)
+# fit's optimizer step for quality.py's lightly runs (throughput.py trains every pipeline with fit)
 
 
 class Trainer:
-    """The optimizer step of ``coursekit.engine.fit`` for any model with ``on_after_step(progress)``:
-    the loss under autocast, backward through the gradient scaler (fp16 only), optimizer step,
-    then the model's after-step update (EMA teachers). AdamW with fit's parameter groups.
-    Used by quality.py; a model wrapped as ``LightlyMethod`` can be trained by fit instead."""
+    """``coursekit.engine.OptimizerStep``, the step fit takes, for a lightly model that quality.py
+    trains in its own loop: the loss under autocast, backward through the gradient scaler (fp16
+    only), the optimizer step, then the model's ``on_after_step`` (EMA teachers). AdamW with fit's
+    parameter groups; the learning rate is the one given to ``step`` (quality.py's schedule)."""
 
     def __init__(self, model: nn.Module, settings: Settings, device: torch.device, total_steps: int):
-        self.model, self.device, self.total_steps = model, device, total_steps
-        self.precision = resolve_precision(settings.precision, device)
-        self.optimizer = build_optimizer(model, TrainConfig(batch_size=settings.batch_size, lr=settings.lr))
-        self.scaler = make_grad_scaler(self.precision, device)
+        config = TrainConfig(batch_size=settings.batch_size, lr=settings.lr)
+        self.optimizer_step = OptimizerStep(build_optimizer(model, config, device),
+                                            resolve_precision(settings.precision, device), device, hooks=model,
+                                            total_steps=total_steps)
         self.steps_done = 0
 
     def step(self, compute_loss, lr: float | None = None) -> Tensor:
-        """One step on the loss ``compute_loss()``; returns the loss (detached, not synchronized)."""
+        """One step on the loss ``compute_loss()`` at learning rate ``lr`` (None: unchanged);
+        returns the loss (detached, not synchronized)."""
         if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-        with autocast(self.precision, self.device):
+            for group in self.optimizer_step.optimizer.param_groups:
+                group["base_lr"] = lr
+        with self.optimizer_step.autocast():
             loss = compute_loss()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.optimizer_step(loss, self.steps_done)
         self.steps_done += 1
-        self.model.on_after_step(min(1.0, self.steps_done / self.total_steps))
         return loss.detach()
 
 
@@ -386,12 +396,12 @@ class Trainer:
 
 
 class LightlyMethod(nn.Module):
-    """lightly's model as a coursekit method, so that ``fit`` trains it with its own step: each
+    """A lightly model as a coursekit method, so that ``fit`` trains it with its own step: each
     ``training_step`` takes the next batch of views from lightly's DataLoader (``batches``, set
     before each fit call) and copies it to the device. The batch of images fit passes in is not
     used: the DataLoader serves the data, as in lightly's pipeline."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: LightlyModel):
         super().__init__()
         self.model = model
         self.batches = None  # iterator over (views, stamp) of a TimedBatches DataLoader
@@ -402,6 +412,9 @@ class LightlyMethod(nn.Module):
         self.stamps.append(stamp)
         device = module_device(self.model)
         return self.model.training_step([view.to(device, non_blocking=True) for view in views])
+
+    def on_before_optimizer_step(self, epoch: float) -> None:
+        self.model.on_before_optimizer_step(epoch)
 
     def on_after_step(self, progress: float) -> None:
         self.model.on_after_step(progress)
