@@ -142,3 +142,12 @@ def test_suite_time_runs(tmp_path):
     result = read(tmp_path, "suite")
     assert result["unit_tests"]["seconds"] > 0 and "returncode" in result["unit_tests"]
     assert result["notebooks"] == {}
+
+
+def test_augment_runs(tmp_path):
+    import augment
+
+    augment.main(["--device", "cpu", "--batch-size", "8", "--repeats", "1", "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "augment")
+    assert result["settings"]["clock"] == "cpu" and result["torch_threads"] == 1
+    assert result["images_per_s"]["coursekit_batched"] > 0 and result["images_per_s"]["torchvision_v2_per_image_cpu"] > 0
