@@ -57,7 +57,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, d
 import common
 from coursekit.augment import BYOLViews, DINOViews, SimCLRViews, ViewAugment, Views
 from coursekit.engine import OptimizerStep, TrainConfig, build_optimizer, fit, module_device, resolve_precision
-from coursekit.methods import build_method
+from coursekit.methods import Method, build_method
 from coursekit.methods.dino import multicrop_forward, teacher_temperature
 from coursekit.models import build_backbone
 
@@ -395,7 +395,7 @@ class Trainer:
 # The pipelines, as methods that fit trains
 
 
-class LightlyMethod(nn.Module):
+class LightlyMethod(Method):
     """A lightly model as a coursekit method, so that ``fit`` trains it with its own step: each
     ``training_step`` takes the next batch of views from lightly's DataLoader (``batches``, set
     before each fit call) and copies it to the device. The batch of images fit passes in is not
@@ -406,6 +406,10 @@ class LightlyMethod(nn.Module):
         self.model = model
         self.batches = None  # iterator over (views, stamp) of a TimedBatches DataLoader
         self.stamps: list[tuple[int, float]] = []  # per step: its batch's (worker id, worker CPU time)
+
+    def hparams(self) -> dict:
+        """What a checkpoint would record: the lightly model (its views come from the DataLoader)."""
+        return {"model": type(self.model).__name__}
 
     def training_step(self, images: Tensor, generator: torch.Generator) -> Tensor:
         views, stamp = next(self.batches)
