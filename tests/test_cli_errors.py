@@ -130,7 +130,7 @@ def test_mismatched_or_damaged_checkpoint_is_refused_before_training(tmp_path, c
     resume = ["pretrain", "--method", "simclr", *TINY, "--checkpoint-dir", str(tmp_path), "--resume"]
     line = error_line(capsys, [*resume, "--temperature", "0.1"])
     assert "was made with other settings" in line
-    assert "extra.method_options.temperature: checkpoint has 0.5, this run has 0.1" in line
+    assert "hparams.temperature: checkpoint has 0.5, this run has 0.1" in line
     assert "config.lr: checkpoint has 0.001, this run has 0.01" in error_line(capsys, [*resume, "--lr", "0.01"])
     assert main([*resume, "--temperature", "0.5"]) == 0  # the default given explicitly is the same run
     capsys.readouterr()
@@ -145,7 +145,7 @@ def test_temperature_is_stored_and_used(tmp_path, capsys):
     train_tiny(tmp_path, "--temperature", "0.2")
     assert "with options {'temperature': 0.2}" in capsys.readouterr().out
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["settings"]["extra"]["method_options"]["temperature"] == 0.2
+    assert state["settings"]["hparams"]["temperature"] == 0.2
 
 
 def test_stale_temporaries_are_removed_when_a_run_starts(tmp_path, capsys):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import math
 import os
@@ -131,7 +130,7 @@ def check_values(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --checkpoint-dir (the folder of the run to continue)")
 
 
-def method_options(args: argparse.Namespace) -> dict:
+def given_method_options(args: argparse.Namespace) -> dict:
     """The method options given on the command line, as the method's constructor arguments.
     A flag the chosen method does not have is refused."""
     options = {}
@@ -145,13 +144,6 @@ def method_options(args: argparse.Namespace) -> dict:
                              f"{flag(name)} applies to {', '.join(per_method)}")
         options[per_method[args.method]] = value
     return options
-
-
-def method_hparams(method: str, options: dict) -> dict:
-    """Every constructor option of ``method`` with the value this run uses (its default unless given):
-    a checkpoint made with other values is refused on resume."""
-    parameters = inspect.signature(METHODS[method]).parameters.values()
-    return {p.name: options.get(p.name, p.default) for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tuple[str, dict]:
@@ -273,7 +265,7 @@ def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
 def run(args: argparse.Namespace) -> int:
     """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
     check_values(args)
-    options = method_options(args)
+    options = given_method_options(args)
     profile = get_profile(args.profile)
     device = init_distributed(check_device(args.device or profile.device))
     is_main, world = distributed.rank() == 0, distributed.world_size()
@@ -294,8 +286,7 @@ def run(args: argparse.Namespace) -> int:
     backbone_name, backbone_kwargs = backbone_settings(args, profile, image_size)
     config = TrainConfig(
         epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
-        channels_last=device.type == "cuda" and not backbone_name.startswith("vit"), seed=args.seed,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision, seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
     if is_main and args.checkpoint_dir is not None:
@@ -317,8 +308,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = build_backbone(backbone_name, **backbone_kwargs)
     random_init = copy.deepcopy(backbone) if args.report is not None else None
     method = build_method(args.method, backbone, image_size=image_size, **options)
-    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs,
-                "method_options": method_hparams(args.method, options)}
+    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs}
     start = time.perf_counter()
     history = fit(method, train_set.images, config, args.checkpoint_dir, resume=args.resume, device=device,
                   settings=settings, on_step=stop_after_step_hook())
