@@ -301,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
         given = f" with options {options}" if options else ""
         print(f"pretrain {args.method}{given} on {dataset} with {backbone_name} {backbone_kwargs}, "
               f"{world} process(es) on {device}, seed {args.seed}")
+        if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
+            print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
     train_set = load_split(dataset, "train", num_images, image_size, args.seed)
     test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main else None
