@@ -123,3 +123,15 @@ def step_batches(data: Data, sampler: StepIndexBatches, device: torch.device,
                         pin_memory=device.type == "cuda")
     for batch in loader:
         yield batch.to(device, non_blocking=True)
+
+
+def shuffled_batches(num_items: int, batch_size: int, epochs: int, seed: int,
+                     device: torch.device | str = "cpu") -> Iterator[tuple[int, int, Tensor]]:
+    """The batches of the supervised loops (probe, fine-tuning, transfer): every item once per
+    epoch in the order ``epoch_permutation(num_items, seed, epoch)`` (the last batch of an epoch
+    may be smaller) -> (step, epoch, indices long [B] on ``device``)."""
+    steps_per_epoch = -(-num_items // batch_size)
+    for epoch in range(epochs):
+        order = epoch_permutation(num_items, seed, epoch).to(device)
+        for i in range(steps_per_epoch):
+            yield epoch * steps_per_epoch + i, epoch, order[i * batch_size:(i + 1) * batch_size]
