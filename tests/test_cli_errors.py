@@ -233,3 +233,12 @@ def test_truncated_copy_of_the_real_file_is_named(tmp_path, monkeypatch):
     (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes((DEBIAN_FOLDER / "t10k-images-idx3-ubyte.gz").read_bytes()[:-1000])
     with pytest.raises(DatasetDamagedError, match="truncated"):
         load_images("fashion_mnist", "test")
+
+
+def test_exercises_from_a_folder_without_solutions_deletes_nothing(tmp_path, capsys):
+    exercises = tmp_path / "exercises"
+    exercises.mkdir()
+    (exercises / "02_simclr.ipynb").write_text("{}")
+    line = error_line(capsys, ["exercises", "--solutions", str(tmp_path / "missing"), "--exercises", str(exercises)])
+    assert "--solutions" in line and "holds no notebooks" in line
+    assert (exercises / "02_simclr.ipynb").exists()
