@@ -32,6 +32,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -262,17 +263,26 @@ def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
-    check_values(args)
+@dataclass
+class Plan:
+    """What a run will do, every default filled in and every value checked."""
+
+    dataset: str
+    image_size: int
+    num_images: int
+    num_test: int
+    backbone: str
+    backbone_kwargs: dict
+    method_options: dict
+    config: TrainConfig
+
+
+def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
+    """The run's values: the arguments given, the profile's for the others; refuses sizes that do
+    not fit together (batch against images per process, MoCo's queue against a step's keys)."""
     options = given_method_options(args)
-    profile = get_profile(args.profile)
-    device = init_distributed(check_device(args.device or profile.device))
-    is_main, world = distributed.rank() == 0, distributed.world_size()
-    dataset = args.dataset or profile.dataset
     image_size = profile.image_size if args.image_size is None else args.image_size
     num_images = profile.num_train if args.num_images is None else args.num_images
-    num_test = profile.num_test if args.num_test is None else args.num_test
     batch_size = profile.batch_size if args.batch_size is None else args.batch_size
     min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
     if batch_size < min_batch:
@@ -283,36 +293,63 @@ def run(args: argparse.Namespace) -> int:
     if "queue_size" in options and options["queue_size"] < batch_size * world:
         raise UsageError(f"--queue-size {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
                          f"raise it to at least {batch_size * world}")
-    backbone_name, backbone_kwargs = backbone_settings(args, profile, image_size)
+    backbone, backbone_kwargs = backbone_settings(args, profile, image_size)
     config = TrainConfig(
         epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision, seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    if is_main and args.checkpoint_dir is not None:
+    return Plan(dataset=args.dataset or profile.dataset, image_size=image_size, num_images=num_images,
+                num_test=profile.num_test if args.num_test is None else args.num_test, backbone=backbone,
+                backbone_kwargs=backbone_kwargs, method_options=options, config=config)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """The checkpoint folder and the report's folder exist and are writable; stale temporary
+    checkpoint files of killed runs are removed."""
+    if args.checkpoint_dir is not None:
         check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
-        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)  # left by killed runs
-    if is_main and args.report is not None:
+        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)
+    if args.report is not None:
         if args.report.is_dir():
             raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {args.report / 'report.json'}")
         check_writable_folder(args.report.parent, "--report")
+
+
+def build_seeded(args: argparse.Namespace, plan: Plan):
+    """(backbone, method) at the initialization decided by ``--seed``; a method that refuses its
+    options is a UsageError."""
+    torch.manual_seed(derived_seed(args.seed, "init"))
+    backbone = build_backbone(plan.backbone, **plan.backbone_kwargs)
+    try:
+        return backbone, build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
+    except ValueError as error:
+        raise UsageError(f"{args.method} refuses the options {plan.method_options}: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
+    check_values(args)
+    profile = get_profile(args.profile)
+    device = init_distributed(check_device(args.device or profile.device))
+    is_main, world = distributed.rank() == 0, distributed.world_size()
+    plan = plan_run(args, profile, world)
     if is_main:
+        check_outputs(args)
         print(profile.banner())
-        given = f" with options {options}" if options else ""
-        print(f"pretrain {args.method}{given} on {dataset} with {backbone_name} {backbone_kwargs}, "
+        given = f" with options {plan.method_options}" if plan.method_options else ""
+        print(f"pretrain {args.method}{given} on {plan.dataset} with {plan.backbone} {plan.backbone_kwargs}, "
               f"{world} process(es) on {device}, seed {args.seed}")
         if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
             print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
-    train_set = load_split(dataset, "train", num_images, image_size, args.seed)
-    test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main else None
-    torch.manual_seed(derived_seed(args.seed, "init"))  # the initial weights are the seed's too
-    backbone = build_backbone(backbone_name, **backbone_kwargs)
+    train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
+    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if is_main else None
+    backbone, method = build_seeded(args, plan)
     random_init = copy.deepcopy(backbone) if args.report is not None else None
-    method = build_method(args.method, backbone, image_size=image_size, **options)
-    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs}
+    settings = {"dataset": plan.dataset, "backbone": plan.backbone, "backbone_kwargs": plan.backbone_kwargs}
     start = time.perf_counter()
-    history = fit(method, train_set.images, config, args.checkpoint_dir, resume=args.resume, device=device,
+    history = fit(method, train_set.images, plan.config, args.checkpoint_dir, resume=args.resume, device=device,
                   settings=settings, on_step=stop_after_step_hook())
     seconds = time.perf_counter() - start
 
@@ -321,10 +358,10 @@ def run(args: argparse.Namespace) -> int:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
         accuracy = knn(method.backbone, train_set, test_set, device)
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
-        print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {dataset} test ({len(test_set)} images): "
-              f"{accuracy:.2%}")
+        print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {plan.dataset} test "
+              f"({len(test_set)} images): {accuracy:.2%}")
         if args.report is not None:
-            report = {"method": args.method, "profile": profile.name, "dataset": dataset, "seed": args.seed,
+            report = {"method": args.method, "profile": profile.name, "dataset": plan.dataset, "seed": args.seed,
                       "steps": history.step[-1] if history.step else 0, "seconds": round(seconds, 1),
                       "protocol": "knn",
                       "knn": {"random_init": knn(random_init.to(device), train_set, test_set, device),
