@@ -247,4 +247,5 @@ def test_exercises_from_a_folder_without_solutions_deletes_nothing(tmp_path, cap
 def test_options_the_method_refuses_are_one_line(capsys):
     mae = ["pretrain", "--method", "mae", *[a for a in TINY if a not in ("--width", "4")]]
     line = error_line(capsys, [*mae, "--mask-ratio", "0.99"])  # 16 patches: none would stay visible
-    assert "mae refuses the options {'mask_ratio': 0.99}: mask_ratio 0.99 must keep at least one of 16 patches" in line
+    assert "mae refuses the options {'mask_ratio': 0.99" in line
+    assert "mask_ratio 0.99 must keep at least one of 16 patches" in line
