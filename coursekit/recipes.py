@@ -23,9 +23,10 @@ the README's "Measured results" shows what was measured and what was not):
   crops of scale (0.3..0.4, 1) keep the object recognizable.
 - Short budgets want many small steps (batch 128) and a fast teacher: the EMA momentum starts at
   0.99 (0.996 in the papers' 100+ epoch runs) and rises to 1 with a cosine.
-- DINO: a small output (256 prototypes, not 65,536), no local crops (two 32 px global crops; 16 px
-  local crops of a 32 px garment hold too little of it), teacher temperature 0.04 warming to 0.07.
-  Measured on seed 0 this still collapses (uniform teacher): the DINO demo recipe is unfinished.
+- DINO: a small output (128 prototypes, not 65,536), no local crops (two 32 px global crops; 16 px
+  local crops of a 32 px garment hold too little of it), a sharp teacher (temperature 0.04) and
+  BatchNorm in the head: without BatchNorm (256 prototypes, teacher 0.04 or 0.04 -> 0.07) the
+  teacher's output went uniform on seed 0 (loss = ln 256); with it, it stays peaked.
 - MAE's features are not made for kNN (they are linear-probe / fine-tuning features, and the
   pixel-reconstruction objective keeps low-level detail): its protocol is the linear probe.
 """
@@ -186,12 +187,13 @@ _RECIPES: dict[str, dict[str, dict]] = {
     "dino": {
         "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
                       method_kwargs={"out_dim": 256, "n_local": 2, "momentum": 0.99}),
-        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
-                     method_kwargs={"out_dim": 256, "n_local": 0, "momentum": 0.99, "teacher_temp": 0.07,
-                                    "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
+        "demo": dict(epochs=10, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
+                     method_kwargs={"out_dim": 128, "n_local": 0, "momentum": 0.99, "teacher_temp": 0.04,
+                                    "warmup_teacher_temp": 0.04, "center_momentum": 0.9, "head_batch_norm": True},
                      view_options={"color": False, "global_scale": (0.3, 1.0)},
-                     why="256 prototypes and no local crops (two 32 px global crops); fast teacher. NOT yet good: "
-                         "on seed 0 the teacher went uniform (loss = ln 256) with teacher 0.04 -> 0.07 and with 0.04"),
+                     why="BatchNorm in the head, 128 prototypes, a sharp teacher (0.04), no local crops (two 32 px "
+                         "global crops), fast teacher; seed 0: +5.4 kNN points in 242 CPU-s (teacher entropy 2.5 of "
+                         "ln 128 = 4.85); without head BatchNorm (256 prototypes) the teacher went uniform"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=1e-4, warmup_epochs=3.0,
                      method_kwargs={"out_dim": 4096, "n_local": 6, "local_size": 16, "momentum": 0.99,
                                     "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
