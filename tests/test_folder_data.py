@@ -1,0 +1,131 @@
+"""Folder datasets: scan, decoding to RGB squares, damaged files, fingerprint, DataLoader workers."""
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coursekit.data import make_shapes
+from coursekit.data.folder import ImageFolder, find_images, load_rgb_square, write_image_folder
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return make_shapes(24, image_size=32, seed=0)
+
+
+@pytest.fixture()
+def folder(tmp_path, shapes):
+    write_image_folder(shapes.images, tmp_path / "imgs", damaged=4, per_folder=8)
+    return tmp_path / "imgs"
+
+
+def test_scan_finds_nested_files_of_every_format_and_skips_broken_ones(folder):
+    (folder / "notes.txt").write_text("not an image")
+    dataset = ImageFolder(folder, 32)
+    # 24 images + 2 truncated JPEGs (they pass the header check); 2 files that are no images are skipped
+    assert len(dataset) == 26
+    assert {p.suffix for p in dataset.paths} == {".jpg", ".png", ".webp", ".JPG"}
+    assert {p.parent.parent.name for p in dataset.paths} >= {"part_0", "part_1", "part_2"}
+    assert [p.name for p in dataset.skipped] == ["broken_000.png", "broken_002.png"]
+    assert dataset.summary().endswith("skipped 2 damaged file(s): damaged/broken_000.png, damaged/broken_002.png")
+    relative = [p.relative_to(folder).as_posix() for p in dataset.paths]
+    assert relative == sorted(relative) and relative[0] == "damaged/truncated_001.jpg"
+    assert find_images(folder) == sorted(dataset.paths + dataset.skipped, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def test_summary_names_only_the_first_five(tmp_path, shapes):
+    write_image_folder(shapes.images[:2], tmp_path, damaged=14)
+    summary = ImageFolder(tmp_path, 16).summary()
+    assert "skipped 7 damaged file(s): damaged/broken_000.png" in summary and summary.endswith("and 2 more")
+
+
+def test_items_are_uint8_rgb_squares_close_to_the_source(folder, shapes):
+    dataset = ImageFolder(folder, 32)
+    by_name = {p.stem: i for i, p in enumerate(dataset.paths)}
+    items = {i: dataset[by_name[f"{i:06d}"]] for i in range(24)}
+    by_path = {i: dataset.paths[by_name[f"{i:06d}"]] for i in range(24)}
+    assert all(item.dtype == torch.uint8 and item.shape == (3, 32, 32) for item in items.values())
+    # file i: format by i % 4 (jpg, png, webp, JPG), mode by i // 4 % 4 (RGB, L, RGBA, P), i % 3 == 2 stretched
+    assert torch.equal(items[1], shapes.images[1])  # RGB PNG: lossless
+    assert torch.equal(items[9], shapes.images[9])  # RGBA PNG of an opaque image: alpha dropped
+    gray = items[21]  # grayscale PNG
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    expected_gray = (shapes.images[21].float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(0)
+    assert (gray[0].float() - expected_gray).abs().max() <= 1.0  # only the rounding of the gray conversion
+    for i in (0, 3, 10, 12, 13):  # lossy JPEG, RGBA WebP, palette PNG: what PIL decodes from the file, RGB
+        assert torch.equal(items[i], _decoded(by_path[i]))
+    stretched = items[5]  # 48 x 32 on disk: the shorter side is already 32, the center 32 columns are kept
+    assert torch.equal(stretched, _decoded(by_path[5])[:, :, 8:40])
+
+
+def _decoded(path):
+    """uint8 [3, H, W] of the whole file as PIL decodes it, in RGB."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGBA").convert("RGB") if image.mode == "P" else image.convert("RGB")
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
+
+
+def test_shorter_side_is_resized_and_the_center_kept(tmp_path):
+    stripes = torch.zeros(20, 60, 3, dtype=torch.uint8)  # H=20, W=60: red | green | blue thirds
+    stripes[:, :20, 0], stripes[:, 20:40, 1], stripes[:, 40:, 2] = 255, 255, 255
+    Image.fromarray(stripes.numpy()).save(tmp_path / "wide.png")
+    square = load_rgb_square(tmp_path / "wide.png", 10)
+    assert square.shape == (3, 10, 10)
+    # the green center third, scaled to 10 x 10 (bilinear blends the outer columns with red and blue)
+    assert square[1, :, 1:-1].min() == 255 and square[[0, 2], :, 1:-1].max() == 0
+    assert square[0, :, 0].min() > 0 and square[2, :, -1].min() > 0 and square[0, :, 1:].max() == 0
+
+
+def test_palette_with_transparency_becomes_rgb(tmp_path):
+    image = Image.new("P", (8, 8), 3)
+    image.putpalette([0, 0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90] + [0] * 756)
+    image.info["transparency"] = 0
+    image.save(tmp_path / "p.png", transparency=0)
+    square = load_rgb_square(tmp_path / "p.png", 4)
+    assert square[:, 0, 0].tolist() == [70, 80, 90]
+
+
+def test_damaged_file_found_at_load_time_gives_the_next_image_and_is_counted(folder):
+    dataset = ImageFolder(folder, 32)
+    truncated = [i for i, p in enumerate(dataset.paths) if p.name.startswith("truncated")]
+    assert len(truncated) == 2 and truncated[1] == truncated[0] + 1  # damaged/ holds them side by side
+    with pytest.warns(UserWarning, match="skipping damaged image .*truncated_001.jpg"):
+        first = dataset[truncated[0]]
+    assert torch.equal(first, dataset[truncated[1] + 1])  # both damaged: the one after them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once per file
+        assert torch.equal(dataset[truncated[0]], first)  # deterministic
+    assert [p.name for p in dataset.load_failures] == ["truncated_001.jpg", "truncated_003.jpg"]
+
+
+def test_fingerprint_is_stable_and_follows_the_files(folder, shapes):
+    first = ImageFolder(folder, 32).fingerprint()
+    assert first == ImageFolder(folder, 32).fingerprint()
+    assert first["num_images"] == 26 and first["shape"] == [3, 32, 32]
+    assert ImageFolder(folder, 16).fingerprint()["shape"] == [3, 16, 16]
+    changed = folder / "part_0" / "sub_0" / "000000.jpg"
+    os.utime(changed, ns=(0, 0))
+    assert ImageFolder(folder, 32).fingerprint()["files_sha256"] != first["files_sha256"]
+
+
+def test_dataloader_workers_read_every_item(folder):
+    dataset = ImageFolder(folder, 32)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        batches = list(loader)
+    assert sum(len(b) for b in batches) == len(dataset)
+    assert all(b.dtype == torch.uint8 and b.shape[1:] == (3, 32, 32) for b in batches)
+
+
+def test_bad_folders_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="is not a folder"):
+        ImageFolder(tmp_path / "missing", 32)
+    with pytest.raises(ValueError, match="no .jpg/.jpeg/.png/.webp files"):
+        ImageFolder(tmp_path, 32)
+    (tmp_path / "a.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="none of the 1 image files"):
+        ImageFolder(tmp_path, 32)
