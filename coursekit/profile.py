@@ -112,6 +112,10 @@ def default_device() -> str:
     return "cpu"
 
 
+class ProfileError(ValueError):
+    """An unknown profile name (in the argument or in ``COURSEKIT_PROFILE``)."""
+
+
 def profile_name(name: str | None = None) -> str:
     """Resolve the profile name: the argument, else ``COURSEKIT_PROFILE``, else by hardware."""
     chosen = name if name is not None else os.environ.get(PROFILE_ENV, "").strip()
@@ -120,9 +124,10 @@ def profile_name(name: str | None = None) -> str:
     chosen = chosen.lower()
     if chosen not in _PROFILES:
         source = "argument" if name is not None else f"environment variable {PROFILE_ENV}"
-        raise ValueError(
+        raise ProfileError(
             f"Unknown coursekit profile {chosen!r} (from the {source}). "
-            f"Valid profiles: {', '.join(PROFILE_NAMES)}."
+            f"Valid profiles: {', '.join(PROFILE_NAMES)}; use one of them"
+            + ("." if name is not None else f", or unset {PROFILE_ENV} to choose by hardware.")
         )
     return chosen
 
@@ -135,7 +140,7 @@ def get_profile(name: str | None = None, device: str | None = None) -> Profile:
         device: device to force; by default CUDA, then MPS, then CPU.
 
     Raises:
-        ValueError: for an unknown profile name, listing the valid ones.
+        ProfileError: (a ValueError) for an unknown profile name, listing the valid ones.
     """
     chosen = profile_name(name)
     return Profile(name=chosen, device=device or default_device(), **_PROFILES[chosen])

@@ -5,30 +5,62 @@
         --checkpoint-dir runs/simclr --resume
 
 Sizes not given on the command line come from the run profile (``--profile`` or
-``COURSEKIT_PROFILE``). Under ``torchrun`` every process trains on its share of the images with
-PyTorch DDP (gloo on the CPU, NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the
-checkpoint and ``history.json`` and prints. At the end rank 0 prints the weighted kNN accuracy
-(k=200, temperature 0.1) of the backbone on the dataset's test split.
+``COURSEKIT_PROFILE``); a value given is used as given (0 is refused, never replaced). Under
+``torchrun`` every process trains on its share of the images with PyTorch DDP (gloo on the CPU,
+NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the checkpoint and ``history.json``
+and prints. At the end rank 0 prints the weighted kNN accuracy (k=200, temperature 0.1) of the
+backbone on the dataset's test split; ``--report FILE`` also writes it, with the same backbone's
+accuracy at its random initialization, as JSON.
+
+``--seed`` decides everything: the initial weights (built from a generator seeded by the seed),
+the images picked, their order, the augmentations. The same command gives the same checkpoint,
+and a run killed at any moment and started again with ``--resume`` ends with the same checkpoint
+as a run never interrupted.
+
+Everything the run needs is checked before the first step (values, device, data, checkpoint
+folder, the checkpoint to resume); a problem is a ``UsageError`` that ``coursekit`` prints as one
+line. For tests, ``COURSEKIT_STOP_AFTER_STEP=k`` makes the process stop itself (SIGSTOP) after
+step k and its checkpoint, so that a test can SIGKILL it at a moment it chooses.
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import inspect
 import json
+import math
 import os
+import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from coursekit.engine import distributed
+from coursekit.cli import UsageError
 from coursekit.data import DATASET_NAMES, load_images
+from coursekit.engine import PRECISIONS, TrainConfig, derived_seed, distributed, fit
+from coursekit.engine.checkpoint import remove_stale_temporaries
+from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import METHODS, build_method
 from coursekit.models import BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
-from coursekit.engine import PRECISIONS, TrainConfig, fit
 
 VIT_METHODS = ("mae",)  # methods that need a ViT backbone (the profile's ``vit`` is their default)
+# Method options on the command line -> the constructor argument of each method that has one.
+METHOD_OPTIONS = {
+    "temperature": {"simclr": "temperature", "moco": "temperature", "dino": "student_temp"},
+    "momentum": {"moco": "momentum", "byol": "momentum", "dino": "momentum"},
+    "mask_ratio": {"mae": "mask_ratio"},
+    "queue_size": {"moco": "queue_size"},
+}
+# Smallest batch per process: BatchNorm needs two images; MoCo's shuffled BN needs two groups of two.
+MIN_BATCH = {"moco": 4}
+DEFAULT_MIN_BATCH = 2
+KNN_K, KNN_TEMPERATURE = 200, 0.1
+STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,70 +85,260 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="run profile (default: COURSEKIT_PROFILE or by hardware)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="decides the initial weights, the images, their order and the augmentations")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
+    methods = parser.add_argument_group("method options (default: the method's own)")
+    methods.add_argument("--temperature", type=float, help="softmax temperature (SimCLR, MoCo; DINO's student)")
+    methods.add_argument("--momentum", type=float, help="base EMA momentum of the teacher (MoCo, BYOL, DINO)")
+    methods.add_argument("--mask-ratio", type=float, help="fraction of the patches removed (MAE)")
+    methods.add_argument("--queue-size", type=int, help="negatives kept in the queue (MoCo)")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="write a JSON report: settings, steps, seconds, kNN accuracy at random init and pretrained")
 
 
-def init_distributed(device: str) -> torch.device:
+# ----------------------------------------------------------------------------------------------
+# Checks that need nothing but the arguments
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an argument: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Refuse values that make no sense, naming the flag and what it needs."""
+    for name in ("epochs", "batch_size", "num_images", "num_test", "image_size", "width", "patch_size", "queue_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{flag(name)} must be at least 1; got {value}")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be 0 (only at the end) or more; got {args.checkpoint_every}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number; got {args.lr}")
+    for name in ("weight_decay", "warmup_epochs"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{flag(name)} must be 0 or more; got {value}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be a positive number; got {args.temperature}")
+    if args.momentum is not None and not 0 <= args.momentum <= 1:
+        raise UsageError(f"--momentum must be between 0 and 1; got {args.momentum}")
+    if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
+        raise UsageError(f"--mask-ratio must be between 0 and 1 (both excluded); got {args.mask_ratio}")
+    if args.resume and args.checkpoint_dir is None:
+        raise UsageError("--resume needs --checkpoint-dir (the folder of the run to continue)")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The method options given on the command line, as the method's constructor arguments.
+    A flag the chosen method does not have is refused."""
+    options = {}
+    for name, per_method in METHOD_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.method not in per_method:
+            own = [flag(option) for option, methods in METHOD_OPTIONS.items() if args.method in methods]
+            raise UsageError(f"{flag(name)} is not an option of {args.method} (its options: {', '.join(own) or 'none'}); "
+                             f"{flag(name)} applies to {', '.join(per_method)}")
+        options[per_method[args.method]] = value
+    return options
+
+
+def method_hparams(method: str, options: dict) -> dict:
+    """Every constructor option of ``method`` with the value this run uses (its default unless given):
+    a checkpoint made with other values is refused on resume."""
+    parameters = inspect.signature(METHODS[method]).parameters.values()
+    return {p.name: options.get(p.name, p.default) for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tuple[str, dict]:
+    """(backbone name, constructor kwargs) from the arguments and the profile; refuses options that
+    do not apply to the backbone and a patch size that does not divide the image."""
+    name = args.backbone or (profile.vit if args.method in VIT_METHODS else profile.backbone)
+    is_vit = name.startswith("vit")
+    if args.method in VIT_METHODS and not is_vit:
+        raise UsageError(f"{args.method} needs a ViT backbone (vit_tiny, vit_small); got --backbone {name}")
+    if is_vit:
+        if args.width is not None:
+            raise UsageError(f"--width sets a ResNet's width; {name} is a ViT (its option is --patch-size)")
+        patch_size = profile.patch_size if args.patch_size is None else args.patch_size
+        if image_size % patch_size:
+            raise UsageError(f"--patch-size {patch_size} does not divide the image size {image_size}: "
+                             f"choose a divisor of {image_size} (or another --image-size)")
+        return name, {"img_size": image_size, "patch_size": patch_size}
+    if args.patch_size is not None:
+        raise UsageError(f"--patch-size sets a ViT's patches; {name} is a ResNet (its option is --width)")
+    return name, {"width": profile.width if args.width is None else args.width}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks of the machine: device, checkpoint folder
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device called ``name``, refused when this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (no NVIDIA GPU, or a "
+                             f"CPU-only torch); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: coursekit trains on cpu, cuda or mps")
+    return device
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` and prove it writable (a probe file written and removed), so that no
+    training is lost to a folder that fails when the first file is written into it."""
+    advice = f"choose another {option}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: {folder} is a file, not a folder: {advice}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{option}: the folder {folder} cannot be created ({error.strerror or error}): {advice}") from None
+    probe = folder / f".coursekit-write-probe{os.getpid()}"
+    try:
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{option}: the folder {folder} is not writable ({error.strerror or error}): {advice}, "
+                         f"or make it writable") from None
+
+
+def init_distributed(device: torch.device) -> torch.device:
     """Join the torchrun process group if this process was started by torchrun; -> this process's device."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return torch.device(device)
-    if device.startswith("cuda"):
+        return device
+    if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"torchrun started local rank {local_rank} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s): lower --nproc_per_node")
         torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")
         return torch.device("cuda", local_rank)
     dist.init_process_group("gloo")
-    return torch.device(device)
+    return device
 
 
-def backbone_settings(args: argparse.Namespace, profile) -> tuple[str, dict]:
-    """(backbone name, constructor kwargs) from the arguments and the profile."""
-    name = args.backbone or (profile.vit if args.method in VIT_METHODS else profile.backbone)
-    if name.startswith("vit"):
-        return name, {"img_size": args.image_size or profile.image_size,
-                      "patch_size": args.patch_size or profile.patch_size}
-    return name, {"width": args.width or profile.width}
+def stop_after_step_hook() -> Callable[[int], None] | None:
+    """With ``COURSEKIT_STOP_AFTER_STEP=k``: a fit ``on_step`` that stops this process (SIGSTOP)
+    after step k and its checkpoint, for tests that kill a run at a chosen moment."""
+    value = os.environ.get(STOP_AFTER_STEP_ENV, "").strip()
+    if not value:
+        return None
+    stop_step = int(value)
+
+    def on_step(step: int) -> None:
+        if step == stop_step:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return on_step
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def knn(backbone, train_set, test_set, device: torch.device) -> float:
+    """Weighted kNN accuracy (k=200, t=0.1) of ``backbone``'s features: train split as memory bank."""
+    train_features = extract_features(backbone, train_set.images, device=device)
+    test_features = extract_features(backbone, test_set.images, device=device)
+    return knn_accuracy(train_features, train_set.labels, test_features, test_set.labels,
+                        num_classes=train_set.num_classes, k=KNN_K, temperature=KNN_TEMPERATURE)
+
+
+def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
+    """``load_images`` with its complaints about sizes as UsageErrors naming the option."""
+    try:
+        return load_images(dataset, split, n=n, image_size=image_size, seed=seed)
+    except ValueError as error:
+        option = "--num-images" if split == "train" else "--num-test"
+        raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Pretrain, checkpoint, print the kNN accuracy. Returns the exit status (0)."""
+    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
+    check_values(args)
+    options = method_options(args)
     profile = get_profile(args.profile)
-    device = init_distributed(args.device or profile.device)
-    is_main = distributed.rank() == 0
+    device = init_distributed(check_device(args.device or profile.device))
+    is_main, world = distributed.rank() == 0, distributed.world_size()
     dataset = args.dataset or profile.dataset
-    image_size = args.image_size or profile.image_size
-    backbone_name, backbone_kwargs = backbone_settings(args, profile)
-    if is_main:
-        print(profile.banner())
-        print(f"pretrain {args.method} on {dataset} with {backbone_name} {backbone_kwargs}, "
-              f"{distributed.world_size()} process(es) on {device}")
-
-    train_set = load_images(dataset, "train", n=args.num_images or profile.num_train, image_size=image_size, seed=args.seed)
-    backbone = build_backbone(backbone_name, **backbone_kwargs)
-    method = build_method(args.method, backbone, image_size=image_size)
+    image_size = profile.image_size if args.image_size is None else args.image_size
+    num_images = profile.num_train if args.num_images is None else args.num_images
+    num_test = profile.num_test if args.num_test is None else args.num_test
+    batch_size = profile.batch_size if args.batch_size is None else args.batch_size
+    min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
+    if batch_size < min_batch:
+        raise UsageError(f"--batch-size {batch_size} is too small for {args.method}: it needs at least {min_batch}")
+    if batch_size > num_images // world:
+        raise UsageError(f"--batch-size {batch_size} is larger than the {num_images // world} images per process "
+                         f"({num_images} images, {world} process(es)): lower --batch-size or raise --num-images")
+    if "queue_size" in options and options["queue_size"] < batch_size * world:
+        raise UsageError(f"--queue-size {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
+                         f"raise it to at least {batch_size * world}")
+    backbone_name, backbone_kwargs = backbone_settings(args, profile, image_size)
     config = TrainConfig(
-        epochs=args.epochs or profile.epochs, batch_size=args.batch_size or profile.batch_size, lr=args.lr,
+        epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
         channels_last=device.type == "cuda" and not backbone_name.startswith("vit"), seed=args.seed,
         checkpoint_every=args.checkpoint_every,
     )
-    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs}
+    if is_main and args.checkpoint_dir is not None:
+        check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
+        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)  # left by killed runs
+    if is_main and args.report is not None:
+        if args.report.is_dir():
+            raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {args.report / 'report.json'}")
+        check_writable_folder(args.report.parent, "--report")
+    if is_main:
+        print(profile.banner())
+        given = f" with options {options}" if options else ""
+        print(f"pretrain {args.method}{given} on {dataset} with {backbone_name} {backbone_kwargs}, "
+              f"{world} process(es) on {device}, seed {args.seed}")
+
+    train_set = load_split(dataset, "train", num_images, image_size, args.seed)
+    test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main else None
+    torch.manual_seed(derived_seed(args.seed, "init"))  # the initial weights are the seed's too
+    backbone = build_backbone(backbone_name, **backbone_kwargs)
+    random_init = copy.deepcopy(backbone) if args.report is not None else None
+    method = build_method(args.method, backbone, image_size=image_size, **options)
+    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs,
+                "method_options": method_hparams(args.method, options)}
+    start = time.perf_counter()
     history = fit(method, train_set.images, config, args.checkpoint_dir, resume=args.resume, device=device,
-                  settings=settings)
+                  settings=settings, on_step=stop_after_step_hook())
+    seconds = time.perf_counter() - start
 
     if is_main:
         if args.checkpoint_dir is not None:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
-        test_set = load_images(dataset, "test", n=args.num_test or profile.num_test, image_size=image_size,
-                               seed=args.seed)
-        train_features = extract_features(method.backbone, train_set.images, device=device)
-        test_features = extract_features(method.backbone, test_set.images, device=device)
-        accuracy = knn_accuracy(train_features, train_set.labels, test_features, test_set.labels,
-                                num_classes=train_set.num_classes, k=200, temperature=0.1)
+        accuracy = knn(method.backbone, train_set, test_set, device)
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
-        print(f"kNN accuracy (k=200, temperature=0.1) on {dataset} test ({len(test_set)} images): {accuracy:.2%}")
+        print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {dataset} test ({len(test_set)} images): "
+              f"{accuracy:.2%}")
+        if args.report is not None:
+            report = {"method": args.method, "profile": profile.name, "dataset": dataset, "seed": args.seed,
+                      "steps": history.step[-1] if history.step else 0, "seconds": round(seconds, 1),
+                      "protocol": "knn",
+                      "knn": {"random_init": knn(random_init.to(device), train_set, test_set, device),
+                              "pretrained": accuracy}}
+            args.report.write_text(json.dumps(report, indent=2))
+            print(f"report written to {args.report}")
     if distributed.is_distributed():
         dist.barrier()
         dist.destroy_process_group()
