@@ -45,7 +45,7 @@ from coursekit.engine.checkpoint import remove_stale_temporaries
 from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import METHODS, build_method
-from coursekit.models import BACKBONES, build_backbone
+from coursekit.models import BACKBONES, YOLO_BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
 
 VIT_METHODS = ("mae",)  # methods that need a ViT backbone (the profile's ``vit`` is their default)
@@ -61,12 +61,18 @@ MIN_BATCH = {"moco": 4}
 DEFAULT_MIN_BATCH = 2
 KNN_K, KNN_TEMPERATURE = 200, 0.1
 STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
+YOLO_STRIDE = 32  # input sides of YOLO backbones are multiples of it (coursekit.models.yolo)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``coursekit pretrain``; sizes default to the run profile's."""
     parser.add_argument("--method", required=True, choices=sorted(METHODS), help="self-supervised method")
     parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset (default: the profile's)")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="pretrain on your own images: a folder (nested) of JPEG/PNG/WebP files, read from disk "
+                             "as training goes (instead of --dataset)")
+    parser.add_argument("--eval-dataset", choices=DATASET_NAMES,
+                        help="with --data: a labeled dataset to report the kNN accuracy on (default: no kNN)")
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the profile's)")
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="folder for checkpoint.pt and history.json (default: no checkpoints)")
@@ -77,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     parser.add_argument("--warmup-epochs", type=float, default=0.0)
     parser.add_argument("--backbone", choices=sorted(BACKBONES),
-                        help="backbone (default: the profile's ResNet, or its ViT for MAE)")
+                        help="backbone (default: the profile's ResNet, or its ViT for MAE); yolo11n ... yolo12x: "
+                             "the backbone of that ultralytics YOLO model (needs the yolo extra; export it with "
+                             "coursekit export --format ultralytics)")
     parser.add_argument("--width", type=int, help="ResNet width (default: the profile's)")
     parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the profile's)")
     parser.add_argument("--num-images", type=int, help="training images (default: the profile's)")
@@ -161,6 +169,12 @@ def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tup
     is_vit = name.startswith("vit")
     if args.method in VIT_METHODS and not is_vit:
         raise UsageError(f"{args.method} needs a ViT backbone (vit_tiny, vit_small); got --backbone {name}")
+    if name in YOLO_BACKBONES:
+        if args.width is not None or args.patch_size is not None:
+            raise UsageError(f"--width and --patch-size do not apply to {name}: its size is the letter in its name")
+        if image_size % YOLO_STRIDE:
+            raise UsageError(f"{name} needs --image-size a multiple of {YOLO_STRIDE} (its stride); got {image_size}")
+        return name, {}
     if is_vit:
         if args.width is not None:
             raise UsageError(f"--width sets a ResNet's width; {name} is a ViT (its option is --patch-size)")
@@ -270,6 +284,23 @@ def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
+def open_folder(args: argparse.Namespace, image_size: int):
+    """``--data DIR`` as an ``ImageFolder`` (scanned once, decoded on demand); refuses mixing it with
+    ``--dataset``/``--num-images``, and ``--eval-dataset`` without it."""
+    from coursekit.data.folder import ImageFolder
+
+    if args.data is None:
+        if args.eval_dataset is not None:
+            raise UsageError("--eval-dataset goes with --data (a --dataset run reports kNN on its own test split)")
+        return None
+    if args.dataset is not None or args.num_images is not None:
+        raise UsageError("--data DIR trains on every image in DIR: leave out --dataset and --num-images")
+    try:
+        return ImageFolder(args.data, image_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
     check_values(args)
@@ -277,17 +308,22 @@ def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     device = init_distributed(check_device(args.device or profile.device))
     is_main, world = distributed.rank() == 0, distributed.world_size()
-    dataset = args.dataset or profile.dataset
     image_size = profile.image_size if args.image_size is None else args.image_size
-    num_images = profile.num_train if args.num_images is None else args.num_images
+    folder = open_folder(args, image_size)  # None unless --data
+    dataset = args.eval_dataset if folder is not None else args.dataset or profile.dataset  # the labeled one
+    if folder is not None:
+        num_images = len(folder)
+    else:
+        num_images = profile.num_train if args.num_images is None else args.num_images
     num_test = profile.num_test if args.num_test is None else args.num_test
     batch_size = profile.batch_size if args.batch_size is None else args.batch_size
     min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
     if batch_size < min_batch:
         raise UsageError(f"--batch-size {batch_size} is too small for {args.method}: it needs at least {min_batch}")
     if batch_size > num_images // world:
+        more = "add images to --data" if folder is not None else "raise --num-images"
         raise UsageError(f"--batch-size {batch_size} is larger than the {num_images // world} images per process "
-                         f"({num_images} images, {world} process(es)): lower --batch-size or raise --num-images")
+                         f"({num_images} images, {world} process(es)): lower --batch-size or {more}")
     if "queue_size" in options and options["queue_size"] < batch_size * world:
         raise UsageError(f"--queue-size {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
                          f"raise it to at least {batch_size * world}")
@@ -308,35 +344,49 @@ def run(args: argparse.Namespace) -> int:
     if is_main:
         print(profile.banner())
         given = f" with options {options}" if options else ""
-        print(f"pretrain {args.method}{given} on {dataset} with {backbone_name} {backbone_kwargs}, "
+        source = folder.summary() if folder is not None else dataset
+        print(f"pretrain {args.method}{given} on {source} with {backbone_name} {backbone_kwargs}, "
               f"{world} process(es) on {device}, seed {args.seed}")
 
-    train_set = load_split(dataset, "train", num_images, image_size, args.seed)
-    test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main else None
+    if folder is None:
+        train_set = load_split(dataset, "train", num_images, image_size, args.seed)
+    elif is_main and dataset is not None:  # --eval-dataset: its train split is the kNN memory bank
+        train_set = load_split(dataset, "train", profile.num_train, image_size, args.seed)
+    else:  # --data alone: no labels, no kNN
+        train_set = None
+    test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main and dataset is not None else None
     torch.manual_seed(derived_seed(args.seed, "init"))  # the initial weights are the seed's too
     backbone = build_backbone(backbone_name, **backbone_kwargs)
     random_init = copy.deepcopy(backbone) if args.report is not None else None
+    if args.method == "dino" and backbone_name in YOLO_BACKBONES:
+        from coursekit.models.yolo import dino_local_size
+        options = {"local_size": dino_local_size(image_size), **options}  # local crops on YOLO's stride too
     method = build_method(args.method, backbone, image_size=image_size, **options)
-    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs,
-                "method_options": method_hparams(args.method, options)}
+    settings = {"dataset": "folder" if folder is not None else dataset, "backbone": backbone_name,
+                "backbone_kwargs": backbone_kwargs, "method_options": method_hparams(args.method, options)}
+    images = folder if folder is not None else train_set.images  # a folder streams: fit builds its DataLoader
     start = time.perf_counter()
-    history = fit(method, train_set.images, config, args.checkpoint_dir, resume=args.resume, device=device,
+    history = fit(method, images, config, args.checkpoint_dir, resume=args.resume, device=device,
                   settings=settings, on_step=stop_after_step_hook())
     seconds = time.perf_counter() - start
 
     if is_main:
         if args.checkpoint_dir is not None:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
-        accuracy = knn(method.backbone, train_set, test_set, device)
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
-        print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {dataset} test ({len(test_set)} images): "
-              f"{accuracy:.2%}")
+        accuracy = knn(method.backbone, train_set, test_set, device) if test_set is not None else None
+        if accuracy is None:
+            print("no labels: no kNN accuracy (--eval-dataset NAME reports one on a labeled dataset)")
+        else:
+            print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {dataset} test ({len(test_set)} images): "
+                  f"{accuracy:.2%}")
         if args.report is not None:
             report = {"method": args.method, "profile": profile.name, "dataset": dataset, "seed": args.seed,
                       "steps": history.step[-1] if history.step else 0, "seconds": round(seconds, 1),
                       "protocol": "knn",
-                      "knn": {"random_init": knn(random_init.to(device), train_set, test_set, device),
-                              "pretrained": accuracy}}
+                      "knn": None if accuracy is None else
+                              {"random_init": knn(random_init.to(device), train_set, test_set, device),
+                               "pretrained": accuracy}}
             args.report.write_text(json.dumps(report, indent=2))
             print(f"report written to {args.report}")
     if distributed.is_distributed():
