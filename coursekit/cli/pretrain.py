@@ -73,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "as training goes (instead of --dataset)")
     parser.add_argument("--eval-dataset", choices=DATASET_NAMES,
                         help="with --data: a labeled dataset to report the kNN accuracy on (default: no kNN)")
+    parser.add_argument("--workers", type=int,
+                        help="with --data: processes that decode images per training process "
+                             "(default: the CPU cores shared by the processes, at most 4)")
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the profile's)")
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="folder for checkpoint.pt and history.json (default: no checkpoints)")
@@ -301,6 +304,15 @@ def open_folder(args: argparse.Namespace, image_size: int):
         raise UsageError(str(error)) from None
 
 
+def data_workers(args: argparse.Namespace, folder, world: int) -> int:
+    """DataLoader workers of each process: ``--workers``, or the cores per process (1 to 4) for a folder."""
+    if args.workers is not None:
+        if folder is None or args.workers < 0:
+            raise UsageError(f"--workers goes with --data and must be 0 or more; got {args.workers}")
+        return args.workers
+    return 0 if folder is None else max(1, min(4, (os.cpu_count() or 1) // world))
+
+
 def run(args: argparse.Namespace) -> int:
     """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
     check_values(args)
@@ -332,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
         channels_last=device.type == "cuda" and not backbone_name.startswith("vit"), seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
+        checkpoint_every=args.checkpoint_every, num_workers=data_workers(args, folder, world),
     )
     if is_main and args.checkpoint_dir is not None:
         check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
