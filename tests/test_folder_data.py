@@ -38,6 +38,12 @@ def test_scan_finds_nested_files_of_every_format_and_skips_broken_ones(folder):
     assert find_images(folder) == sorted(dataset.paths + dataset.skipped, key=lambda p: p.relative_to(folder).as_posix())
 
 
+def test_damaged_files_are_skipped_after_ultralytics_patched_pil(folder):
+    """ultralytics replaces PIL's Image.open with one that installs a HEIF plugin for unknown files."""
+    pytest.importorskip("ultralytics")
+    assert len(ImageFolder(folder, 32).skipped) == 2
+
+
 def test_summary_names_only_the_first_five(tmp_path, shapes):
     write_image_folder(shapes.images[:2], tmp_path, damaged=14)
     summary = ImageFolder(tmp_path, 16).summary()

@@ -12,7 +12,7 @@ Every item is uint8 ``[3, S, S]``:
 - the shorter side is resized to ``S`` (bilinear, antialiased) and the center ``S x S`` is cut out,
   so no image is stretched; the random crops of the views then pick the parts to learn from.
 
-Damaged files: the scan opens every file's header and runs PIL's ``verify()`` (no decoding), which
+Damaged files: the scan reads every file's signature and header and runs PIL's ``verify()`` (no decoding), which
 catches files that are not images or whose structure is broken; those are skipped, counted and the
 first few named (``skipped``, ``summary()``). A file that passes the scan but fails to decode (e.g. a
 truncated JPEG) is found when it is loaded: the item is then the next image that decodes, so a
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -44,10 +44,28 @@ def find_images(root: str | Path) -> list[Path]:
                   key=lambda p: p.relative_to(root).as_posix())
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """Open a JPEG, PNG or WebP file with PIL's decoder for the format its first bytes announce.
+
+    Not ``Image.open``: importing ultralytics replaces it with a version that, for any file PIL
+    cannot identify (a damaged one), installs and registers a HEIF plugin first. Raises
+    ``UnidentifiedImageError`` for other bytes, one of ``DECODE_ERRORS`` for a broken header.
+    """
+    with open(path, "rb") as file:
+        head = file.read(12)
+    if head[:3] == b"\xff\xd8\xff":
+        return JpegImagePlugin.JpegImageFile(path)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return PngImagePlugin.PngImageFile(path)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WebPImagePlugin.WebPImageFile(path)
+    raise UnidentifiedImageError(f"{path} is not a JPEG, PNG or WebP file")
+
+
 def header_is_valid(path: Path) -> bool:
-    """True when PIL identifies the file and ``verify()`` finds its structure intact (no decoding)."""
+    """True when the file is a JPEG, PNG or WebP whose structure ``verify()`` finds intact (no decoding)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.verify()
         return True
     except DECODE_ERRORS:
@@ -57,7 +75,7 @@ def header_is_valid(path: Path) -> bool:
 def load_rgb_square(path: str | Path, size: int) -> Tensor:
     """Decode one file -> uint8 ``[3, size, size]``: RGB, EXIF-rotated, shorter side resized to
     ``size``, center crop. Raises one of ``DECODE_ERRORS`` for a damaged file."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         # JPEG only: decode at a reduced scale (1/2, 1/4, 1/8) that still covers the target size,
         # much cheaper than decoding megapixels and then shrinking them.
         image.draft("RGB", (size, size))
