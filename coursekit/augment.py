@@ -51,6 +51,16 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
+def _constant(values, like: torch.Tensor) -> torch.Tensor:
+    """Python numbers -> a [len(values)] tensor on ``like``'s device and dtype, filled in place
+    one number at a time. ``torch.tensor(values, device=...)`` would copy them from the host,
+    which makes the host wait for the GPU on every call (these helpers run every training step)."""
+    out = like.new_empty(len(values))
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     """[N] -> [N, 1, 1, 1], to broadcast one value per sample over an image batch."""
     return values.view(-1, 1, 1, 1)
@@ -149,7 +159,7 @@ def sample_jitter(n: int, p: float, brightness: float, contrast: float, saturati
         _uniform(n, (max(0.0, 1 - saturation), 1 + saturation), generator),
         _uniform(n, (-hue, hue), generator),
     ], dim=1)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=factors.device)
+    identity = _constant((1.0, 1.0, 1.0, 0.0), factors)
     return torch.where(sample_mask(n, p, generator)[:, None], factors, identity)
 
 
@@ -161,7 +171,7 @@ def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> t
 
 def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
     """float [N, 3, H, W] -> luma [N, 1, H, W]."""
-    weights = torch.tensor(GRAY_WEIGHTS, device=images.device, dtype=images.dtype)
+    weights = _constant(GRAY_WEIGHTS, images)
     return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
@@ -288,8 +298,7 @@ def solarize(images: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -
 
 def _channel_stats(images: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     """mean and std as [1, C, 1, 1] tensors on the images' device."""
-    return tuple(torch.as_tensor(v, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-                 for v in (mean, std))
+    return tuple(_constant(v, images).view(1, -1, 1, 1) for v in (mean, std))
 
 
 def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:

@@ -17,6 +17,13 @@ the images picked, their order, the augmentations. The same command gives the sa
 and a run killed at any moment and started again with ``--resume`` ends with the same checkpoint
 as a run never interrupted.
 
+``--data DIR`` trains on a folder of your own images instead (``coursekit.data.folder``): they are
+read from disk as training goes by ``--workers`` DataLoader processes per training process, never
+held in memory; each process reads its share, in the same order as in-memory data. A folder has
+no labels: the run ends without kNN unless ``--eval-dataset NAME`` names a labeled dataset (its
+train split is the memory bank, its test split the queries). ``--backbone yolo11n`` (any YOLO11 or
+YOLO12 size) trains the backbone of that ultralytics model; ``coursekit export`` writes it back.
+
 Everything the run needs is checked before the first step (values, device, data, checkpoint
 folder, the checkpoint to resume); a problem is a ``UsageError`` that ``coursekit`` prints as one
 line. For tests, ``COURSEKIT_STOP_AFTER_STEP=k`` makes the process stop itself (SIGSTOP) after
@@ -26,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import math
 import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -62,6 +69,7 @@ DEFAULT_MIN_BATCH = 2
 KNN_K, KNN_TEMPERATURE = 200, 0.1
 STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
 YOLO_STRIDE = 32  # input sides of YOLO backbones are multiples of it (coursekit.models.yolo)
+MAX_DATA_WORKERS = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --data: a labeled dataset to report the kNN accuracy on (default: no kNN)")
     parser.add_argument("--workers", type=int,
                         help="with --data: processes that decode images per training process "
-                             "(default: the CPU cores shared by the processes, at most 4)")
+                             f"(default: the CPU cores per training process, at most {MAX_DATA_WORKERS})")
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the profile's)")
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="folder for checkpoint.pt and history.json (default: no checkpoints)")
@@ -142,7 +150,7 @@ def check_values(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs --checkpoint-dir (the folder of the run to continue)")
 
 
-def method_options(args: argparse.Namespace) -> dict:
+def given_method_options(args: argparse.Namespace) -> dict:
     """The method options given on the command line, as the method's constructor arguments.
     A flag the chosen method does not have is refused."""
     options = {}
@@ -156,13 +164,6 @@ def method_options(args: argparse.Namespace) -> dict:
                              f"{flag(name)} applies to {', '.join(per_method)}")
         options[per_method[args.method]] = value
     return options
-
-
-def method_hparams(method: str, options: dict) -> dict:
-    """Every constructor option of ``method`` with the value this run uses (its default unless given):
-    a checkpoint made with other values is refused on resume."""
-    parameters = inspect.signature(METHODS[method]).parameters.values()
-    return {p.name: options.get(p.name, p.default) for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tuple[str, dict]:
@@ -287,6 +288,21 @@ def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
+@dataclass
+class Plan:
+    """What a run will do, every default filled in and every value checked."""
+
+    dataset: str | None  # the labeled dataset (kNN); with --data: --eval-dataset or None
+    folder: object  # the ImageFolder of --data, or None
+    image_size: int
+    num_images: int
+    num_test: int
+    backbone: str
+    backbone_kwargs: dict
+    method_options: dict
+    config: TrainConfig
+
+
 def open_folder(args: argparse.Namespace, image_size: int):
     """``--data DIR`` as an ``ImageFolder`` (scanned once, decoded on demand); refuses mixing it with
     ``--dataset``/``--num-images``, and ``--eval-dataset`` without it."""
@@ -310,24 +326,19 @@ def data_workers(args: argparse.Namespace, folder, world: int) -> int:
         if folder is None or args.workers < 0:
             raise UsageError(f"--workers goes with --data and must be 0 or more; got {args.workers}")
         return args.workers
-    return 0 if folder is None else max(1, min(4, (os.cpu_count() or 1) // world))
+    return 0 if folder is None else max(1, min(MAX_DATA_WORKERS, (os.cpu_count() or 1) // world))
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
-    check_values(args)
-    options = method_options(args)
-    profile = get_profile(args.profile)
-    device = init_distributed(check_device(args.device or profile.device))
-    is_main, world = distributed.rank() == 0, distributed.world_size()
+def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
+    """The run's values: the arguments given, the profile's for the others; refuses sizes that do
+    not fit together (batch against images per process, MoCo's queue against a step's keys)."""
+    options = given_method_options(args)
     image_size = profile.image_size if args.image_size is None else args.image_size
     folder = open_folder(args, image_size)  # None unless --data
-    dataset = args.eval_dataset if folder is not None else args.dataset or profile.dataset  # the labeled one
     if folder is not None:
         num_images = len(folder)
     else:
         num_images = profile.num_train if args.num_images is None else args.num_images
-    num_test = profile.num_test if args.num_test is None else args.num_test
     batch_size = profile.batch_size if args.batch_size is None else args.batch_size
     min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
     if batch_size < min_batch:
@@ -339,46 +350,76 @@ def run(args: argparse.Namespace) -> int:
     if "queue_size" in options and options["queue_size"] < batch_size * world:
         raise UsageError(f"--queue-size {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
                          f"raise it to at least {batch_size * world}")
-    backbone_name, backbone_kwargs = backbone_settings(args, profile, image_size)
+    backbone, backbone_kwargs = backbone_settings(args, profile, image_size)
+    if args.method == "dino" and backbone in YOLO_BACKBONES:
+        from coursekit.models.yolo import dino_local_size
+        options = {"local_size": dino_local_size(image_size), **options}  # local crops on YOLO's stride too
     config = TrainConfig(
         epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
-        channels_last=device.type == "cuda" and not backbone_name.startswith("vit"), seed=args.seed,
+        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision, seed=args.seed,
         checkpoint_every=args.checkpoint_every, num_workers=data_workers(args, folder, world),
     )
-    if is_main and args.checkpoint_dir is not None:
+    dataset = args.eval_dataset if folder is not None else args.dataset or profile.dataset
+    return Plan(dataset=dataset, folder=folder, image_size=image_size, num_images=num_images,
+                num_test=profile.num_test if args.num_test is None else args.num_test, backbone=backbone,
+                backbone_kwargs=backbone_kwargs, method_options=options, config=config)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """The checkpoint folder and the report's folder exist and are writable; stale temporary
+    checkpoint files of killed runs are removed."""
+    if args.checkpoint_dir is not None:
         check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
-        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)  # left by killed runs
-    if is_main and args.report is not None:
+        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)
+    if args.report is not None:
         if args.report.is_dir():
             raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {args.report / 'report.json'}")
         check_writable_folder(args.report.parent, "--report")
-    if is_main:
-        print(profile.banner())
-        given = f" with options {options}" if options else ""
-        source = folder.summary() if folder is not None else dataset
-        print(f"pretrain {args.method}{given} on {source} with {backbone_name} {backbone_kwargs}, "
-              f"{world} process(es) on {device}, seed {args.seed}")
 
-    if folder is None:
-        train_set = load_split(dataset, "train", num_images, image_size, args.seed)
-    elif is_main and dataset is not None:  # --eval-dataset: its train split is the kNN memory bank
-        train_set = load_split(dataset, "train", profile.num_train, image_size, args.seed)
+
+def build_seeded(args: argparse.Namespace, plan: Plan):
+    """(backbone, method) at the initialization decided by ``--seed``; a method that refuses its
+    options is a UsageError."""
+    torch.manual_seed(derived_seed(args.seed, "init"))
+    backbone = build_backbone(plan.backbone, **plan.backbone_kwargs)
+    try:
+        return backbone, build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
+    except ValueError as error:
+        raise UsageError(f"{args.method} refuses the options {plan.method_options}: {error}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
+    check_values(args)
+    profile = get_profile(args.profile)
+    device = init_distributed(check_device(args.device or profile.device))
+    is_main, world = distributed.rank() == 0, distributed.world_size()
+    plan = plan_run(args, profile, world)
+    if is_main:
+        check_outputs(args)
+        print(profile.banner())
+        given = f" with options {plan.method_options}" if plan.method_options else ""
+        source = plan.folder.summary() if plan.folder is not None else plan.dataset
+        print(f"pretrain {args.method}{given} on {source} with {plan.backbone} {plan.backbone_kwargs}, "
+              f"{world} process(es) on {device}, seed {args.seed}")
+        if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
+            print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
+
+    if plan.folder is None:
+        train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
+    elif is_main and plan.dataset is not None:  # --eval-dataset: its train split is the kNN memory bank
+        train_set = load_split(plan.dataset, "train", profile.num_train, plan.image_size, args.seed)
     else:  # --data alone: no labels, no kNN
         train_set = None
-    test_set = load_split(dataset, "test", num_test, image_size, args.seed) if is_main and dataset is not None else None
-    torch.manual_seed(derived_seed(args.seed, "init"))  # the initial weights are the seed's too
-    backbone = build_backbone(backbone_name, **backbone_kwargs)
+    has_labels = is_main and plan.dataset is not None
+    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if has_labels else None
+    backbone, method = build_seeded(args, plan)
     random_init = copy.deepcopy(backbone) if args.report is not None else None
-    if args.method == "dino" and backbone_name in YOLO_BACKBONES:
-        from coursekit.models.yolo import dino_local_size
-        options = {"local_size": dino_local_size(image_size), **options}  # local crops on YOLO's stride too
-    method = build_method(args.method, backbone, image_size=image_size, **options)
-    settings = {"dataset": "folder" if folder is not None else dataset, "backbone": backbone_name,
-                "backbone_kwargs": backbone_kwargs, "method_options": method_hparams(args.method, options)}
-    images = folder if folder is not None else train_set.images  # a folder streams: fit builds its DataLoader
+    settings = {"dataset": "folder" if plan.folder is not None else plan.dataset, "backbone": plan.backbone,
+                "backbone_kwargs": plan.backbone_kwargs}
+    images = plan.folder if plan.folder is not None else train_set.images  # a folder streams: fit reads it
     start = time.perf_counter()
-    history = fit(method, images, config, args.checkpoint_dir, resume=args.resume, device=device,
+    history = fit(method, images, plan.config, args.checkpoint_dir, resume=args.resume, device=device,
                   settings=settings, on_step=stop_after_step_hook())
     seconds = time.perf_counter() - start
 
@@ -390,10 +431,10 @@ def run(args: argparse.Namespace) -> int:
         if accuracy is None:
             print("no labels: no kNN accuracy (--eval-dataset NAME reports one on a labeled dataset)")
         else:
-            print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {dataset} test ({len(test_set)} images): "
-                  f"{accuracy:.2%}")
+            print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {plan.dataset} test "
+                  f"({len(test_set)} images): {accuracy:.2%}")
         if args.report is not None:
-            report = {"method": args.method, "profile": profile.name, "dataset": dataset, "seed": args.seed,
+            report = {"method": args.method, "profile": profile.name, "dataset": plan.dataset, "seed": args.seed,
                       "steps": history.step[-1] if history.step else 0, "seconds": round(seconds, 1),
                       "protocol": "knn",
                       "knn": None if accuracy is None else

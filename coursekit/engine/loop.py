@@ -241,10 +241,16 @@ def prepare_method(method: nn.Module, channels_last: bool, device: torch.device)
     if channels_last:
         method.to(memory_format=torch.channels_last)
     if distributed.world_size() > 1 and device.type == "cuda":
-        for name, child in list(method.named_children()):
-            if any(p.requires_grad for p in child.parameters()):
-                setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        sync_trained_batchnorm(method)
     return method
+
+
+def sync_trained_batchnorm(method: nn.Module) -> None:
+    """In place: BatchNorm -> SyncBatchNorm in the children of ``method`` that have trainable
+    parameters; frozen children (EMA teachers, key encoders) keep their BatchNorm."""
+    for name, child in list(method.named_children()):
+        if any(p.requires_grad for p in child.parameters()):
+            setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
 
 
 def wrap_for_training(method: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:

@@ -1,10 +1,18 @@
 """What every transfer loop shares: which backbone parameters train (freeze, unfreeze the last
-blocks), the two learning-rate groups of fine-tuning (head and backbone), and the seeded shuffle
-of an epoch. Used by segmentation (lesson 10) and detection (lesson 09)."""
+blocks), the two learning-rate groups of fine-tuning (head and backbone), and the loop itself
+(``train_supervised``: seeded batches, ``engine.OptimizerStep``, the progress bar). Used by
+segmentation (lesson 10) and detection (lesson 09)."""
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from coursekit.engine.batches import shuffled_batches
+from coursekit.engine.device import module_device, resolve_precision, use_channels_last
+from coursekit.engine.progress import progress_bar
+from coursekit.engine.step import OptimizerStep, fused_if_cuda
 
 
 def freeze_frozen_batchnorm(model: nn.Module) -> None:
@@ -94,7 +102,7 @@ def make_optimizer(
     groups = param_groups(model, lr, backbone_lr_scale)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **fused_if_cuda(module_device(model)))
 
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
@@ -117,14 +125,38 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) ->
     return [g for g in groups if g["params"]]
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator of one epoch's shuffle (and random flips): fixed by ``seed`` and ``epoch``."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int, Tensor], Tensor],
+                     optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, seed: int,
+                     device: torch.device, precision: str, desc: str, progress: bool) -> list[float]:
+    """The loop of the transfer tasks: ``epochs`` passes over ``num_items`` items in batches seeded
+    by ``(seed, epoch)``, each step ``batch_loss(step, indices)`` under autocast, then
+    ``engine.OptimizerStep`` (constant learning rates). The model is in train mode (frozen
+    BatchNorm layers stay in eval mode, see ``freeze_frozen_batchnorm``). Returns the mean loss of
+    every epoch (copied to the host once per epoch)."""
+    optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device)
+    steps_per_epoch = -(-num_items // batch_size)
+    history, epoch_losses = [], []
+    model.train()
+    bar = progress_bar(epochs * steps_per_epoch, desc, progress)
+    for step, _, indices in shuffled_batches(num_items, batch_size, epochs, seed, device):
+        with optimizer_step.autocast():
+            loss = batch_loss(step, indices)
+        optimizer_step(loss, step)
+        epoch_losses.append(loss.detach().float())
+        if len(epoch_losses) == steps_per_epoch:
+            history.append(torch.stack(epoch_losses).mean().item())
+            epoch_losses = []
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        bar.update()
+    bar.close()
+    return history
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
-    """One gradient step on ``loss``; returns its value."""
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+def to_training_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Move a transfer model to ``device`` (default: where it is), channels-last for a
+    convolutional backbone on CUDA. Returns the device."""
+    device = torch.device(device) if device is not None else module_device(model)
+    model.to(device)
+    if use_channels_last(_encoder(model), device):
+        model.to(memory_format=torch.channels_last)
+    return device
