@@ -108,18 +108,19 @@ class MeanColor(Method):
         pass
 
 warnings.simplefilter("ignore")
-folder_path, size, mode, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+folder_path, size, mode, workers, batch_size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 data = ImageFolder(folder_path, size)
 if mode == "in_memory":
     data = torch.stack([data[i] for i in range(len(data))])
-fit(MeanColor(), data, TrainConfig(epochs=1, batch_size=50, precision="fp32", num_workers=workers), progress=False)
+fit(MeanColor(), data, TrainConfig(epochs=1, batch_size=batch_size, precision="fp32", num_workers=workers), progress=False)
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) / 1024)
 """
 
 
-def peak_rss_mb(folder: Path, size: int, mode: str, workers: int) -> float:
+def peak_rss_mb(folder: Path, size: int, mode: str, workers: int, batch_size: int) -> float:
     """Peak RSS (MB) of a fresh process that fits the cheap method on the folder (streamed or in memory)."""
-    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(size), mode, str(workers)],
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), str(size), mode, str(workers),
+                             str(batch_size)],
                             capture_output=True, text=True, check=True)
     return round(float(result.stdout.split()[-1]), 1)
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per round")
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 4000], help="folder sizes of the memory runs")
     parser.add_argument("--memory-size", type=int, default=160)
+    parser.add_argument("--memory-batch-size", type=int, default=50, help="batch of the memory runs")
     parser.add_argument("--results-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else common.default_device()
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         for count in args.counts:
             path = Path(tmp) / f"memory_{count}"
             write_image_folder(make_shapes(count, image_size=32, seed=count).images, path, damaged=8)
-            result["peak_rss_mb"][str(count)] = {mode: peak_rss_mb(path, args.memory_size, mode, args.workers)
+            result["peak_rss_mb"][str(count)] = {mode: peak_rss_mb(path, args.memory_size, mode, args.workers, args.memory_batch_size)
                                                  for mode in ("folder", "in_memory")}
             print(count, "images:", result["peak_rss_mb"][str(count)])
     path = common.write_result("folder_streaming", device, result, args.results_dir)

@@ -66,7 +66,8 @@ def test_folder_streaming_runs(tmp_path):
 
     folder_streaming.main(["--device", "cpu", "--sizes", "32", "--num-images", "24", "--batch-size", "4",
                            "--width", "2", "--warmup", "1", "--rounds", "1", "--steps", "1", "--counts", "20",
-                           "--memory-size", "32", "--workers", "0", "--results-dir", str(tmp_path)])
+                           "--memory-size", "32", "--memory-batch-size", "4", "--workers", "0",
+                           "--results-dir", str(tmp_path)])
     result = read(tmp_path, "folder_streaming")
     assert set(result["throughput"]["32px"]) == {"in_memory", "folder", "in_memory_data_only", "folder_data_only",
                                                   "folder_over_in_memory"}
