@@ -21,7 +21,6 @@ Writes benchmarks/results/folder_streaming_<device>.json.
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from coursekit.data import make_shapes
 from coursekit.data.folder import ImageFolder, write_image_folder
 from coursekit.engine.batches import StepIndexBatches, stack_images
 from coursekit.engine.loop import build_optimizer
-from coursekit.engine import TrainConfig
+from coursekit.engine import OptimizerStep, TrainConfig
 from coursekit.methods import build_method
 from coursekit.models import build_backbone
 
@@ -48,17 +47,15 @@ def decoded(folder: ImageFolder) -> torch.Tensor:
 
 
 def training_step(image_size: int, width: int, device: torch.device):
-    """A SimCLR step as fit does it (AdamW with fit's parameter groups): images uint8 [B, 3, S, S] -> None."""
+    """A SimCLR step as fit does it (OptimizerStep: fp32, AdamW with fit's parameter groups, the
+    method's hooks): images uint8 [B, 3, S, S] -> None."""
     torch.manual_seed(0)
     method = build_method("simclr", build_backbone("resnet18", width=width), image_size=image_size).to(device)
-    optimizer = build_optimizer(method, TrainConfig())
+    optimizer_step = OptimizerStep(build_optimizer(method, TrainConfig(), device), "fp32", device, hooks=method)
     generator = torch.Generator(device=device).manual_seed(0)
 
     def step(images: torch.Tensor) -> None:
-        loss = method.training_step(images, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(method.training_step(images, generator), 0)
     return step
 
 
