@@ -42,14 +42,33 @@ def test_quality_runs(tmp_path):
     import quality
 
     quality.main(["--device", "cpu", "--epochs", "1", "--train-images", "32", "--test-images", "16",
-                  "--width", "2", "--batch-size", "16", "--workers", "0", "--results-dir", str(tmp_path)])
+                  "--width", "2", "--batch-size", "16", "--workers", "0", "--seeds", "0", "1",
+                  "--results-dir", str(tmp_path)])
     result = read(tmp_path, "quality")
     methods = result["datasets"]["fashion_mnist"]["methods"]
     assert set(methods) == {"simclr", "byol"}
     for runs in methods.values():
         for implementation in ("coursekit", "lightly"):
-            assert len(runs[implementation]["knn_accuracy_per_epoch"]) == 1
-            assert 0 <= runs[implementation]["final_knn_accuracy"] <= 1
+            assert set(runs[implementation]) == {"0", "1"}
+            for seed_run in runs[implementation].values():
+                assert len(seed_run["knn_accuracy_per_epoch"]) == 1
+                assert 0 <= seed_run["final_knn_accuracy"] <= 1
+        assert len(runs["coursekit_minus_lightly_points"]["per_seed"]) == 2
+
+
+def test_knn_methods_runs(tmp_path):
+    import knn_methods
+
+    knn_methods.main(["--profile", "smoke", "--methods", "simclr", "mae", "--seeds", "0", "1", "--epochs", "1",
+                      "--train-images", "128", "--test-images", "32", "--results-dir", str(tmp_path)])
+    for method, protocol in (("simclr", "knn"), ("mae", "linear")):
+        result = read(tmp_path, f"knn_methods_{method}")
+        assert set(result["runs"]) == {"0", "1"}
+        for report in result["runs"].values():
+            assert report["protocol"] == protocol and report["steps"] == 2 and report["cpu_seconds"] > 0
+            assert set(report[protocol]) == {"random_init", "pretrained"}
+    table = (tmp_path / "knn_methods_cpu.md").read_text()
+    assert "| simclr | knn | 0,1 |" in table and "| mae | linear | 0,1 |" in table
 
 
 def test_suite_time_runs(tmp_path):

@@ -15,6 +15,7 @@ from coursekit.data import load_images
 from coursekit.data.downloads import DatasetDamagedError
 from coursekit.data.fashion_mnist import DEBIAN_FOLDER
 from coursekit.engine.checkpoint import load_checkpoint, save_checkpoint
+from coursekit.recipes import get_recipe
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--num-images", "16", "--num-test", "16", "--batch-size", "8",
         "--width", "4", "--profile", "smoke", "--device", "cpu"]
@@ -65,7 +66,7 @@ def test_vit_options_are_checked(capsys):
 
 def test_moco_queue_must_hold_a_step(capsys):
     line = error_line(capsys, ["pretrain", "--method", "moco", *TINY, "--queue-size", "4"])
-    assert "--queue-size 4 cannot hold one step's 8 keys" in line
+    assert "MoCo's queue of 4 cannot hold one step's 8 keys: give --queue-size 8 or more" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -125,14 +126,16 @@ def train_tiny(tmp_path, *extra) -> None:
 
 
 def test_mismatched_or_damaged_checkpoint_is_refused_before_training(tmp_path, capsys):
-    train_tiny(tmp_path)  # default temperature, lr 1e-3
+    train_tiny(tmp_path)  # the smoke recipe's temperature (0.2) and learning rate
     capsys.readouterr()
+    recipe = get_recipe("simclr", "smoke")
     resume = ["pretrain", "--method", "simclr", *TINY, "--checkpoint-dir", str(tmp_path), "--resume"]
     line = error_line(capsys, [*resume, "--temperature", "0.1"])
     assert "was made with other settings" in line
-    assert "hparams.temperature: checkpoint has 0.5, this run has 0.1" in line
-    assert "config.lr: checkpoint has 0.001, this run has 0.01" in error_line(capsys, [*resume, "--lr", "0.01"])
-    assert main([*resume, "--temperature", "0.5"]) == 0  # the default given explicitly is the same run
+    assert f"hparams.temperature: checkpoint has {recipe.method_kwargs['temperature']}, this run has 0.1" in line
+    line = error_line(capsys, [*resume, "--lr", "0.01"])
+    assert f"config.lr: checkpoint has {recipe.lr(8)!r}, this run has 0.01" in line
+    assert main([*resume, "--temperature", str(recipe.method_kwargs["temperature"])]) == 0  # the same run
     capsys.readouterr()
 
     path = tmp_path / "checkpoint.pt"
@@ -141,11 +144,18 @@ def test_mismatched_or_damaged_checkpoint_is_refused_before_training(tmp_path, c
     assert f"checkpoint {path} is truncated" in line and "Delete it" in line
 
 
-def test_temperature_is_stored_and_used(tmp_path, capsys):
-    train_tiny(tmp_path, "--temperature", "0.2")
-    assert "with options {'temperature': 0.2}" in capsys.readouterr().out
+def test_the_recipe_is_used_and_printed_with_what_the_command_line_changed(tmp_path, capsys):
+    train_tiny(tmp_path, "--temperature", "0.3")
+    out = capsys.readouterr().out
+    recipe = get_recipe("simclr", "smoke")
+    assert recipe.describe() in out
+    assert (f"this run: resnet18 {{'width': 4}}, 1 epochs, batch 8, {recipe.optimizer} lr {recipe.lr(8):.3g}, "
+            f"weight decay {recipe.weight_decay:g}, warmup {recipe.warmup_epochs:g} epochs, method options "
+            f"{{'temperature': 0.3}}, the recipe's views; changed on the command line: --epochs, --batch-size, --width, "
+            f"--temperature") in out
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["settings"]["hparams"]["temperature"] == 0.2
+    assert state["settings"]["hparams"]["temperature"] == 0.3
+    assert state["settings"]["config"]["lr"] == recipe.lr(8)  # the recipe's rate, scaled to batch 8
 
 
 def test_stale_temporaries_are_removed_when_a_run_starts(tmp_path, capsys):

@@ -10,6 +10,7 @@ from coursekit.engine import derived_seed
 from coursekit.engine.checkpoint import load_checkpoint
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.models import build_backbone
+from coursekit.recipes import get_recipe
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--num-images", "32", "--num-test", "24", "--batch-size", "8",
         "--width", "4", "--profile", "smoke", "--device", "cpu", "--seed", "5"]
@@ -38,3 +39,14 @@ def test_report_holds_the_run_and_both_accuracies(tmp_path, capsys):
     trained.load_state_dict({name[len("backbone."):]: value for name, value in weights.items()
                              if name.startswith("backbone.")})
     assert report["knn"]["pretrained"] == knn_of(trained, seed=5)
+
+
+def test_mae_is_reported_by_its_recipe_protocol(tmp_path, capsys):
+    path = tmp_path / "mae.json"
+    tiny_vit = [a for a in TINY if a not in ("--width", "4")]
+    assert main(["pretrain", "--method", "mae", *tiny_vit, "--report", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["protocol"] == get_recipe("mae", "smoke").protocol == "linear"
+    assert set(report["knn"]) == set(report["linear"]) == {"random_init", "pretrained"}
+    assert f"linear-probe accuracy on shapes test (24 images): {report['linear']['pretrained']:.2%}" in capsys.readouterr().out
+    assert report["recipe"]["method_kwargs"] == get_recipe("mae", "smoke").method_kwargs

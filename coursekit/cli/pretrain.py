@@ -4,13 +4,17 @@
     torchrun --nproc_per_node=2 -m coursekit pretrain --method simclr --dataset shapes --epochs 5 \\
         --checkpoint-dir runs/simclr --resume
 
-Sizes not given on the command line come from the run profile (``--profile`` or
-``COURSEKIT_PROFILE``); a value given is used as given (0 is refused, never replaced). Under
+Training values not given on the command line come from the method's recipe for the run profile
+(``coursekit.recipes``: epochs, batch, learning rate, weight decay, warmup, backbone, method
+options), data sizes from the profile (``--profile`` or ``COURSEKIT_PROFILE``); a value given is
+used as given (0 is refused, never replaced). The recipe and what the command line changed in it
+are printed before training. Under
 ``torchrun`` every process trains on its share of the images with PyTorch DDP (gloo on the CPU,
 NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the checkpoint and ``history.json``
 and prints. At the end rank 0 prints the weighted kNN accuracy (k=200, temperature 0.1) of the
-backbone on the dataset's test split; ``--report FILE`` also writes it, with the same backbone's
-accuracy at its random initialization, as JSON.
+backbone on the dataset's test split (and the linear-probe accuracy when the recipe's protocol
+is "linear", as for MAE); ``--report FILE`` also writes them, with the same backbone's accuracies
+at its random initialization, as JSON.
 
 ``--seed`` decides everything: the initial weights (built from a generator seeded by the seed),
 the images picked, their order, the augmentations. The same command gives the same checkpoint,
@@ -20,9 +24,10 @@ as a run never interrupted.
 ``--data DIR`` trains on a folder of your own images instead (``coursekit.data.folder``): they are
 read from disk as training goes by ``--workers`` DataLoader processes per training process, never
 held in memory; each process reads its share, in the same order as in-memory data. A folder has
-no labels: the run ends without kNN unless ``--eval-dataset NAME`` names a labeled dataset (its
-train split is the memory bank, its test split the queries). ``--backbone yolo11n`` (any YOLO11 or
-YOLO12 size) trains the backbone of that ultralytics model; ``coursekit export`` writes it back.
+no labels: the run ends without an evaluation unless ``--eval-dataset NAME`` names a labeled
+dataset (its train and test splits). ``--backbone yolo11n`` (any YOLO11 or YOLO12 size) trains the
+backbone of that ultralytics model with the method's own views (crops on YOLO's stride of 32);
+``coursekit export`` writes it back.
 
 Everything the run needs is checked before the first step (values, device, data, checkpoint
 folder, the checkpoint to resume); a problem is a ``UsageError`` that ``coursekit`` prints as one
@@ -50,12 +55,11 @@ from coursekit.data import DATASET_NAMES, load_images
 from coursekit.engine import PRECISIONS, TrainConfig, derived_seed, distributed, fit
 from coursekit.engine.checkpoint import remove_stale_temporaries
 from coursekit.engine.loop import CHECKPOINT_NAME
-from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.methods import METHODS, build_method
 from coursekit.models import BACKBONES, YOLO_BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
+from coursekit.recipes import VIT_METHODS, Recipe, build_report, get_recipe, protocol_scores
 
-VIT_METHODS = ("mae",)  # methods that need a ViT backbone (the profile's ``vit`` is their default)
 # Method options on the command line -> the constructor argument of each method that has one.
 METHOD_OPTIONS = {
     "temperature": {"simclr": "temperature", "moco": "temperature", "dino": "student_temp"},
@@ -66,39 +70,40 @@ METHOD_OPTIONS = {
 # Smallest batch per process: BatchNorm needs two images; MoCo's shuffled BN needs two groups of two.
 MIN_BATCH = {"moco": 4}
 DEFAULT_MIN_BATCH = 2
-KNN_K, KNN_TEMPERATURE = 200, 0.1
 STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
 YOLO_STRIDE = 32  # input sides of YOLO backbones are multiples of it (coursekit.models.yolo)
 MAX_DATA_WORKERS = 4
+PROTOCOL_NAMES = {"knn": "kNN accuracy (k=200, temperature=0.1)", "linear": "linear-probe accuracy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``coursekit pretrain``; sizes default to the run profile's."""
     parser.add_argument("--method", required=True, choices=sorted(METHODS), help="self-supervised method")
-    parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset (default: the profile's)")
     parser.add_argument("--data", type=Path, metavar="DIR",
                         help="pretrain on your own images: a folder (nested) of JPEG/PNG/WebP files, read from disk "
                              "as training goes (instead of --dataset)")
     parser.add_argument("--eval-dataset", choices=DATASET_NAMES,
-                        help="with --data: a labeled dataset to report the kNN accuracy on (default: no kNN)")
+                        help="with --data: a labeled dataset to evaluate on (default: no evaluation)")
     parser.add_argument("--workers", type=int,
                         help="with --data: processes that decode images per training process "
                              f"(default: the CPU cores per training process, at most {MAX_DATA_WORKERS})")
-    parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the profile's)")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset (default: the profile's)")
+    parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the recipe's)")
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="folder for checkpoint.pt and history.json (default: no checkpoints)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint-dir (a finished one is just evaluated)")
-    parser.add_argument("--batch-size", type=int, help="images per step and per process (default: the profile's)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, help="images per step and per process (default: the recipe's)")
+    parser.add_argument("--lr", type=float,
+                        help="peak learning rate (default: the recipe's, scaled linearly with the batch size)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear warmup of the learning rate (default: the recipe's)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES),
-                        help="backbone (default: the profile's ResNet, or its ViT for MAE); yolo11n ... yolo12x: "
-                             "the backbone of that ultralytics YOLO model (needs the yolo extra; export it with "
-                             "coursekit export --format ultralytics)")
-    parser.add_argument("--width", type=int, help="ResNet width (default: the profile's)")
-    parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the profile's)")
+                        help="backbone (default: the recipe's: the profile's ResNet, or its ViT for MAE); yolo11n ... "
+                             "yolo12x: the backbone of that ultralytics YOLO model (needs the yolo extra; export it "
+                             "with coursekit export --format ultralytics)")
+    parser.add_argument("--width", type=int, help="ResNet width (default: the recipe's)")
+    parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the recipe's)")
     parser.add_argument("--num-images", type=int, help="training images (default: the profile's)")
     parser.add_argument("--num-test", type=int, help="labeled test images for the kNN accuracy (default: the profile's)")
     parser.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's)")
@@ -108,13 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="decides the initial weights, the images, their order and the augmentations")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
-    methods = parser.add_argument_group("method options (default: the method's own)")
+    methods = parser.add_argument_group("method options (default: the recipe's, else the method's own)")
     methods.add_argument("--temperature", type=float, help="softmax temperature (SimCLR, MoCo; DINO's student)")
     methods.add_argument("--momentum", type=float, help="base EMA momentum of the teacher (MoCo, BYOL, DINO)")
     methods.add_argument("--mask-ratio", type=float, help="fraction of the patches removed (MAE)")
     methods.add_argument("--queue-size", type=int, help="negatives kept in the queue (MoCo)")
     parser.add_argument("--report", type=Path, metavar="FILE",
-                        help="write a JSON report: settings, steps, seconds, kNN accuracy at random init and pretrained")
+                        help="write a JSON report: recipe, steps, seconds, accuracies at random init and pretrained")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,11 +139,11 @@ def check_values(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag(name)} must be at least 1; got {value}")
     if args.checkpoint_every < 0:
         raise UsageError(f"--checkpoint-every must be 0 (only at the end) or more; got {args.checkpoint_every}")
-    if not (math.isfinite(args.lr) and args.lr > 0):
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
         raise UsageError(f"--lr must be a positive number; got {args.lr}")
     for name in ("weight_decay", "warmup_epochs"):
         value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
+        if value is not None and not (math.isfinite(value) and value >= 0):
             raise UsageError(f"{flag(name)} must be 0 or more; got {value}")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
         raise UsageError(f"--temperature must be a positive number; got {args.temperature}")
@@ -166,10 +171,10 @@ def given_method_options(args: argparse.Namespace) -> dict:
     return options
 
 
-def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tuple[str, dict]:
-    """(backbone name, constructor kwargs) from the arguments and the profile; refuses options that
-    do not apply to the backbone and a patch size that does not divide the image."""
-    name = args.backbone or (profile.vit if args.method in VIT_METHODS else profile.backbone)
+def backbone_settings(args: argparse.Namespace, recipe: Recipe, profile, image_size: int) -> tuple[str, dict]:
+    """(backbone name, constructor kwargs) from the arguments, the recipe and the profile; refuses
+    options that do not apply to the backbone and a patch size that does not divide the image."""
+    name = args.backbone or recipe.backbone
     is_vit = name.startswith("vit")
     if args.method in VIT_METHODS and not is_vit:
         raise UsageError(f"{args.method} needs a ViT backbone (vit_tiny, vit_small); got --backbone {name}")
@@ -182,14 +187,15 @@ def backbone_settings(args: argparse.Namespace, profile, image_size: int) -> tup
     if is_vit:
         if args.width is not None:
             raise UsageError(f"--width sets a ResNet's width; {name} is a ViT (its option is --patch-size)")
-        patch_size = profile.patch_size if args.patch_size is None else args.patch_size
+        patch_size = recipe.backbone_kwargs.get("patch_size", profile.patch_size) if args.patch_size is None \
+            else args.patch_size
         if image_size % patch_size:
             raise UsageError(f"--patch-size {patch_size} does not divide the image size {image_size}: "
                              f"choose a divisor of {image_size} (or another --image-size)")
         return name, {"img_size": image_size, "patch_size": patch_size}
     if args.patch_size is not None:
         raise UsageError(f"--patch-size sets a ViT's patches; {name} is a ResNet (its option is --width)")
-    return name, {"width": profile.width if args.width is None else args.width}
+    return name, {"width": recipe.backbone_kwargs.get("width", profile.width) if args.width is None else args.width}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,14 +277,6 @@ def stop_after_step_hook() -> Callable[[int], None] | None:
 # The run
 
 
-def knn(backbone, train_set, test_set, device: torch.device) -> float:
-    """Weighted kNN accuracy (k=200, t=0.1) of ``backbone``'s features: train split as memory bank."""
-    train_features = extract_features(backbone, train_set.images, device=device)
-    test_features = extract_features(backbone, test_set.images, device=device)
-    return knn_accuracy(train_features, train_set.labels, test_features, test_set.labels,
-                        num_classes=train_set.num_classes, k=KNN_K, temperature=KNN_TEMPERATURE)
-
-
 def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
     """``load_images`` with its complaints about sizes as UsageErrors naming the option."""
     try:
@@ -288,11 +286,17 @@ def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
+# Flags that change a recipe's value (the method options are METHOD_OPTIONS).
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "backbone", "width", "patch_size",
+                "image_size")
+
+
 @dataclass
 class Plan:
-    """What a run will do, every default filled in and every value checked."""
+    """What a run will do: the recipe, every value it did not set filled in, every value checked."""
 
-    dataset: str | None  # the labeled dataset (kNN); with --data: --eval-dataset or None
+    recipe: Recipe
+    dataset: str | None  # the labeled dataset; with --data: --eval-dataset or None
     folder: object  # the ImageFolder of --data, or None
     image_size: int
     num_images: int
@@ -302,6 +306,28 @@ class Plan:
     method_options: dict
     config: TrainConfig
 
+    @property
+    def recipe_views(self) -> bool:
+        """The recipe's views are made for the profile's image size and its backbones; another size,
+        or a YOLO backbone (crops on its stride), keeps the method's own."""
+        return self.image_size == self.recipe.image_size and self.backbone not in YOLO_BACKBONES
+
+    def describe(self, args: argparse.Namespace) -> str:
+        """The recipe, then the values this run uses and the flags that changed them."""
+        changed = [flag(name) for name in (*RECIPE_FLAGS, *METHOD_OPTIONS) if getattr(args, name) is not None]
+        if self.recipe_views:
+            views = "the recipe's views"
+        elif self.backbone in YOLO_BACKBONES:
+            views = f"the method's own views at {self.image_size} px (crops on YOLO's stride)"
+        else:
+            views = f"the method's own views at {self.image_size} px (the recipe's are for {self.recipe.image_size} px)"
+        config = self.config
+        return (f"{self.recipe.describe()}\n"
+                f"this run: {self.backbone} {self.backbone_kwargs}, {config.epochs} epochs, batch {config.batch_size}, "
+                f"{config.optimizer} lr {config.lr:.3g}, weight decay {config.weight_decay:g}, warmup "
+                f"{config.warmup_epochs:g} epochs, method options {self.method_options}, {views}; "
+                f"changed on the command line: {', '.join(changed) or 'nothing'}")
+
 
 def open_folder(args: argparse.Namespace, image_size: int):
     """``--data DIR`` as an ``ImageFolder`` (scanned once, decoded on demand); refuses mixing it with
@@ -310,7 +336,7 @@ def open_folder(args: argparse.Namespace, image_size: int):
 
     if args.data is None:
         if args.eval_dataset is not None:
-            raise UsageError("--eval-dataset goes with --data (a --dataset run reports kNN on its own test split)")
+            raise UsageError("--eval-dataset goes with --data (a --dataset run is evaluated on its own test split)")
         return None
     if args.dataset is not None or args.num_images is not None:
         raise UsageError("--data DIR trains on every image in DIR: leave out --dataset and --num-images")
@@ -330,16 +356,18 @@ def data_workers(args: argparse.Namespace, folder, world: int) -> int:
 
 
 def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
-    """The run's values: the arguments given, the profile's for the others; refuses sizes that do
-    not fit together (batch against images per process, MoCo's queue against a step's keys)."""
-    options = given_method_options(args)
+    """The run's values: the arguments given, the method's recipe for the profile for the others
+    (data sizes: the profile's); refuses sizes that do not fit together (batch against images per
+    process, MoCo's queue against a step's keys)."""
+    recipe = get_recipe(args.method, profile.name)
+    options = {**recipe.method_kwargs, **given_method_options(args)}
     image_size = profile.image_size if args.image_size is None else args.image_size
     folder = open_folder(args, image_size)  # None unless --data
     if folder is not None:
         num_images = len(folder)
     else:
         num_images = profile.num_train if args.num_images is None else args.num_images
-    batch_size = profile.batch_size if args.batch_size is None else args.batch_size
+    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
     min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
     if batch_size < min_batch:
         raise UsageError(f"--batch-size {batch_size} is too small for {args.method}: it needs at least {min_batch}")
@@ -348,21 +376,24 @@ def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
         raise UsageError(f"--batch-size {batch_size} is larger than the {num_images // world} images per process "
                          f"({num_images} images, {world} process(es)): lower --batch-size or {more}")
     if "queue_size" in options and options["queue_size"] < batch_size * world:
-        raise UsageError(f"--queue-size {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
-                         f"raise it to at least {batch_size * world}")
-    backbone, backbone_kwargs = backbone_settings(args, profile, image_size)
+        raise UsageError(f"MoCo's queue of {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
+                         f"give --queue-size {batch_size * world} or more")
+    backbone, backbone_kwargs = backbone_settings(args, recipe, profile, image_size)
     if args.method == "dino" and backbone in YOLO_BACKBONES:
         from coursekit.models.yolo import dino_local_size
-        options = {"local_size": dino_local_size(image_size), **options}  # local crops on YOLO's stride too
+        options = {**options, "local_size": dino_local_size(image_size)}  # local crops on YOLO's stride too
     config = TrainConfig(
-        epochs=profile.epochs if args.epochs is None else args.epochs, batch_size=batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision, seed=args.seed,
-        checkpoint_every=args.checkpoint_every, num_workers=data_workers(args, folder, world),
+        epochs=recipe.epochs if args.epochs is None else args.epochs, batch_size=batch_size,
+        lr=recipe.lr(batch_size) if args.lr is None else args.lr, optimizer=recipe.optimizer,
+        weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
+        warmup_epochs=recipe.warmup_epochs if args.warmup_epochs is None else args.warmup_epochs,
+        precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        num_workers=data_workers(args, folder, world),
     )
     dataset = args.eval_dataset if folder is not None else args.dataset or profile.dataset
-    return Plan(dataset=dataset, folder=folder, image_size=image_size, num_images=num_images,
-                num_test=profile.num_test if args.num_test is None else args.num_test, backbone=backbone,
-                backbone_kwargs=backbone_kwargs, method_options=options, config=config)
+    return Plan(recipe=recipe, dataset=dataset, folder=folder, image_size=image_size,
+                num_images=num_images, num_test=profile.num_test if args.num_test is None else args.num_test,
+                backbone=backbone, backbone_kwargs=backbone_kwargs, method_options=options, config=config)
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -383,9 +414,12 @@ def build_seeded(args: argparse.Namespace, plan: Plan):
     torch.manual_seed(derived_seed(args.seed, "init"))
     backbone = build_backbone(plan.backbone, **plan.backbone_kwargs)
     try:
-        return backbone, build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
+        method = build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
     except ValueError as error:
         raise UsageError(f"{args.method} refuses the options {plan.method_options}: {error}") from None
+    if plan.recipe_views:
+        method.views = plan.recipe.build_views()
+    return backbone, method
 
 
 def run(args: argparse.Namespace) -> int:
@@ -398,23 +432,22 @@ def run(args: argparse.Namespace) -> int:
     if is_main:
         check_outputs(args)
         print(profile.banner())
-        given = f" with options {plan.method_options}" if plan.method_options else ""
+        print(plan.describe(args))
         source = plan.folder.summary() if plan.folder is not None else plan.dataset
-        print(f"pretrain {args.method}{given} on {source} with {plan.backbone} {plan.backbone_kwargs}, "
-              f"{world} process(es) on {device}, seed {args.seed}")
+        print(f"pretrain {args.method} on {source}, {world} process(es) on {device}, seed {args.seed}")
         if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
             print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
     if plan.folder is None:
         train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
-    elif is_main and plan.dataset is not None:  # --eval-dataset: its train split is the kNN memory bank
+    elif is_main and plan.dataset is not None:  # --eval-dataset: its train split is the labeled train set
         train_set = load_split(plan.dataset, "train", profile.num_train, plan.image_size, args.seed)
-    else:  # --data alone: no labels, no kNN
+    else:  # --data alone: no labels, no evaluation
         train_set = None
     has_labels = is_main and plan.dataset is not None
     test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if has_labels else None
     backbone, method = build_seeded(args, plan)
-    random_init = copy.deepcopy(backbone) if args.report is not None else None
+    random_init_backbone = copy.deepcopy(backbone) if args.report is not None else None
     settings = {"dataset": "folder" if plan.folder is not None else plan.dataset, "backbone": plan.backbone,
                 "backbone_kwargs": plan.backbone_kwargs}
     images = plan.folder if plan.folder is not None else train_set.images  # a folder streams: fit reads it
@@ -426,20 +459,23 @@ def run(args: argparse.Namespace) -> int:
     if is_main:
         if args.checkpoint_dir is not None:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
+        protocol = plan.recipe.protocol
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
-        accuracy = knn(method.backbone, train_set, test_set, device) if test_set is not None else None
-        if accuracy is None:
-            print("no labels: no kNN accuracy (--eval-dataset NAME reports one on a labeled dataset)")
+        if test_set is None:
+            print("no labels: no evaluation (--eval-dataset NAME evaluates on a labeled dataset)")
+            pretrained = {}
         else:
-            print(f"kNN accuracy (k={KNN_K}, temperature={KNN_TEMPERATURE}) on {plan.dataset} test "
-                  f"({len(test_set)} images): {accuracy:.2%}")
+            pretrained = protocol_scores(method.backbone, protocol, train_set, test_set, device=device, seed=args.seed)
+        for name, accuracy in pretrained.items():
+            print(f"{PROTOCOL_NAMES[name]} on {plan.dataset} test ({len(test_set)} images): {accuracy:.2%}")
         if args.report is not None:
-            report = {"method": args.method, "profile": profile.name, "dataset": plan.dataset, "seed": args.seed,
-                      "steps": history.step[-1] if history.step else 0, "seconds": round(seconds, 1),
-                      "protocol": "knn",
-                      "knn": None if accuracy is None else
-                              {"random_init": knn(random_init.to(device), train_set, test_set, device),
-                               "pretrained": accuracy}}
+            random_init = {} if test_set is None else protocol_scores(
+                random_init_backbone.to(device), protocol, train_set, test_set, device=device, seed=args.seed)
+            scores = {name: {"random_init": random_init[name], "pretrained": pretrained[name]} for name in pretrained}
+            report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
+                                  seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
+                                  num_images=plan.num_images, num_test=0 if test_set is None else len(test_set),
+                                  processes=world)
             args.report.write_text(json.dumps(report, indent=2))
             print(f"report written to {args.report}")
     if distributed.is_distributed():
