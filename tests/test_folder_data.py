@@ -198,7 +198,7 @@ def test_pretrain_command_on_a_folder(folder, tmp_path, capsys):
         assert main(args) == 0
     out = capsys.readouterr().out
     assert f"on 26 images under {folder}; skipped 2 damaged file(s): damaged/broken_000.png, damaged/broken_002.png" in out
-    assert "no labels: no kNN accuracy" in out
+    assert "no labels: no evaluation" in out
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state["finished"] and state["step"] == 3  # 26 images // batch 8
     assert state["settings"]["data"]["fingerprint"] == ImageFolder(folder, 32).fingerprint()
@@ -240,7 +240,7 @@ def test_pretrain_command_on_a_folder_under_torchrun(folder, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 process(es)" in result.stdout and result.stdout.count("no labels: no kNN accuracy") == 1
+    assert "2 process(es)" in result.stdout and result.stdout.count("no labels: no evaluation") == 1
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["finished"] and state["step"] == 3  # 26 images: 13 per process, batches of 4
     assert state["settings"]["world_size"] == 2
