@@ -244,3 +244,47 @@ def test_collapse_metrics_are_logged_per_window_and_checkpointed(tmp_path, name)
         assert all(value >= -1e-4 for value in history.metrics["teacher_student_kl"])
     loaded, status = load_or_train(tiny_method(name), images, config, tmp_path, progress=False)
     assert status == "loaded" and loaded == history
+
+
+# --- every loop trains through the one step, in the precision asked for ------------------------
+
+
+def train_each_loop(precision: str) -> None:
+    """One short run of every training loop of the package, in ``precision``, on the CPU."""
+    from coursekit.evaluate import fine_tune, train_linear
+    from coursekit.transfer.detection import build_faster_rcnn, train_detector
+    from coursekit.transfer.segmentation import SegmentationModel, train_segmentation
+
+    images, labels = tiny_images(8), torch.arange(8) % 2
+    fit(tiny_method("simclr"), images, TrainConfig(epochs=1, batch_size=4, precision=precision), progress=False)
+    train_linear(torch.randn(8, 4), labels, 2, 0.1, 0.0, 1, 4, 0, precision=precision)
+    fine_tune(build_backbone("resnet18", width=2), images, labels, images, labels, epochs=1, batch_size=4,
+              precision=precision, progress=False)
+    segmenter = SegmentationModel(build_backbone("resnet18", width=2), num_classes=2)
+    train_segmentation(segmenter, images, torch.randint(0, 2, (8, SIZE, SIZE)), epochs=1, batch_size=4,
+                       precision=precision, progress=False)
+    detector = build_faster_rcnn(build_backbone("resnet18", width=2), num_classes=2, min_size=SIZE, max_size=SIZE)
+    boxes = [torch.tensor([[2.0, 2.0, 12.0, 12.0]])] * 2
+    train_detector(detector, images[:2], boxes, [torch.tensor([0]), torch.tensor([1])], epochs=1, batch_size=2,
+                   precision=precision, progress=False)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_loop_steps_through_optimizer_step_in_the_asked_precision(monkeypatch, precision):
+    steps, forwards = [], []
+    original_call, original_autocast = OptimizerStep.__call__, OptimizerStep.autocast
+
+    def counting_call(self, loss, step):
+        steps.append((self.precision, torch.is_autocast_enabled("cpu"), loss.dtype))
+        return original_call(self, loss, step)
+
+    def counting_autocast(self):
+        forwards.append(self.precision)
+        return original_autocast(self)
+
+    monkeypatch.setattr(OptimizerStep, "__call__", counting_call)
+    monkeypatch.setattr(OptimizerStep, "autocast", counting_autocast)
+    train_each_loop(precision)
+    assert len(steps) == 2 + 2 + 2 + 2 + 1  # fit, probe, fine-tuning, segmentation, detection
+    assert forwards == [precision] * len(steps)  # every forward under the step's autocast
+    assert set(steps) == {(precision, False, torch.float32)}  # fp32 losses; backward outside autocast

@@ -189,6 +189,8 @@ def test_bad_input_is_explained():
         fit(ToyMethod(), toy_images().float(), toy_config(), progress=False)
     with pytest.raises(ValueError, match="batch_size 64 is larger"):
         fit(ToyMethod(), toy_images(), toy_config(batch_size=64), progress=False)
+    with pytest.raises(TypeError, match="Linear lacks training_step, on_before_optimizer_step, on_after_step, hparams"):
+        fit(nn.Linear(2, 2), toy_images(), toy_config(), progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lamb")
     with pytest.raises(ValueError, match="precision"):

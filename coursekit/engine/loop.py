@@ -204,7 +204,7 @@ def run_settings(method: nn.Module, data: Data, config: TrainConfig, precision: 
     backbone = getattr(method, "backbone", None)
     return {
         "method": type(method).__name__,
-        "hparams": method.hparams() if hasattr(method, "hparams") else {},
+        "hparams": method.hparams(),
         "backbone": type(backbone).__name__ if backbone is not None else None,
         "architecture": architecture_fingerprint(method),
         "config": {**config.settings(), "precision": precision, "channels_last": channels_last},
@@ -336,7 +336,13 @@ def fit(method: nn.Module, data: Data, config: TrainConfig, checkpoint_dir: str 
     return _fit(method, data, config, checkpoint_dir, resume, progress, device, settings, on_step)[0]
 
 
+PROTOCOL = ("training_step", "on_before_optimizer_step", "on_after_step", "hparams")
+
+
 def _fit(method, data, config, checkpoint_dir, resume, progress, device, settings, on_step) -> tuple[History, str]:
+    missing = [name for name in PROTOCOL if not callable(getattr(method, name, None))]
+    if missing:
+        raise TypeError(f"{type(method).__name__} lacks {', '.join(missing)}: subclass coursekit.methods.Method")
     num_images, _ = check_data(data)
     device = torch.device(device) if device is not None else module_device(method)
     if device.type == "cuda" and device.index is None:

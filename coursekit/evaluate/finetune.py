@@ -12,12 +12,11 @@ from torch import Tensor, nn
 
 from coursekit import augment
 from coursekit.data.images import check_images
-from coursekit.engine.batches import shuffled_batches
-from coursekit.engine.device import module_device, resolve_precision, use_channels_last
-from coursekit.engine.progress import progress_bar
+from coursekit.engine.device import module_device, use_channels_last
 from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
-from coursekit.engine.step import OptimizerStep, fused_if_cuda
+from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_labels, extract_features, num_classes_of
 from coursekit.evaluate.knn import accuracy
 
@@ -49,7 +48,7 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
 
     AdamW with two parameter groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``
     (pretrained features should move less than a random head); cosine LR decay over the steps;
-    ``simple_augment`` views; ``engine.OptimizerStep`` (mixed precision on CUDA with
+    ``simple_augment`` views; ``engine.supervised.train_supervised`` (mixed precision on CUDA with
     ``precision="auto"``, channels-last for convolutional backbones there). The backbone is
     deep-copied first unless ``copy_backbone`` is False, so the pretrained one stays as it was.
 
@@ -74,25 +73,18 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
         {"params": backbone.parameters(), "lr": lr * backbone_lr_scale},
         {"params": head.parameters(), "lr": lr},
     ], weight_decay=weight_decay, **fused_if_cuda(device))
-    steps_per_epoch = -(-len(images) // batch_size)
-    total_steps = epochs * steps_per_epoch
-    optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device,
-                                   schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0))
-
+    total_steps = epochs * -(-len(images) // batch_size)
     images, labels = images.to(device), labels.to(device)
-    losses = []  # device tensors, copied to the host once at the end
-    model.train()
-    bar = progress_bar(total_steps, "fine-tune", progress)
-    for step, _, index in shuffled_batches(len(images), batch_size, epochs, seed, device):
+
+    def batch_loss(step: int, index: Tensor) -> Tensor:
         views = simple_augment(images[index], step_generator(seed, step, device))
-        with optimizer_step.autocast():
-            loss = F.cross_entropy(model(views).float(), labels[index])
-        optimizer_step(loss, step)
-        losses.append(loss.detach())
-        bar.update()
-    bar.close()
+        return F.cross_entropy(model(views).float(), labels[index])
+
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
+                              schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0),
+                              desc="fine-tune", progress=progress)
     logits = extract_features(model, test_images, batch_size=256, device=device)
-    return FineTuneResult(accuracy(logits.argmax(dim=1), test_labels), model, torch.stack(losses).tolist())
+    return FineTuneResult(accuracy(logits.argmax(dim=1), test_labels), model, losses)
 
 
 def train_from_scratch(backbone_factory: Callable[[], nn.Module], images: Tensor, labels: Tensor,

@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.data.subsets import stratified_subset
-from coursekit.engine.batches import shuffled_batches
-from coursekit.engine.device import resolve_precision
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
-from coursekit.engine.step import OptimizerStep, fused_if_cuda
+from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_features, check_labels, num_classes_of
 from coursekit.evaluate.knn import accuracy
 
@@ -38,24 +37,21 @@ def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, 
                  epochs: int, batch_size: int, seed: int, precision: str = "auto",
                  progress: bool = False) -> nn.Linear:
     """Logistic regression on features [M, D]: a zero-initialized nn.Linear(D, num_classes)
-    trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs``, through
-    ``engine.OptimizerStep`` (mixed precision on CUDA with ``precision="auto"``)."""
+    trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs`` by
+    ``engine.supervised.train_supervised`` (mixed precision on CUDA with ``precision="auto"``)."""
     device = features.device
     classifier = nn.Linear(features.shape[1], num_classes).to(device)
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay, **fused_if_cuda(device))
-    steps_per_epoch = -(-len(features) // batch_size)
-    total_steps = epochs * steps_per_epoch
-    optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device,
-                                   schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0))
-    bar = progress_bar(total_steps, "linear probe", progress)
-    for step, _, index in shuffled_batches(len(features), batch_size, epochs, seed, device):
-        with optimizer_step.autocast():
-            loss = F.cross_entropy(classifier(features[index]).float(), labels[index])
-        optimizer_step(loss, step)
-        bar.update()
-    bar.close()
+    total_steps = epochs * -(-len(features) // batch_size)
+
+    def batch_loss(step: int, index: Tensor) -> Tensor:
+        return F.cross_entropy(classifier(features[index]).float(), labels[index])
+
+    train_supervised(classifier, len(features), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
+                     schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0), desc="linear probe",
+                     progress=progress)
     return classifier
 
 

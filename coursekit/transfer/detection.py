@@ -31,8 +31,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from coursekit.engine.device import module_device
 from coursekit.evaluate.patches import tokens_to_feature_map
-from coursekit.transfer.optim import (freeze_frozen_batchnorm, make_optimizer, set_backbone_trainable, to_training_device,
-                                      train_supervised)
+from coursekit.engine.supervised import epoch_means, train_supervised
+from coursekit.transfer.optim import freeze_frozen_batchnorm, make_optimizer, set_backbone_trainable, to_training_device
 
 __all__ = [
     "FeaturePyramidBackbone",
@@ -207,8 +207,9 @@ def train_detector(
         batch_targets = [targets[i] for i in indices.tolist()]  # per-image box lists: torchvision's API
         return sum(loss.float() for loss in model(batch, batch_targets).values())
 
-    return {"loss": train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
-                                     precision, "detector", progress)}
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
+                              precision, desc="detector", progress=progress)
+    return {"loss": epoch_means(losses, epochs)}
 
 
 @torch.no_grad()

@@ -1,18 +1,14 @@
 """What every transfer loop shares: which backbone parameters train (freeze, unfreeze the last
-blocks), the two learning-rate groups of fine-tuning (head and backbone), and the loop itself
-(``train_supervised``: seeded batches, ``engine.OptimizerStep``, the progress bar). Used by
-segmentation (lesson 10) and detection (lesson 09)."""
+blocks), the two learning-rate groups of fine-tuning (head and backbone), and the placement of a
+model for training. Used by segmentation (lesson 10) and detection (lesson 09); both train with
+``engine.supervised.train_supervised``."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from coursekit.engine.batches import shuffled_batches
-from coursekit.engine.device import module_device, resolve_precision, use_channels_last
-from coursekit.engine.progress import progress_bar
-from coursekit.engine.step import OptimizerStep, fused_if_cuda
+from coursekit.engine.device import module_device, use_channels_last
+from coursekit.engine.step import fused_if_cuda
 
 
 def freeze_frozen_batchnorm(model: nn.Module) -> None:
@@ -123,33 +119,6 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) ->
         {"name": "backbone", "params": backbone, "lr": lr * backbone_lr_scale},
     ]
     return [g for g in groups if g["params"]]
-
-
-def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int, Tensor], Tensor],
-                     optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, seed: int,
-                     device: torch.device, precision: str, desc: str, progress: bool) -> list[float]:
-    """The loop of the transfer tasks: ``epochs`` passes over ``num_items`` items in batches seeded
-    by ``(seed, epoch)``, each step ``batch_loss(step, indices)`` under autocast, then
-    ``engine.OptimizerStep`` (constant learning rates). The model is in train mode (frozen
-    BatchNorm layers stay in eval mode, see ``freeze_frozen_batchnorm``). Returns the mean loss of
-    every epoch (copied to the host once per epoch)."""
-    optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device)
-    steps_per_epoch = -(-num_items // batch_size)
-    history, epoch_losses = [], []
-    model.train()
-    bar = progress_bar(epochs * steps_per_epoch, desc, progress)
-    for step, _, indices in shuffled_batches(num_items, batch_size, epochs, seed, device):
-        with optimizer_step.autocast():
-            loss = batch_loss(step, indices)
-        optimizer_step(loss, step)
-        epoch_losses.append(loss.detach().float())
-        if len(epoch_losses) == steps_per_epoch:
-            history.append(torch.stack(epoch_losses).mean().item())
-            epoch_losses = []
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
-        bar.update()
-    bar.close()
-    return history
 
 
 def to_training_device(model: nn.Module, device: torch.device | str | None) -> torch.device:

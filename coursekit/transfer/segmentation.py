@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from coursekit.engine.device import module_device
 from coursekit.engine.seeding import step_generator
+from coursekit.engine.supervised import epoch_means, train_supervised
 from coursekit.evaluate.patches import tokens_to_feature_map
-from coursekit.transfer.optim import freeze_frozen_batchnorm, make_optimizer, to_training_device, train_supervised
+from coursekit.transfer.optim import freeze_frozen_batchnorm, make_optimizer, to_training_device
 
 __all__ = [
     "mean_iou",
@@ -230,8 +231,9 @@ def train_segmentation(
         x, y = _random_flip(_prepare(images[indices], mean, std), masks[indices], step_generator(seed, step, device))
         return F.cross_entropy(model(x).float(), y, ignore_index=ignore_index)
 
-    return {"loss": train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
-                                     precision, "segmentation", progress)}
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
+                              precision, desc="segmentation", progress=progress)
+    return {"loss": epoch_means(losses, epochs)}
 
 
 def _check_pairs(images: Tensor, masks: Tensor) -> None:
