@@ -8,7 +8,8 @@
    ``--workers`` processes and ``fit``'s batch sampler and collate function. Both feed the same
    SimCLR training step (ResNet-18 width ``--width``, batch ``--batch-size``), and both are also
    timed alone (data only: batches per second without training). Pipelines alternate round by
-   round (``common.time_alternating``), so a change in the machine's load hits both alike.
+   round, so a change in the machine's load hits both alike; the clock is the wall clock (the
+   folder's decoding runs in worker processes, which this process's CPU time would not see).
 2. **Peak memory** of ``engine.fit`` over ``--counts`` (1,000 and 4,000) files at ``--memory-size``
    (160 px), in fresh processes (peak RSS from ``/proc/self/status`` VmHWM), with a method that costs
    nothing but reading its input, so that the numbers are those of the data path: streamed from the
@@ -21,10 +22,12 @@ Writes benchmarks/results/folder_streaming_<device>.json.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,7 +62,28 @@ def training_step(image_size: int, width: int, device: torch.device):
     return step
 
 
-def pipelines(folder: ImageFolder, args, device: torch.device) -> dict[str, common.Timed]:
+def time_alternating(steps: dict[str, Callable[[], None]], batch_size: int, device: torch.device, warmup: int,
+                     rounds: int, steps_per_round: int) -> dict[str, dict]:
+    """Images per second of every pipeline (``step()`` = one batch of ``batch_size`` images): after
+    ``warmup`` untimed steps each, ``rounds`` rounds in which every pipeline in turn runs
+    ``steps_per_round`` timed steps -> {name: {"images_per_s": median over rounds, "rounds_images_per_s"}}."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    per_round: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            watch = common.Stopwatch(device)
+            watch.start()
+            for _ in range(steps_per_round):
+                step()
+            watch.stop()
+            per_round[name].append(steps_per_round * batch_size / watch.seconds)
+    return {name: {"images_per_s": round(statistics.median(values), 1),
+                   "rounds_images_per_s": [round(v, 1) for v in values]} for name, values in per_round.items()}
+
+
+def pipelines(folder: ImageFolder, args, device: torch.device) -> dict[str, Callable[[], None]]:
     images = decoded(folder).to(device)
     steps = 10**6  # an endless run: the sampler yields fit's batches epoch after epoch
     sampler = StepIndexBatches(len(folder), 0, args.batch_size, 0, 1, len(folder) // args.batch_size, 0, steps)
@@ -76,10 +100,10 @@ def pipelines(folder: ImageFolder, args, device: torch.device) -> dict[str, comm
         return next(streamed).to(device, non_blocking=True)
 
     return {
-        "in_memory": common.Timed(lambda: train(memory_batch()), args.batch_size),
-        "folder": common.Timed(lambda: train(folder_batch()), args.batch_size),
-        "in_memory_data_only": common.Timed(memory_batch, args.batch_size),
-        "folder_data_only": common.Timed(folder_batch, args.batch_size),
+        "in_memory": lambda: train(memory_batch()),
+        "folder": lambda: train(folder_batch()),
+        "in_memory_data_only": memory_batch,
+        "folder_data_only": folder_batch,
     }
 
 
@@ -146,8 +170,8 @@ def main(argv: list[str] | None = None) -> dict:
         write_image_folder(files, Path(tmp) / "throughput", damaged=4)
         for size in args.sizes:
             folder = ImageFolder(Path(tmp) / "throughput", size)
-            timings = common.time_alternating(pipelines(folder, args, device), device, args.warmup, args.rounds,
-                                              args.steps)
+            timings = time_alternating(pipelines(folder, args, device), args.batch_size, device, args.warmup,
+                                       args.rounds, args.steps)
             timings["folder_over_in_memory"] = round(
                 timings["folder"]["images_per_s"] / timings["in_memory"]["images_per_s"], 3)
             result["throughput"][f"{size}px"] = timings

@@ -73,14 +73,16 @@ def mean_and_std(values: list[float]) -> tuple[float, float]:
 
 def summarize(runs: list[dict], protocol: str) -> dict:
     """Mean and spread over the runs (seeds) of random init, pretrained and gain under ``protocol``;
-    ``verdict`` says whether the mean gain is beyond NOISE_STD_ERRORS standard errors."""
+    ``verdict`` says whether the mean gain is beyond NOISE_STD_ERRORS standard errors (it needs 2+ seeds)."""
     random_init = [run[protocol]["random_init"] for run in runs]
     pretrained = [run[protocol]["pretrained"] for run in runs]
     gains = [p - r for p, r in zip(pretrained, random_init)]
     gain_mean, gain_std = mean_and_std(gains)
     std_error = gain_std / len(gains) ** 0.5
-    verdict = ("tie" if len(gains) < 2 or abs(gain_mean) <= NOISE_STD_ERRORS * std_error
-               else "gain" if gain_mean > 0 else "loss")
+    if len(gains) < 2:
+        verdict = "one seed: no spread"
+    else:
+        verdict = "tie" if abs(gain_mean) <= NOISE_STD_ERRORS * std_error else "gain" if gain_mean > 0 else "loss"
     return {"seeds": [run["seed"] for run in runs], "random_init": mean_and_std(random_init),
             "pretrained": mean_and_std(pretrained), "gain": (gain_mean, gain_std), "gains": gains,
             "verdict": verdict}

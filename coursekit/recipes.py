@@ -25,6 +25,7 @@ the README's "Measured results" shows what was measured and what was not):
   0.99 (0.996 in the papers' 100+ epoch runs) and rises to 1 with a cosine.
 - DINO: a small output (256 prototypes, not 65,536), no local crops (two 32 px global crops; 16 px
   local crops of a 32 px garment hold too little of it), teacher temperature 0.04 warming to 0.07.
+  Measured on seed 0 this still collapses (uniform teacher): the DINO demo recipe is unfinished.
 - MAE's features are not made for kNN (they are linear-probe / fine-tuning features, and the
   pixel-reconstruction objective keeps low-level detail): its protocol is the linear probe.
 """
@@ -162,9 +163,10 @@ _RECIPES: dict[str, dict[str, dict]] = {
     "moco": {
         "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
                       method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 256}),
-        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
+        "demo": dict(epochs=8, batch_size=128, base_lr=8e-3, warmup_epochs=1.0,
                      method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 1024}, view_options=GRAY_32PX,
-                     why="a queue of 8 batches, so that few of its negatives are stale or random; fast key encoder"),
+                     why="a queue of 8 batches, so that few of its negatives are stale or random; fast key encoder; "
+                         "seed 0: lr 4e-3 at batch 128 +4.5 kNN points, 2e-3 +3.9"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
                      method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096},
                      view_options={"min_scale": 0.08},
@@ -187,7 +189,8 @@ _RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs={"out_dim": 256, "n_local": 0, "momentum": 0.99, "teacher_temp": 0.07,
                                     "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
                      view_options={"color": False, "global_scale": (0.3, 1.0)},
-                     why="256 prototypes and no local crops (two 32 px global crops); fast teacher"),
+                     why="256 prototypes and no local crops (two 32 px global crops); fast teacher. NOT yet good: "
+                         "on seed 0 the teacher went uniform (loss = ln 256) with teacher 0.04 -> 0.07 and with 0.04"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=1e-4, warmup_epochs=3.0,
                      method_kwargs={"out_dim": 4096, "n_local": 6, "local_size": 16, "momentum": 0.99,
                                     "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
@@ -197,9 +200,10 @@ _RECIPES: dict[str, dict[str, dict]] = {
     "mae": {
         "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, weight_decay=0.05, protocol="linear",
                       method_kwargs={"mask_ratio": 0.75, "norm_pix": True}),
-        "demo": dict(epochs=20, batch_size=128, base_lr=3e-3, warmup_epochs=2.0, weight_decay=0.05, protocol="linear",
+        "demo": dict(epochs=20, batch_size=128, base_lr=3e-3, warmup_epochs=0.5, weight_decay=0.05, protocol="linear",
                      method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.3},
-                     why="the encoder sees a quarter of the patches, so steps are cheap: more epochs"),
+                     why="the encoder sees a quarter of the patches, so steps are cheap: more epochs; seed 0: "
+                         "linear probe 0.698 -> 0.759, kNN 0.577 -> 0.624, 283 CPU-s"),
         "full": dict(epochs=30, batch_size=512, base_lr=1.5e-3, weight_decay=0.05, warmup_epochs=3.0, protocol="linear",
                      method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.2},
                      why="MAE's AdamW recipe (1.5e-4 per 256 for 800+ epochs) raised tenfold for 30 epochs"),

@@ -24,7 +24,6 @@ SIZE = 16
 
 # Loops that other branches are replacing with the engine path; remove an entry when it lands.
 PENDING = {
-    "benchmarks/throughput.py": "the benchmark's copy of the step (being replaced by engine.fit)",
 }
 
 
