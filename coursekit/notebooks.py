@@ -68,19 +68,30 @@ def colab_badge(notebook_path: str) -> str:
 def setup_cell() -> str:
     """Source of the setup cell every notebook starts with.
 
-    It installs coursekit from the repository only when it is missing (Colab), never touching
-    the torch that Colab brings, then prints the run profile's banner.
+    It keeps the checkpoint cache on Google Drive when it runs on Colab (so a disconnect loses no
+    training; the learner can decline), installs coursekit from the repository only when it is missing,
+    never touching the torch that Colab brings, then prints the run profile's banner and the cache.
     """
     settings = repository_settings()
     return (
         "# Setup: installs coursekit when it is missing (e.g. on Colab) and keeps the installed torch.\n"
-        "import importlib.util, subprocess, sys\n"
+        "# Training cells save checkpoints in the cache folder as they go and resume from them: after a\n"
+        "# disconnect, rerun the cells and training continues where it stopped. Colab wipes its disk on a\n"
+        "# disconnect, so there the cache goes to Google Drive (Colab asks for permission once; set\n"
+        "# KEEP_CACHE_ON_DRIVE = False to keep it on the machine). Elsewhere set COURSEKIT_CACHE to move it.\n"
+        "KEEP_CACHE_ON_DRIVE = True\n"
+        "import importlib.util, os, subprocess, sys\n"
+        'if "google.colab" in sys.modules and KEEP_CACHE_ON_DRIVE:\n'
+        "    from google.colab import drive\n"
+        '    drive.mount("/content/drive")\n'
+        '    os.environ.setdefault("COURSEKIT_CACHE", "/content/drive/MyDrive/coursekit-cache")\n'
         'if importlib.util.find_spec("coursekit") is None:\n'
         "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
         f"                    \"coursekit[notebook] @ git+{settings['repository']}@{settings['branch']}\"], check=True)\n"
-        "from coursekit.profile import get_profile\n"
+        "from coursekit.profile import cache_dir, get_profile\n"
         "profile = get_profile()\n"
-        "print(profile.banner())"
+        "print(profile.banner())\n"
+        'print("checkpoints are kept in", cache_dir())'
     )
 
 
