@@ -149,14 +149,18 @@ def _numeric_series(history) -> dict[str, list[float]]:
             and all(isinstance(v, (int, float)) for v in values)}
 
 
-def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
-    """One panel per recorded series (loss, learning rate, accuracy...) against the step.
+def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
+                 xlabel: str | None = None) -> Figure:
+    """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
         history: a mapping ``name -> list of numbers`` (or an object whose attributes are such
             lists, like ``train.History``). A ``step`` (or ``epoch``) series of the same length
             becomes the x axis.
         keys: the series to plot (default: all numeric ones except the x axis).
+        ylabels: y-axis label of each series, with its unit (default: the series name).
+        xlabel: x-axis label when the history has no ``step``/``epoch`` series (the x values are then
+            0, 1, 2...; say what one of them is, e.g. ``"epoch"``). Required in that case.
     """
     series = _numeric_series(history)
     x_name = next((name for name in ("step", "epoch") if name in series), None)
@@ -167,10 +171,14 @@ def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = series[key]
-        x = series[x_name] if x_name and len(series[x_name]) == len(values) else range(len(values))
-        ax.plot(x, values)
+        has_x = x_name is not None and len(series[x_name]) == len(values)
+        if not has_x and xlabel is None:
+            raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
+                             "pass xlabel (what one x unit is, e.g. 'epoch')")
+        ax.plot(series[x_name] if has_x else range(len(values)), values)
         ax.set_title(key)
-        ax.set_xlabel(x_name if x_name and len(series[x_name]) == len(values) else "step")
+        ax.set_xlabel({"step": "optimizer step", "epoch": "epoch"}[x_name] if has_x else xlabel)
+        ax.set_ylabel((ylabels or {}).get(key, key))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -230,29 +238,50 @@ def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_n
     return fig
 
 
-def similarity_matrix(z1: Tensor, z2: Tensor, title: str = "cosine similarity") -> Figure:
-    """Heat map of cosine similarities ``[N, N]`` between ``z1[i]`` and ``z2[j]`` (positives on the diagonal)."""
+def similarity_matrix(z1: Tensor, z2: Tensor, title: str = "cosine similarity",
+                      names: Sequence[str] | None = None) -> Figure:
+    """Heat map of cosine similarities ``[N, N]`` between ``z1[i]`` and ``z2[j]`` (positives on the diagonal).
+
+    ``names`` (N strings, e.g. the class name of each image) label the rows and columns, so that bright
+    off-diagonal cells between images of one class can be told from failures. The mean off-diagonal
+    similarity goes into the title: near 1, every image lands in the same direction.
+    """
     _same_length(z1=z1, z2=z2)
+    count = len(z1)
+    if names is not None and len(names) != count:
+        raise ValueError(f"similarity_matrix: {len(names)} names for {count} images")
     sims = F.normalize(z1.detach().float().cpu(), dim=1) @ F.normalize(z2.detach().float().cpu(), dim=1).T
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    off_diagonal = sims[~torch.eye(count, dtype=torch.bool)].mean().item() if count > 1 else float("nan")
+    fig, ax = plt.subplots(figsize=(5.5, 4.8) if names else (4.5, 4))
     shown = ax.imshow(sims.numpy(), cmap="viridis", vmin=-1, vmax=1)
-    fig.colorbar(shown, ax=ax)
-    ax.set_xlabel("z2 (view 2)")
-    ax.set_ylabel("z1 (view 1)")
-    ax.set_title(title)
+    fig.colorbar(shown, ax=ax, label="cosine similarity")
+    if names is not None:
+        ax.set_xticks(range(count), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(count), names, fontsize=7)
+    ax.set_xlabel("image j, view 2")
+    ax.set_ylabel("image i, view 1")
+    ax.set_title(f"{title}\n(diagonal mean {sims.diagonal().mean():.2f}, off-diagonal mean {off_diagonal:.2f})",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max_heads: int = 6,
-                   normalized: bool = True) -> Figure:
-    """The CLS token's attention to the patches, over each image: the mean over heads, then each head.
+                   normalized: bool = True, outlines: Tensor | None = None) -> Figure:
+    """The CLS token's attention to the patches: the image, then the mean over heads and each head.
+
+    Each map is the share of the CLS token's attention that goes to each patch, min-max scaled per map
+    (0 = the least attended patch of that map, 1 = the most attended one; see the colorbar). Maps are
+    drawn as what they are, one square per patch (a ``h x w`` grid, white lines at patch edges), next to
+    the image at full brightness. ``outlines`` (``[N, H, W]`` bool object masks), when given, are drawn
+    as cyan contours on every map, so that one sees whether the bright patches cover the object.
 
     Args:
         images: ``[N, C, H, W]``.
         attention: ``[N, heads, 1 + L, 1 + L]`` (a ViT's last block; token 0 is CLS).
         grid: ``(h, w)`` patch grid with ``h * w == L``.
         max_heads: show at most this many heads.
+        outlines: optional ``[N, H, W]`` object masks to outline.
     """
     height, width = grid
     if attention.dim() != 4 or attention.shape[-1] != 1 + height * width or attention.shape[-2] != attention.shape[-1]:
@@ -260,19 +289,39 @@ def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max
                          f"got shape {list(attention.shape)}")
     rgb = to_rgb(images, normalized)
     _same_length(images=rgb, attention=attention)
+    if outlines is not None:
+        outlines = outlines.detach().cpu().float().numpy()
+        if outlines.shape != rgb.shape[:3]:
+            raise ValueError(f"attention_maps: outlines must be [N, H, W] = {list(rgb.shape[:3])}; got {list(outlines.shape)}")
     cls_to_patches = attention[:, :, 0, 1:].detach().float().cpu().reshape(len(rgb), -1, height, width)
     maps = torch.cat([cls_to_patches.mean(dim=1, keepdim=True), cls_to_patches[:, :max_heads]], dim=1)
     maps = maps - maps.amin(dim=(2, 3), keepdim=True)
     maps = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).numpy()
     names = ["image", "mean of heads"] + [f"head {h}" for h in range(maps.shape[1] - 1)]
     fig, axes = _image_grid(len(rgb), len(names))
+    shown = None
     for row, image in enumerate(rgb):
         _show(axes[row, 0], image, names[0] if row == 0 else None)
         for col in range(maps.shape[1]):
             ax = axes[row, col + 1]
-            _show(ax, image * 0.35, names[col + 1] if row == 0 else None)
-            ax.imshow(maps[row, col], cmap="inferno", alpha=0.75, extent=(0, image.shape[1], image.shape[0], 0))
+            extent = (0, image.shape[1], image.shape[0], 0)
+            shown = ax.imshow(maps[row, col], cmap="inferno", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+            if outlines is not None and 0 < outlines[row].mean() < 1:
+                centers_x, centers_y = np.arange(image.shape[1]) + 0.5, np.arange(image.shape[0]) + 0.5
+                ax.contour(centers_x, centers_y, outlines[row], levels=[0.5], colors="cyan", linewidths=0.8)
+            for edge in range(1, width):
+                ax.axvline(edge * image.shape[1] / width, color="white", linewidth=0.3, alpha=0.5)
+            for edge in range(1, height):
+                ax.axhline(edge * image.shape[0] / height, color="white", linewidth=0.3, alpha=0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlim(0, image.shape[1])
+            ax.set_ylim(image.shape[0], 0)
+            if row == 0:
+                ax.set_title(names[col + 1], fontsize=8)
     fig.tight_layout()
+    fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
+                 label="CLS attention (scaled per map)")
     return fig
 
 
@@ -389,11 +438,13 @@ def _mask_colors(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = None, num_classes: int | None = None,
-                 alpha: float = 0.55, normalized: bool = True) -> Figure:
+                 alpha: float = 0.55, normalized: bool = True, class_names: Sequence[str] | None = None) -> Figure:
     """One row per image: the image, its mask over it and, when given, the predicted mask over it.
 
     Masks are ``[N, H, W]`` integers: 0 = background (not colored), ``c + 1`` = class ``c``,
-    255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value).
+    255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value). A legend
+    below the grid names each color (``class_names``, default "class 0", "class 1"...), so that a
+    prediction that is all background (nothing colored: it looks like the input) reads as such.
     """
     rgb = to_rgb(images, normalized)
     columns = {"ground truth": masks.detach().cpu().long().numpy()}
@@ -405,13 +456,22 @@ def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = Non
             raise ValueError(f"mask_overlay: {name} masks are {list(values.shape)}, images {list(rgb.shape[:3])}")
     if num_classes is None:
         num_classes = max(int(v[v != IGNORE_INDEX].max(initial=0)) for v in columns.values())
+    num_classes = max(num_classes, 1)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"mask_overlay: {len(class_names)} class names for {num_classes} classes")
     fig, axes = _image_grid(len(rgb), 1 + len(columns))
     for row, image in enumerate(rgb):
         _show(axes[row, 0], image, "image" if row == 0 else None)
         for col, (name, values) in enumerate(columns.items(), start=1):
-            overlay = _mask_colors(values[row], max(num_classes, 1))
+            overlay = _mask_colors(values[row], num_classes)
             overlay[..., 3] *= alpha
             _show(axes[row, col], image, name if row == 0 else None)
             axes[row, col].imshow(overlay, extent=(0, image.shape[1], image.shape[0], 0), interpolation="nearest")
-    fig.tight_layout()
+    names = list(class_names or [f"class {c}" for c in range(num_classes)])
+    handles = [Rectangle((0, 0), 1, 1, facecolor=color, alpha=alpha) for color in _class_colors(num_classes)]
+    handles += [Rectangle((0, 0), 1, 1, facecolor="none", edgecolor="black"),
+                Rectangle((0, 0), 1, 1, facecolor=(0.6, 0.6, 0.6), alpha=alpha)]
+    names += ["background (no color)", "ignored"]
+    fig.tight_layout(rect=(0, 0.12 if len(rgb) < 3 else 0.06, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
     return fig
