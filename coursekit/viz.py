@@ -26,7 +26,7 @@ from coursekit.evaluate.patches import first_component_map, principal_components
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
-    "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps",
+    "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps", "attention_snapshots",
     "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
 ]
 
@@ -322,6 +322,44 @@ def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max
     fig.tight_layout()
     fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
                  label="CLS attention (scaled per map)")
+    return fig
+
+
+def attention_snapshots(images: Tensor, maps: Mapping[str, Tensor], outlines: Tensor | None = None,
+                        normalized: bool = True) -> Figure:
+    """How attention changes over training: one row per image, the image, then one map per snapshot.
+
+    Args:
+        images: ``[N, C, H, W]``.
+        maps: snapshot title (e.g. ``"step 40"``) -> ``[N, h, w]`` attention maps (e.g. from
+            ``coursekit.lessons.attention.cls_attention_maps``); each map is min-max scaled for display.
+        outlines: optional ``[N, H, W]`` object masks, drawn as cyan contours on every map.
+    """
+    rgb = to_rgb(images, normalized)
+    if not maps:
+        raise ValueError("attention_snapshots: no snapshots given")
+    _same_length(images=rgb, **{f"snapshot_{i}": m for i, m in enumerate(maps.values())})
+    if outlines is not None:
+        outlines = outlines.detach().cpu().float().numpy()
+    fig, axes = _image_grid(len(rgb), 1 + len(maps))
+    extent = (0, rgb.shape[2], rgb.shape[1], 0)
+    shown = None
+    for row, image in enumerate(rgb):
+        _show(axes[row, 0], image, "image" if row == 0 else None)
+        for col, (title, snapshot) in enumerate(maps.items(), start=1):
+            values = snapshot[row].detach().float().cpu()
+            values = (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+            ax = axes[row, col]
+            shown = ax.imshow(values.numpy(), cmap="inferno", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+            if outlines is not None and 0 < outlines[row].mean() < 1:
+                centers_x, centers_y = np.arange(rgb.shape[2]) + 0.5, np.arange(rgb.shape[1]) + 0.5
+                ax.contour(centers_x, centers_y, outlines[row], levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="CLS attention (scaled per map)")
     return fig
 
 

@@ -86,6 +86,11 @@ def test_feature_pictures(shapes):
     attention = torch.rand(4, 3, 17, 17, generator=generator).softmax(dim=-1)
     fig = viz.attention_maps(shapes.images, attention, grid=(4, 4), outlines=shapes.masks > 0)
     assert _drawn(fig) and fig.axes[-1].get_ylabel() == "CLS attention (scaled per map)"
+    snapshots = {f"step {s}": torch.rand(4, 4, 4, generator=generator) for s in (0, 10)}
+    fig = viz.attention_snapshots(shapes.images, snapshots, outlines=shapes.masks > 0)
+    assert _drawn(fig) and [ax.get_title() for ax in fig.axes[:3]] == ["image", "step 0", "step 10"]
+    with pytest.raises(ValueError, match="same number"):
+        viz.attention_snapshots(shapes.images, {"step 0": torch.rand(2, 4, 4)})
     with pytest.raises(ValueError, match="outlines"):
         viz.attention_maps(shapes.images, attention, grid=(4, 4), outlines=shapes.masks[:2] > 0)
     with pytest.raises(ValueError, match="L = 3\\*3"):
