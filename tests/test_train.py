@@ -11,16 +11,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from coursekit.engine.checkpoint import CheckpointError
+from coursekit.methods import Method
 from coursekit.engine import (CHECKPOINT_NAME, History, TrainConfig, cosine_schedule, epoch_indices, fit,
                              load_or_train)
 
 
-class ToyMethod(nn.Module):
+class ToyMethod(Method):
     """Student (backbone + head, dropout) regressing an EMA teacher's output on another noisy view."""
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, noise: float = 0.1):
         super().__init__()
         torch.manual_seed(seed)
+        self.noise = noise
         self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.backbone.feature_dim = 4
@@ -31,12 +33,15 @@ class ToyMethod(nn.Module):
     def training_step(self, images, generator):
         x = images.float() / 255
         noise = torch.randn((2, *x.shape), generator=generator, device=generator.device).to(x.device)
-        student = self.head(self.backbone(x + 0.1 * noise[0]))
+        student = self.head(self.backbone(x + self.noise * noise[0]))
         with torch.no_grad():
-            target = self.teacher(x + 0.1 * noise[1])
+            target = self.teacher(x + self.noise * noise[1])
         loss = F.mse_loss(F.normalize(student, dim=1), F.normalize(target, dim=1))
         self.running_loss.mul_(0.9).add_(0.1 * loss.detach())
         return loss
+
+    def hparams(self):
+        return {"noise": self.noise}  # the seed only sets the initial weights: a resumed run may differ in it
 
     def on_after_step(self, progress):
         m = 0.9 + 0.1 * progress

@@ -7,6 +7,7 @@ Losses are plain functions (``nt_xent``, ``infonce``, ``regression_loss``, ``din
 
 from torch import nn
 
+from coursekit.methods.base import Method, constructor_options, embedding_std
 from coursekit.methods.byol import BYOL, regression_loss
 from coursekit.methods.dino import DINO, dino_loss, update_center
 from coursekit.methods.ema import cosine_momentum, momentum_update
@@ -17,12 +18,25 @@ from coursekit.methods.simclr import SimCLR, nt_xent
 METHODS = {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "dino": DINO, "mae": MAE}
 
 
-def build_method(name: str, backbone: nn.Module, **kwargs) -> nn.Module:
-    """The method ``name`` (simclr, moco, byol, dino, mae) on ``backbone``; kwargs go to its class
-    (e.g. image_size, temperature, queue_size, mask_ratio)."""
+def method_options(name: str) -> dict[str, object]:
+    """The constructor options of method ``name`` and their defaults (backbone and views left
+    out), e.g. ``{"image_size": 32, "temperature": 0.5, ...}`` for SimCLR: what a command line
+    can expose, and what ``Method.hparams()`` records."""
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; valid names: {', '.join(METHODS)}")
-    return METHODS[name](backbone, **kwargs)
+    return constructor_options(METHODS[name])
+
+
+def build_method(name: str, backbone: nn.Module, **options) -> Method:
+    """The method ``name`` (simclr, moco, byol, dino, mae) on ``backbone``; options go to its
+    class (see ``method_options(name)``: image_size, temperature, momentum, queue_size,
+    mask_ratio, ..., and ``views``). An option the method does not have is refused, naming the
+    ones it has."""
+    valid = method_options(name)
+    unknown = sorted(set(options) - set(valid) - {"views"})
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; its options: {', '.join(valid)}")
+    return METHODS[name](backbone, **options)
 
 
 __all__ = [
@@ -30,12 +44,15 @@ __all__ = [
     "DINO",
     "MAE",
     "METHODS",
+    "Method",
     "MoCo",
     "SimCLR",
     "build_method",
     "cosine_momentum",
     "dino_loss",
+    "embedding_std",
     "infonce",
+    "method_options",
     "mae_loss",
     "momentum_update",
     "nt_xent",

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from coursekit.augment import BYOLViews
+from coursekit.augment import BYOLViews, Views
+from coursekit.methods.base import Method, embedding_std
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import PredictionHead, ProjectionHead
 
@@ -29,7 +30,7 @@ def regression_loss(p: Tensor, z: Tensor) -> Tensor:
     return (2 - 2 * cosine).mean()
 
 
-class BYOL(nn.Module):
+class BYOL(Method):
     """BYOL: online backbone + projector + predictor, EMA target backbone + projector.
 
     Projector and predictor: MLPs with hidden width 4 * feature_dim (BN, ReLU) and out_dim outputs.
@@ -40,20 +41,22 @@ class BYOL(nn.Module):
     Ablations (lesson 04's collapse demo): ``predictor=False`` drops the predictor (p = z of the
     online projector); ``ema=False`` makes the target a copy of the online network after every
     step (momentum 0: the target is the online network behind a stop-gradient).
+    ``views``: the recipe (default ``BYOLViews(image_size)``).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, momentum: float = 0.99,
                  hidden_dim: int | None = None, out_dim: int = 128, predictor: bool = True,
-                 ema: bool = True):
+                 ema: bool = True, views: Views | None = None):
         super().__init__()
-        hidden_dim = hidden_dim or 4 * backbone.feature_dim
+        width = hidden_dim or 4 * backbone.feature_dim
         self.backbone = backbone
-        self.projection_head = ProjectionHead(backbone.feature_dim, hidden_dim, out_dim)
-        self.prediction_head = PredictionHead(out_dim, hidden_dim, out_dim) if predictor else nn.Identity()
+        self.projection_head = ProjectionHead(backbone.feature_dim, width, out_dim)
+        self.prediction_head = PredictionHead(out_dim, width, out_dim) if predictor else nn.Identity()
         self.target_backbone = make_target(backbone)
         self.target_projection_head = make_target(self.projection_head)
-        self.views = BYOLViews(image_size)
-        self.momentum, self.ema = momentum, ema
+        self.views = views if views is not None else BYOLViews(image_size)
+        self.image_size, self.momentum, self.hidden_dim, self.out_dim = image_size, momentum, hidden_dim, out_dim
+        self.predictor, self.ema = predictor, ema
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> online predictions p [N, out_dim]."""
@@ -68,8 +71,10 @@ class BYOL(nn.Module):
         """images: uint8 [N, C, H, W] -> symmetric regression loss between the two views."""
         view1, view2 = self.views(images, generator)  # 2 x [N, C, S, S]
         both = torch.cat([view1, view2])  # [2N, C, S, S]
-        p1, p2 = self(both).chunk(2)  # 2 x [N, out_dim]
+        online = self.projection_head(self.backbone(both))  # [2N, out_dim]
+        p1, p2 = self.prediction_head(online).chunk(2)  # 2 x [N, out_dim]
         z1, z2 = self.target(both).chunk(2)  # 2 x [N, out_dim]
+        self.record(embedding_std=embedding_std(online[:len(view1)]))
         return (regression_loss(p1, z2) + regression_loss(p2, z1)) / 2
 
     def on_after_step(self, progress: float) -> None:

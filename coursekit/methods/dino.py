@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine import distributed
-from coursekit.augment import DINOViews
+from coursekit.augment import DINOViews, Views
+from coursekit.methods.base import Method, embedding_std
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import DINOHead
 
@@ -89,24 +90,30 @@ def multicrop_forward(network: nn.Module, views: list[Tensor]) -> list[Tensor]:
     return outputs
 
 
-class DINO(nn.Module):
+class DINO(Method):
     """DINO: student (backbone + DINOHead) and its EMA teacher, multi-crop, centering, sharpening.
 
     Works with ResNet and ViT backbones (a ViT's position embeddings are interpolated for the
     smaller local crops). The teacher sees the 2 global crops, the student all crops. Buffers:
     ``center`` [1, out_dim] (running mean of the teacher outputs, averaged over processes under
     DDP) and ``progress`` (the last progress seen by on_after_step, for the temperature warmup,
-    kept in the state_dict so that a resumed run continues identically).
+    kept in the state_dict so that a resumed run continues identically; a Python copy,
+    ``_progress``, is what a step reads, so that no step waits for the device to read a number).
 
     Schedules: teacher temperature linear from warmup_teacher_temp to teacher_temp over the first
-    warmup_fraction of training; teacher momentum cosine from ``momentum`` to 1.
+    warmup_fraction of training; teacher momentum cosine from ``momentum`` to 1. During the first
+    ``freeze_last_layer`` epochs the last layer of the student head (the prototypes) gets no
+    update (its gradients are dropped before the optimizer step), as in the paper.
+    ``views``: the recipe (default ``DINOViews(image_size, local_size, n_local)``; the first two
+    views are the teacher's global crops).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, local_size: int | None = None,
                  n_local: int = 6, out_dim: int = 1024, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_fraction: float = 0.3, center_momentum: float = 0.9, momentum: float = 0.996,
-                 hidden_dim: int | None = None, bottleneck_dim: int | None = None):
+                 hidden_dim: int | None = None, bottleneck_dim: int | None = None,
+                 freeze_last_layer: float = 1.0, views: Views | None = None):
         super().__init__()
         feature_dim = backbone.feature_dim
         self.backbone = backbone
@@ -115,10 +122,14 @@ class DINO(nn.Module):
         self.teacher_head = make_target(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.register_buffer("progress", torch.zeros(()))
-        self.views = DINOViews(image_size, local_size, n_local)
+        self._progress = 0.0
+        self.register_load_state_dict_post_hook(_read_progress)
+        self.views = views if views is not None else DINOViews(image_size, local_size, n_local)
+        self.image_size, self.local_size, self.n_local, self.out_dim = image_size, local_size, n_local, out_dim
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.warmup_teacher_temp, self.warmup_fraction = warmup_teacher_temp, warmup_fraction
         self.center_momentum, self.momentum = center_momentum, momentum
+        self.hidden_dim, self.bottleneck_dim, self.freeze_last_layer = hidden_dim, bottleneck_dim, freeze_last_layer
 
     def student(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> student logits [N, out_dim]."""
@@ -135,8 +146,9 @@ class DINO(nn.Module):
         views = self.views(images, generator)  # 2 global [N, C, S, S], then locals [N, C, s, s]
         teacher_out = multicrop_forward(self.teacher, views[:2])  # 2 x [N, out_dim]
         student_out = multicrop_forward(self.student, views)  # (2 + n_local) x [N, out_dim]
-        temp = teacher_temperature(float(self.progress), self.warmup_teacher_temp, self.teacher_temp, self.warmup_fraction)
+        temp = teacher_temperature(self._progress, self.warmup_teacher_temp, self.teacher_temp, self.warmup_fraction)
         loss = dino_loss(student_out, teacher_out, self.center, self.student_temp, temp)
+        self._record_collapse_statistics(loss, teacher_out, student_out, temp)
         if self.training:
             self._update_center(torch.cat(teacher_out))
         return loss
@@ -147,9 +159,31 @@ class DINO(nn.Module):
         batch_center = distributed.all_reduce_mean(teacher_out.mean(dim=0, keepdim=True))  # [1, out_dim]
         self.center.copy_(update_center(self.center, batch_center, self.center_momentum))
 
+    @torch.no_grad()
+    def _record_collapse_statistics(self, loss: Tensor, teacher_out: list[Tensor], student_out: list[Tensor],
+                                    temp: float) -> None:
+        """The teacher's entropy tells the two collapses apart: ln(out_dim) when its output is
+        uniform (compare it with ``math.log(out_dim)``), 0 when one dimension dominates; the KL between teacher and student (the loss less
+        the teacher's entropy) goes to 0 in both. Plus the spread of the student's embedding."""
+        probs = F.softmax((torch.cat(teacher_out).float() - self.center) / temp, dim=-1)  # [2N, K]
+        entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
+        self.record(embedding_std=embedding_std(student_out[0]), teacher_entropy=entropy,
+                    teacher_student_kl=loss.detach().float() - entropy)
+
+    def on_before_optimizer_step(self, epoch: float) -> None:
+        """Keep the prototypes (the head's last layer) fixed during the first ``freeze_last_layer`` epochs."""
+        if epoch < self.freeze_last_layer:
+            self.head.cancel_last_layer_gradients()
+
     def on_after_step(self, progress: float) -> None:
         """Move the teacher towards the student (momentum rising from ``momentum`` to 1)."""
+        self._progress = progress
         self.progress.fill_(progress)
         m = cosine_momentum(progress, self.momentum)
         momentum_update(self.backbone, self.teacher_backbone, m)
         momentum_update(self.head, self.teacher_head, m)
+
+
+def _read_progress(module: DINO, incompatible_keys) -> None:
+    """After load_state_dict: the Python copy of the progress buffer (one read, at load time)."""
+    module._progress = float(module.progress)

@@ -10,7 +10,8 @@ He et al., "Masked Autoencoders Are Scalable Vision Learners", 2021.
 import torch
 from torch import Tensor, nn
 
-from coursekit.augment import MAEViews, denormalize, normalize, to_float
+from coursekit.augment import MAEViews, Views, denormalize, normalize, to_float
+from coursekit.methods.base import Method, embedding_std
 from coursekit.models.vit import Block
 
 
@@ -125,18 +126,19 @@ class MAEDecoder(nn.Module):
         return self.pred(self.norm(x))[:, 1:]  # [N, L, p*p*C], CLS dropped
 
 
-class MAE(nn.Module):
+class MAE(Method):
     """Masked autoencoder on a ViT backbone (it needs ``embed``, ``encode``, ``patch_size``).
 
     The encoder sees only the visible patches (1 - mask_ratio of them); the decoder (decoder_depth
     blocks of width decoder_dim, default the backbone's width) predicts the pixels of every patch
     and the loss counts the removed ones. Targets are the normalized view's patches, per-patch
-    normalized with norm_pix (the paper's better setting).
+    normalized with norm_pix (the paper's better setting). ``views``: the recipe (default
+    ``MAEViews(image_size)``: crop and flip, no color).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, mask_ratio: float = 0.75,
                  norm_pix: bool = True, decoder_dim: int | None = None, decoder_depth: int = 2,
-                 decoder_heads: int | None = None):
+                 decoder_heads: int | None = None, views: Views | None = None):
         super().__init__()
         if not all(hasattr(backbone, name) for name in ("embed", "encode", "patch_size")):
             raise ValueError(f"MAE needs a ViT backbone with embed/encode/patch_size, got {type(backbone).__name__}")
@@ -149,24 +151,28 @@ class MAE(nn.Module):
         self.decoder = MAEDecoder(backbone.feature_dim, num_patches, backbone.patch_size**2 * 3,
                                   decoder_dim or backbone.feature_dim, decoder_depth,
                                   decoder_heads or backbone.num_heads)
-        self.views = MAEViews(image_size)
+        self.views = views if views is not None else MAEViews(image_size)
         self.image_size, self.mask_ratio, self.norm_pix = image_size, mask_ratio, norm_pix
+        self.decoder_dim, self.decoder_depth, self.decoder_heads = decoder_dim, decoder_depth, decoder_heads
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """x: [N, C, H, W] normalized images -> (pred [N, L, p*p*C], mask [N, L] with 1 = removed)."""
+        pred, mask, _ = self._encode_decode(x, generator)
+        return pred, mask
+
+    def _encode_decode(self, x: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor]:
+        """x [N, C, H, W] -> pred [N, L, p*p*C], mask [N, L], CLS token of the visible patches [N, D]."""
         tokens = self.backbone.embed(x)  # [N, L, D]
         visible, mask, ids_restore = random_masking(tokens, self.mask_ratio, generator)  # [N, L_keep, D]
         encoded = self.backbone.encode(visible)  # [N, 1 + L_keep, D]
-        return self.decoder(encoded, ids_restore), mask
+        return self.decoder(encoded, ids_restore), mask, encoded[:, 0]
 
     def training_step(self, images: Tensor, generator: torch.Generator) -> Tensor:
         """images: uint8 [N, C, H, W] -> MSE on the removed patches of one random view."""
         (view,) = self.views(images, generator)  # [N, C, S, S]
-        pred, mask = self(view, generator)
+        pred, mask, cls = self._encode_decode(view, generator)
+        self.record(embedding_std=embedding_std(cls))
         return mae_loss(pred, patchify(view, self.backbone.patch_size), mask, self.norm_pix)
-
-    def on_after_step(self, progress: float) -> None:
-        """MAE has no teacher and no running statistics."""
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine import distributed
-from coursekit.augment import SimCLRViews
+from coursekit.augment import SimCLRViews, Views
+from coursekit.methods.base import Method, embedding_std
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import ProjectionHead
 
@@ -54,7 +55,7 @@ def _shuffled_group_forward(encoder: nn.Module, x: Tensor, groups: int, generato
     return out[torch.argsort(order)]
 
 
-class MoCo(nn.Module):
+class MoCo(Method):
     """MoCo v2: query encoder (backbone + MLP head of hidden width feature_dim), its momentum copy
     as key encoder, and a queue of keys.
 
@@ -69,11 +70,12 @@ class MoCo(nn.Module):
     single CPU as well as under DDP: queries go through BN in ``bn_groups`` sub-batches of
     consecutive images, keys in ``bn_groups`` sub-batches of a random permutation of the batch.
     With a ViT backbone (LayerNorm, no BN) the grouping changes nothing but the batch shapes.
+    ``views``: the recipe (default ``SimCLRViews(image_size)``, MoCo v2's augmentations).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.2,
                  queue_size: int = 4096, momentum: float = 0.99, bn_groups: int = 2,
-                 hidden_dim: int | None = None, out_dim: int = 128):
+                 hidden_dim: int | None = None, out_dim: int = 128, views: Views | None = None):
         super().__init__()
         if queue_size < 1 or bn_groups < 1:
             raise ValueError(f"queue_size and bn_groups must be positive, got {queue_size} and {bn_groups}")
@@ -84,8 +86,9 @@ class MoCo(nn.Module):
         self.key_projection_head = make_target(self.projection_head)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, out_dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
-        self.views = SimCLRViews(image_size)
-        self.temperature, self.momentum, self.bn_groups = temperature, momentum, bn_groups
+        self.views = views if views is not None else SimCLRViews(image_size)
+        self.image_size, self.temperature, self.queue_size, self.momentum = image_size, temperature, queue_size, momentum
+        self.bn_groups, self.hidden_dim, self.out_dim = bn_groups, hidden_dim, out_dim
 
     def query(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> L2-normalized queries [N, out_dim]."""
@@ -105,6 +108,7 @@ class MoCo(nn.Module):
         q = torch.cat([self.query(chunk) for chunk in view_q.chunk(self.bn_groups)])  # [N, out_dim]
         k = _shuffled_group_forward(self.key, view_k, self.bn_groups, generator)  # [N, out_dim]
         loss = infonce(q, k, self.queue.clone(), self.temperature)
+        self.record(embedding_std=embedding_std(q))
         if self.training:
             self._enqueue(k)
         return loss

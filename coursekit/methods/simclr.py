@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine import distributed
-from coursekit.augment import SimCLRViews
+from coursekit.augment import SimCLRViews, Views
+from coursekit.methods.base import Method, embedding_std
 from coursekit.models import ProjectionHead
 
 
@@ -64,20 +65,21 @@ def gathered_nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return _nt_xent_against(z1, z2, all_z1, all_z2, distributed.rank() * z1.shape[0], temperature)
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     """SimCLR on a backbone: projection head (hidden 4 * feature_dim, BN, ReLU) and NT-Xent.
 
     Both views go through the network as one batch of 2N; under DDP the negatives come from all
-    processes. Nothing to update after a step: SimCLR has no teacher.
+    processes. Nothing to update after a step: SimCLR has no teacher. ``views``: the recipe
+    (default ``SimCLRViews(image_size)``).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.5,
-                 hidden_dim: int | None = None, out_dim: int = 128):
+                 hidden_dim: int | None = None, out_dim: int = 128, views: Views | None = None):
         super().__init__()
         self.backbone = backbone
         self.projection_head = ProjectionHead(backbone.feature_dim, hidden_dim or 4 * backbone.feature_dim, out_dim)
-        self.views = SimCLRViews(image_size)
-        self.temperature = temperature
+        self.views = views if views is not None else SimCLRViews(image_size)
+        self.image_size, self.temperature, self.hidden_dim, self.out_dim = image_size, temperature, hidden_dim, out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] views -> projections z [N, out_dim]."""
@@ -87,7 +89,5 @@ class SimCLR(nn.Module):
         """images: uint8 [N, C, H, W] -> NT-Xent of the two views' projections."""
         view1, view2 = self.views(images, generator)  # 2 x [N, C, S, S]
         z1, z2 = self(torch.cat([view1, view2])).chunk(2)  # 2 x [N, out_dim]
+        self.record(embedding_std=embedding_std(z1))
         return gathered_nt_xent(z1, z2, self.temperature)
-
-    def on_after_step(self, progress: float) -> None:
-        """SimCLR keeps no state besides its weights."""

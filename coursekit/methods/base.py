@@ -1,0 +1,76 @@
+"""The protocol between a method and ``engine.fit``, and the collapse statistic every method logs.
+
+A method holds its idea (views, networks, loss, teacher updates); the engine holds the loop. Per
+optimizer step the engine calls, in this order::
+
+    loss = method.training_step(images, generator)     # under autocast; views made here
+    backward, unscale, clip
+    method.on_before_optimizer_step(epoch)             # gradients may be edited here
+    optimizer step
+    method.on_after_step(progress)                     # EMA teachers, schedules
+
+and after the step reads ``method.step_metrics`` (detached 0-d tensors, see ``record``).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def embedding_std(z: Tensor) -> Tensor:
+    """Collapse statistic: the standard deviation over the batch of the L2-normalized embedding,
+    averaged over its D dimensions (BYOL and SimSiam's analysis). z: [N, D] -> detached 0-d float.
+
+    About 1/sqrt(D) when the embeddings spread over the sphere; 0 when every image maps to the
+    same point (complete collapse).
+    """
+    return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
+
+
+def constructor_options(cls: type) -> dict[str, object]:
+    """A method class's constructor options and their defaults, backbone and views left out."""
+    parameters = inspect.signature(cls.__init__).parameters
+    return {name: p.default for name, p in parameters.items() if name not in ("self", "backbone", "views")}
+
+
+class Method(nn.Module):
+    """Base class of the self-supervised methods (see the module docstring for the call order).
+
+    Subclasses store every constructor option under the option's own name (``self.temperature =
+    temperature``): ``hparams()`` reads them back, so a checkpoint records them all. ``views`` is
+    a public attribute: any callable ``(images uint8 [N, C, H, W], generator) -> list of views``
+    (a recipe of ``coursekit.augment``); pass ``views=`` to the constructor or assign it.
+    """
+
+    backbone: nn.Module
+    views: object
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step_metrics: dict[str, Tensor] = {}
+
+    def training_step(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """images: uint8 [N, C, H, W] on the device; makes its views with ``generator``; returns
+        the scalar loss."""
+        raise NotImplementedError
+
+    def on_before_optimizer_step(self, epoch: float) -> None:
+        """Between backward and the optimizer step, with unscaled gradients; ``epoch``: epochs done
+        before this step (fractional, step / steps_per_epoch). Nothing by default."""
+
+    def on_after_step(self, progress: float) -> None:
+        """After each optimizer step; progress = steps done / total steps, in (0, 1]. Nothing by default."""
+
+    def record(self, **values: Tensor) -> None:
+        """Keep statistics of this training step for the loop to log (``step_metrics``), as
+        detached 0-d tensors: they stay on the device, the loop copies them once per log window."""
+        self.step_metrics = {name: value.detach().float() for name, value in values.items()}
+
+    def hparams(self) -> dict:
+        """The constructor options (not the backbone), as a checkpoint must match them; the views
+        as their ``repr`` (a recipe's repr lists every parameter)."""
+        options = {name: getattr(self, name) for name in constructor_options(type(self))}
+        return {**options, "views": repr(self.views)}
