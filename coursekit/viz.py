@@ -231,9 +231,11 @@ def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_n
         name = class_names[label] if class_names else str(label)
         ax.scatter(projected[chosen, 0], projected[chosen, 1], s=6, color=colors[label], label=name)
     ax.set_title(f"{method.upper()} of {points.shape[1]}-d features")
-    ax.legend(markerscale=2, fontsize=7, loc="best")
-    ax.set_xticks([])
+    ax.legend(markerscale=2, fontsize=7, loc="best", title="class")
+    ax.set_xticks([])  # the units of a projection carry no meaning; only distances between points do
     ax.set_yticks([])
+    ax.set_xlabel(f"{method.upper()} component 1")
+    ax.set_ylabel(f"{method.upper()} component 2")
     fig.tight_layout()
     return fig
 
