@@ -321,7 +321,8 @@ def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max
             ax.set_ylim(image.shape[0], 0)
             if row == 0:
                 ax.set_title(names[col + 1], fontsize=8)
-    fig.tight_layout()
+    fig.set_figwidth(fig.get_figwidth() + 1.0)  # room for the colorbar and its label
+    fig.tight_layout(w_pad=0.8)
     fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
                  label="CLS attention (scaled per map)")
     return fig
@@ -360,7 +361,8 @@ def attention_snapshots(images: Tensor, maps: Mapping[str, Tensor], outlines: Te
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+    fig.set_figwidth(fig.get_figwidth() + 1.0)  # room for the colorbar and its label
+    fig.tight_layout(w_pad=0.8)
     fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="CLS attention (scaled per map)")
     return fig
 
