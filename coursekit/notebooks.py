@@ -17,7 +17,7 @@ notebooks under the smoke profile and keeps only the outputs of the cells nbval 
 
 Lessons are *published*: ``python -m coursekit.notebooks publish notebooks/02_simclr.ipynb`` runs a
 lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
-small palette PNGs, progress bars reduced to their last state) and stamps the notebook's metadata with
+small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
 ``coursekit.outputs = {"profile", "device", "date", "source_sha256"}``. ``source_sha256`` is the
 sha256 of the code cells' sources joined by ``"\\0"``; a test fails when a published lesson's code
 changed since its outputs were made. nbval still compares only the marked cells under ``smoke``, so
@@ -265,17 +265,22 @@ def _last_progress_state(text: str) -> str:
     return "\n".join(([part for part in line.split("\r") if part] or [""])[-1] for line in text.split("\n"))
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def _tidy_outputs(cell) -> None:
-    """Shrink the pictures, collapse progress bars, and replace progress widgets by their text."""
+    """Shrink the pictures, collapse text progress bars, drop progress widgets.
+
+    A widget's stored text is its *first* state ("0%"), which would misreport the run; without the
+    kernel the widget itself shows nothing on GitHub or Colab, so it goes.
+    """
+    cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
     for output in cell.outputs:
         if output.output_type == "stream":
             output.text = _last_progress_state(output.text)
         data = output.get("data", {})
-        if "application/vnd.jupyter.widget-view+json" in data:
-            data.pop("application/vnd.jupyter.widget-view+json")
         if "image/png" in data:
             data["image/png"] = shrink_png(data["image/png"])
-    cell.outputs = [o for o in cell.outputs if o.output_type != "display_data" or o.get("data")]
 
 
 def _output_texts(cell) -> list:

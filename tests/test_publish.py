@@ -92,6 +92,20 @@ def test_publish_runs_keeps_outputs_shrinks_pictures_and_stamps(tmp_path):
     assert notebook.cells[2].outputs[0]["text"] == "2/2", "a progress bar keeps only its last state"
 
 
+def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
+    from coursekit.notebooks import _tidy_outputs
+
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                                     "text/plain": "  0%|          | 0/80"}),
+        nbformat.v4.new_output("stream", name="stderr", text="\r 10%|#  | 8/80\r100%|###| 80/80\nTrained.\n"),
+    ]
+    _tidy_outputs(cell)
+    assert [o.output_type for o in cell.outputs] == ["stream"]
+    assert cell.outputs[0]["text"] == "100%|###| 80/80\nTrained.\n"
+
+
 def test_publish_refuses_a_compared_cell_that_depends_on_the_profile(tmp_path):
     path = _lesson(tmp_path)
     before = path.read_text()
