@@ -3,24 +3,22 @@
 Both make two SimCLR views per image with the same ops (random resized crop, flip, color jitter
 with p 0.8, grayscale 0.2, normalization; no blur, as SimCLR at 32 px) from uint8 images.
 The batched recipe runs on --device; torchvision runs image by image on the CPU, as a DataLoader
-worker would. Writes benchmarks/results/augment_<device>.json.
+worker would. ``--clock cpu`` (the CPU default) counts CPU seconds of one torch thread, which
+other jobs on a shared machine do not inflate; ``wall`` (the CUDA default) wall-clock seconds.
+Writes benchmarks/results/augment_<device>.json.
 
-    python benchmarks/augment.py [--device cuda] [--batch-size 256] [--image-size 32]
+    python benchmarks/augment.py [--device cuda] [--batch-size 256] [--image-size 32] [--clock cpu]
 """
+from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
-import torchvision
 from torchvision.transforms import v2
 
+import common
 from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD, SimCLRViews
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def torchvision_simclr_view(image_size: int) -> v2.Compose:
@@ -35,64 +33,63 @@ def torchvision_simclr_view(image_size: int) -> v2.Compose:
     ])
 
 
-def images_per_second(make_views, images: torch.Tensor, repeats: int,
-                      device: torch.device) -> float:
-    """Best-of-`repeats` throughput of make_views(images) in source images per second."""
-    make_views(images)  # warm-up
+def images_per_second(make_views: Callable[[torch.Tensor], object], images: torch.Tensor, repeats: int,
+                      clock: Callable[[], float]) -> float:
+    """Best-of-``repeats`` throughput of make_views(images) in source images per clock second,
+    after one untimed warm-up call."""
+    make_views(images)
     best = float("inf")
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = clock()
         make_views(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return len(images) / best
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=str(common.default_device()))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--clock", choices=common.CLOCKS,
+                        help="cpu: CPU seconds with one torch thread (default on the CPU); wall: wall-clock "
+                             "seconds (default on CUDA)")
+    parser.add_argument("--results-dir", help="where to write the JSON (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "image_size", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1; got {getattr(args, name)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     device = torch.device(args.device)
-
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size),
-                           dtype=torch.uint8, generator=generator)
-    recipe = SimCLRViews(args.image_size)
-    view = torchvision_simclr_view(args.image_size)
-
-    batched = images_per_second(lambda x: recipe(x, generator), images.to(device), args.repeats,
-                                device)
-    per_image = images_per_second(lambda x: [[view(img), view(img)] for img in x], images,
-                                  args.repeats, torch.device("cpu"))
-    result = {
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "settings": {"recipe": "SimCLRViews (2 views)", "batch_size": args.batch_size,
-                     "image_size": args.image_size, "repeats": args.repeats,
-                     "timing": "best of repeats, after one warm-up",
-                     "cpu_threads": torch.get_num_threads()},
-        "images_per_s": {"coursekit_batched": round(batched), "torchvision_v2_per_image_cpu":
-                         round(per_image)},
-        "speedup": round(batched / per_image, 2),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"augment_{device.type}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    common.make_clock(clock, device)  # refuses the cpu clock on a GPU before any work
+    with common.torch_threads(1 if clock == "cpu" else torch.get_num_threads()):
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size),
+                               dtype=torch.uint8, generator=generator)
+        recipe = SimCLRViews(args.image_size)
+        view = torchvision_simclr_view(args.image_size)
+        batched = images_per_second(lambda x: recipe(x, generator), images.to(device), args.repeats,
+                                    common.make_clock(clock, device))
+        per_image = images_per_second(lambda x: [[view(img), view(img)] for img in x], images, args.repeats,
+                                      common.make_clock(clock, torch.device("cpu")))
+        result = {
+            **common.environment(device),
+            "settings": {"recipe": "SimCLRViews (2 views)", "batch_size": args.batch_size,
+                         "image_size": args.image_size, "repeats": args.repeats, "clock": clock,
+                         "timing": "best of repeats, after one warm-up; source images per clock second"},
+            "images_per_s": {"coursekit_batched": round(batched), "torchvision_v2_per_image_cpu": round(per_image)},
+            "speedup": round(batched / per_image, 2),
+        }
+    path = common.write_result("augment", device, result, args.results_dir)
+    print(result["images_per_s"], f"speedup {result['speedup']}")
+    print(f"wrote {path}")
+    return result
 
 
 if __name__ == "__main__":

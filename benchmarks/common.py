@@ -1,5 +1,5 @@
 """Helpers shared by the benchmark scripts (and used by nothing else): device and version info,
-the machine's load, JSON results, and timing of several pipelines in alternation.
+the machine's load, JSON results, clocks.
 
 The scripts are run as files (``python benchmarks/throughput.py``), so they import this module as
 ``common`` from their own folder.
@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -99,40 +98,34 @@ class Stopwatch:
         self._started = None
 
 
-@dataclass
-class Timed:
-    """A pipeline to time: ``step()`` does one training step of ``batch_size`` source images;
-    ``before_round()`` (optional) runs untimed before each timed round (e.g. to drain batches a
-    DataLoader prefetched while other pipelines ran)."""
-
-    step: Callable[[], None]
-    batch_size: int
-    before_round: Callable[[], None] | None = None
+CLOCKS = ("wall", "cpu")
 
 
-def time_alternating(pipelines: dict[str, Timed], device: torch.device, warmup_steps: int,
-                     rounds: int, steps_per_round: int) -> dict[str, dict]:
-    """Images per second of every pipeline, measured in alternation so that a change in the
-    machine's load hits all of them alike.
+def make_clock(kind: str, device: torch.device) -> Callable[[], float]:
+    """A clock in seconds. "wall": ``time.perf_counter`` once the device's queued work is done.
+    "cpu": this process's CPU time (``time.process_time``, all its threads), which other
+    processes on a loaded machine do not inflate; CPU time says nothing about a GPU's work, so it
+    needs the CPU device."""
+    if kind not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}; got {kind!r}")
+    if kind == "cpu":
+        if device.type != "cpu":
+            raise ValueError(f"the cpu clock measures CPU time and needs the CPU device; got {device}: use the wall clock")
+        return time.process_time
 
-    Each pipeline first runs ``warmup_steps`` untimed steps. Then, ``rounds`` times, each pipeline
-    in turn runs ``steps_per_round`` timed steps. Returns, per pipeline, the median over rounds of
-    the source images per second and every round's value.
-    """
-    for timed in pipelines.values():
-        for _ in range(warmup_steps):
-            timed.step()
-    per_round: dict[str, list[float]] = {name: [] for name in pipelines}
-    for _ in range(rounds):
-        for name, timed in pipelines.items():
-            if timed.before_round is not None:
-                timed.before_round()
-            watch = Stopwatch(device)
-            watch.start()
-            for _ in range(steps_per_round):
-                timed.step()
-            watch.stop()
-            per_round[name].append(steps_per_round * timed.batch_size / watch.seconds)
-    return {name: {"images_per_s": round(statistics.median(values), 1),
-                   "rounds_images_per_s": [round(v, 1) for v in values]}
-            for name, values in per_round.items()}
+    def wall() -> float:
+        synchronize(device)
+        return time.perf_counter()
+
+    return wall
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

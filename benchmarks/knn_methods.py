@@ -1,149 +1,154 @@
-"""kNN accuracy of every method's pretrained backbone against the same backbone at random init.
+"""Every method's recipe against the same backbone at random init, over seeds: what pretraining buys.
 
-For each method (SimCLR, MoCo v2, BYOL, DINO on the ResNet-18; MAE on the ViT), pretrain with
-``coursekit.engine.fit`` on a Fashion-MNIST training subset (real data, offline, 32 px), then score
-the backbone's features with weighted kNN (k=200, t=0.1): ``--bank-images`` labeled training
-images are the memory bank, ``--test-images`` test images the queries. The same architecture
-built under the same seed, untrained, is scored the same way (computed once per architecture),
-so ``gain = pretrained - random_init`` is what pretraining bought.
+For each method and seed, build the recipe's backbone under ``torch.manual_seed(seed)``, keep a
+copy of it untrained, pretrain it with the recipe (``coursekit.recipes.get_recipe(method,
+profile)``, ``coursekit.engine.fit``) on the profile's training images, and score both backbones
+with the recipe's protocol on the same data: weighted kNN (k=200, t=0.1) always, a linear probe
+for MAE. The labeled memory bank (and the probe's training set) is the pretraining images with
+their labels; the queries are ``--test-images`` test images (2,000 by default). Training time is
+measured as wall seconds and as process CPU seconds (one torch thread by default, so that the CPU
+seconds do not depend on how busy the machine is).
 
-Sizes are small enough for a 2-core CPU (the demo profile's architectures, narrower / shallower
-by default; ``--width 16 --vit-depth 12`` gives the demo profile's). Results are merged into
-``benchmarks/results/knn_methods_<device>.json`` per method, so the methods can be run one at a
-time::
+Results go to ``benchmarks/results/knn_methods_<method>_<device>.json`` (one file per method, so
+that methods can run in parallel processes) and the table of all methods measured so far to
+``benchmarks/results/knn_methods_<device>.md``::
 
-    python benchmarks/knn_methods.py                       # all five
-    python benchmarks/knn_methods.py --methods simclr byol # some
+    python benchmarks/knn_methods.py                                  # 5 methods x seeds 0-2, demo
+    python benchmarks/knn_methods.py --methods simclr moco --seeds 0  # some
+    python benchmarks/knn_methods.py --table                           # only rebuild the table
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import statistics
 import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import common
-from coursekit.data import ImageSet, load_images
-from coursekit.evaluate import extract_features, knn_accuracy
-from coursekit.methods import build_method
-from coursekit.models import build_backbone
-from coursekit.engine import TrainConfig, fit
+from coursekit.data import load_images
+from coursekit.engine import fit
+from coursekit.methods import METHODS
+from coursekit.profile import get_profile
+from coursekit.recipes import build_report, get_recipe, protocol_scores
 
-METHODS = ("simclr", "moco", "byol", "dino", "mae")
-KNN_K, KNN_T = 200, 0.1
 NAME = "knn_methods"
-
-# Per-method settings for a short run (few hundred steps at most): learning rates a little above
-# the 1e-3 default since the runs are short; teachers with a lower EMA momentum, so that they
-# move at all in a few dozen steps; MoCo's queue no longer than the keys seen in an epoch or two,
-# so that its negatives are not mostly the random vectors it starts with; DINO with 2 local crops
-# instead of 6 to save CPU. MAE uses more epochs (the encoder sees a quarter of the patches, so its
-# steps are cheap) and a larger learning rate, as in the paper's recipe (1.5e-4 * batch / 256 with
-# a much longer schedule).
-HYPERPARAMETERS: dict[str, dict] = {
-    "simclr": {"lr": 2e-3, "epochs": 20, "method": {"temperature": 0.5}},
-    "moco": {"lr": 2e-3, "epochs": 20, "method": {"temperature": 0.2, "queue_size": 1024, "momentum": 0.98}},
-    "byol": {"lr": 2e-3, "epochs": 20, "method": {"momentum": 0.98}},
-    "dino": {"lr": 1e-3, "epochs": 20, "method": {"n_local": 2, "momentum": 0.98, "out_dim": 1024}},
-    "mae": {"lr": 2e-3, "epochs": 30, "method": {"mask_ratio": 0.75}},
-}
+NOISE_STD_ERRORS = 2  # a mean gain within 2 standard errors of 0 is a tie with random init
 
 
-def backbone_spec(method: str, args: argparse.Namespace) -> tuple[str, dict]:
-    if method == "mae":
-        return "vit_tiny", {"img_size": args.image_size, "patch_size": args.patch_size, "depth": args.vit_depth}
-    return "resnet18", {"width": args.width}
-
-
-def seeded_backbone(name: str, kwargs: dict, seed: int) -> nn.Module:
-    """The backbone as built right after ``torch.manual_seed(seed)``: identical for every method."""
+def run_one(method: str, profile: str, seed: int, test_images: int, device: torch.device,
+            epochs: int | None, train_images: int | None) -> dict:
+    """Pretrain ``method`` with its recipe under ``seed``; -> build_report's dict (plus cpu_seconds)."""
+    recipe = get_recipe(method, profile)
+    sizes = get_profile(profile, device="cpu")  # the data: dataset (COURSEKIT_DATASET applies), images
+    bank = load_images(sizes.dataset, "train", n=train_images or sizes.num_train, image_size=recipe.image_size, seed=0)
+    test = load_images(sizes.dataset, "test", n=test_images, image_size=recipe.image_size, seed=0)
     torch.manual_seed(seed)
-    return build_backbone(name, **kwargs)
+    backbone = recipe.build_backbone()
+    random_init = protocol_scores(copy.deepcopy(backbone), recipe.protocol, bank, test, device, seed)
+    model = recipe.build_method(backbone)
+    config = recipe.train_config(epochs=epochs, seed=seed, precision="fp32" if device.type == "cpu" else "auto")
+    load_start = common.load_average()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    history = fit(model, bank.images, config, progress=False, device=device)
+    common.synchronize(device)
+    seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    pretrained = protocol_scores(model.backbone, recipe.protocol, bank, test, device, seed)
+    scores = {protocol: {"random_init": round(random_init[protocol], 4), "pretrained": round(pretrained[protocol], 4)}
+              for protocol in random_init}
+    return build_report(recipe, sizes.dataset, seed, len(history.loss), seconds, scores,
+                        cpu_seconds=round(cpu_seconds, 1), epochs=config.epochs, num_train=len(bank),
+                        num_test=len(test), first_loss=round(history.loss[0], 4),
+                        last_epoch_loss=round(history.epoch_loss[-1], 4), load_average_1min_start=load_start,
+                        load_average_1min_end=common.load_average())
 
 
-def knn_score(backbone: nn.Module, bank: ImageSet, test: ImageSet, device: torch.device) -> float:
-    bank_features = extract_features(backbone, bank.images, device=device)
-    test_features = extract_features(backbone, test.images, device=device)
-    return round(knn_accuracy(bank_features, bank.labels.to(device), test_features, test.labels.to(device),
-                              num_classes=10, k=KNN_K, temperature=KNN_T), 4)
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(runs: list[dict], protocol: str) -> dict:
+    """Mean and spread over the runs (seeds) of random init, pretrained and gain under ``protocol``;
+    ``verdict`` says whether the mean gain is beyond NOISE_STD_ERRORS standard errors (it needs 2+ seeds)."""
+    random_init = [run[protocol]["random_init"] for run in runs]
+    pretrained = [run[protocol]["pretrained"] for run in runs]
+    gains = [p - r for p, r in zip(pretrained, random_init)]
+    gain_mean, gain_std = mean_and_std(gains)
+    std_error = gain_std / len(gains) ** 0.5
+    if len(gains) < 2:
+        verdict = "one seed: no spread"
+    else:
+        verdict = "tie" if abs(gain_mean) <= NOISE_STD_ERRORS * std_error else "gain" if gain_mean > 0 else "loss"
+    return {"seeds": [run["seed"] for run in runs], "random_init": mean_and_std(random_init),
+            "pretrained": mean_and_std(pretrained), "gain": (gain_mean, gain_std), "gains": gains,
+            "verdict": verdict}
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown: one row per method and protocol (kNN for all, plus MAE's linear probe)."""
+    lines = ["| method | protocol | seeds | random init | pretrained | gain (mean ± std) | min gain | verdict | "
+             "steps | wall s (mean) | CPU s (mean, max) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for method in (name for name in METHODS if name in results):
+        runs = list(results[method]["runs"].values())
+        protocols = ["knn"] + [runs[0]["protocol"]] * (runs[0]["protocol"] != "knn")
+        cpu = [run["cpu_seconds"] for run in runs]
+        for protocol in protocols:
+            s = summarize(runs, protocol)
+            lines.append(
+                f"| {method} | {protocol} | {','.join(map(str, s['seeds']))} | "
+                f"{s['random_init'][0]:.3f} ± {s['random_init'][1]:.3f} | {s['pretrained'][0]:.3f} ± {s['pretrained'][1]:.3f} | "
+                f"{s['gain'][0]:+.3f} ± {s['gain'][1]:.3f} | {min(s['gains']):+.3f} | {s['verdict']} | {runs[0]['steps']} | "
+                f"{statistics.fmean(run['seconds'] for run in runs):.0f} | {statistics.fmean(cpu):.0f}, {max(cpu):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(results_dir: Path, device: torch.device) -> Path:
+    results = {}
+    for path in sorted(Path(results_dir).glob(f"{NAME}_*_{device.type}.json")):
+        result = json.loads(path.read_text())
+        results[result["method"]] = result
+    path = Path(results_dir) / f"{NAME}_{device.type}.md"
+    path.write_text(table(results))
+    return path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--train-images", type=int, default=2048, help="unlabeled pretraining images")
-    parser.add_argument("--bank-images", type=int, default=4096, help="labeled training images (kNN memory bank)")
-    parser.add_argument("--test-images", type=int, default=1000, help="labeled test images (kNN queries)")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=8, help="ResNet-18 width (demo profile: 16)")
-    parser.add_argument("--patch-size", type=int, default=8, help="ViT patch size (demo profile: 8)")
-    parser.add_argument("--vit-depth", type=int, default=4, help="ViT blocks (vit_tiny: 12)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--epochs", type=int, help="override every method's epochs")
-    parser.add_argument("--seed", type=int, default=0, help="initialization, data order, augmentations")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--profile", default="demo", help="whose recipes and data (default: demo)")
+    parser.add_argument("--test-images", type=int, default=2000, help="labeled test images (queries)")
+    parser.add_argument("--train-images", type=int, help="override the profile's pretraining images (smoke tests)")
+    parser.add_argument("--epochs", type=int, help="override every recipe's epochs (smoke tests)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (1: CPU seconds comparable)")
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
-    parser.add_argument("--fresh", action="store_true", help="drop the methods already in the result file")
+    parser.add_argument("--table", action="store_true", help="only rebuild the markdown table from the JSON files")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    settings = {key: getattr(args, key) for key in ("train_images", "bank_images", "test_images", "image_size",
-                                                   "width", "patch_size", "vit_depth", "batch_size", "seed")}
-    settings.update(dataset="fashion_mnist", knn_k=KNN_K, knn_temperature=KNN_T, optimizer="adamw",
-                    weight_decay=1e-4, schedule="cosine, warmup 0.25 epoch", precision="fp32" if device.type == "cpu"
-                    else "auto", pretraining_images="the first train_images of the memory bank")
-    path = Path(args.results_dir) / f"{NAME}_{device.type}.json"
-    previous = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
-    if previous.get("settings") != settings:
-        previous = {}  # other settings: the old numbers do not compare
-    result = {**common.environment(device), "settings": settings,
-              "hyperparameters": {name: HYPERPARAMETERS[name] for name in METHODS},
-              "methods": previous.get("methods", {}), "random_init": previous.get("random_init", {})}
-
-    bank = load_images("fashion_mnist", "train", n=args.bank_images, image_size=args.image_size, seed=args.seed)
-    test = load_images("fashion_mnist", "test", n=args.test_images, image_size=args.image_size, seed=args.seed)
-    train_images = bank.images[:args.train_images]
-    for method in args.methods:
-        name, kwargs = backbone_spec(method, args)
-        key = f"{name} {json.dumps(kwargs, sort_keys=True)} seed {args.seed}"
-        load_start = common.load_average()
-        if key not in result["random_init"]:
-            result["random_init"][key] = knn_score(seeded_backbone(name, kwargs, args.seed).to(device), bank, test, device)
-        random_init = result["random_init"][key]
-        hyper = HYPERPARAMETERS[method]
-        epochs = args.epochs or hyper["epochs"]
-        model = build_method(method, seeded_backbone(name, kwargs, args.seed), image_size=args.image_size,
-                             **hyper["method"])
-        config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=hyper["lr"], weight_decay=1e-4,
-                             warmup_epochs=0.25, precision=settings["precision"], seed=args.seed)
-        start = time.perf_counter()
-        history = fit(model, train_images, config, progress=False, device=device)
-        common.synchronize(device)
-        train_seconds = time.perf_counter() - start
-        pretrained = knn_score(model.backbone, bank, test, device)
-        result["methods"][method] = {
-            "backbone": name, "backbone_kwargs": kwargs, "epochs": epochs, "steps": len(history.loss),
-            "lr": hyper["lr"], "method_kwargs": hyper["method"],
-            "random_init_knn_accuracy": random_init, "pretrained_knn_accuracy": pretrained,
-            "gain": round(pretrained - random_init, 4), "train_seconds": round(train_seconds, 1),
-            "first_loss": round(history.loss[0], 4), "last_epoch_loss": round(history.epoch_loss[-1], 4),
-            "load_average_1min_start": load_start, "load_average_1min_end": common.load_average(),
-        }
-        print(f"{method:6s} {name:9s} random init {random_init:.4f}  pretrained {pretrained:.4f}  "
-              f"gain {pretrained - random_init:+.4f}  ({epochs} epochs, {train_seconds:.0f} s training, "
-              f"load {load_start} -> {common.load_average()})", flush=True)
-        common.write_result(NAME, device, result, args.results_dir)  # after every method: a kill loses little
-    return result
+    results = {}
+    for method in [] if args.table else args.methods:
+        result = {**common.environment(device), "method": method, "profile": args.profile,
+                  "recipe": get_recipe(method, args.profile).to_dict(), "runs": {}}
+        for seed in args.seeds:
+            report = run_one(method, args.profile, seed, args.test_images, device, args.epochs, args.train_images)
+            result["runs"][str(seed)] = report
+            print(json.dumps({key: report[key] for key in ("method", "seed", "steps", "seconds", "cpu_seconds", "knn")}
+                             | {report["protocol"]: report[report["protocol"]]}), flush=True)
+            common.write_result(f"{NAME}_{method}", device, result, args.results_dir)  # a kill loses little
+        results[method] = result
+    print(write_table(args.results_dir, device).read_text())
+    return results
 
 
 if __name__ == "__main__":

@@ -8,17 +8,23 @@ same batch size, epochs, optimizer (AdamW, coursekit's parameter groups), learni
 - lightly: lightly's transform in a DataLoader with workers, lightly's heads and loss
   (the reference models of ``throughput.py``), the same optimizer step.
 
-After every epoch the backbone's features are scored by weighted kNN (k=200, t=0.1; the
-training subset is the memory bank, the test subset the queries). Training time excludes the
-evaluations. Data: Fashion-MNIST (real, offline), resized to 32 px; on CUDA also CIFAR-10 when its
-files are present. Writes benchmarks/results/quality_<device>.json.
+Both sides run one recipe: lightly's standard one (its default transforms, heads, losses,
+temperatures and momenta, which coursekit's method defaults mirror) with the same optimizer,
+schedule, batch and epochs. After every epoch the backbone's features are scored by weighted kNN
+(k=200, t=0.1; the training subset is the memory bank, the test subset, 2,000 images or more, the
+queries). Training time excludes the evaluations. Every run is repeated for ``--seeds`` (0 1 2:
+initial weights, data order, augmentations); the gap coursekit - lightly is reported per seed and
+as mean and standard deviation, and called a tie when its mean is within two standard errors of 0.
+Data: Fashion-MNIST (real, offline), resized to 32 px; on CUDA also CIFAR-10 when its files are
+present. Writes benchmarks/results/quality_<device>.json.
 
-    python benchmarks/quality.py [--epochs 20] [--train-images 20000] [--target 0.8]
+    python benchmarks/quality.py [--epochs 20] [--train-images 20000] [--target 0.8] [--seeds 0 1 2]
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+import statistics
+from dataclasses import asdict, replace
 
 import torch
 from torch import nn
@@ -34,6 +40,7 @@ from throughput import (LIGHTLY_MODELS, Settings, Trainer, lightly_loader, light
 METHODS = ("simclr", "byol")
 IMPLEMENTATIONS = ("coursekit", "lightly")
 KNN_K, KNN_T = 200, 0.1
+NOISE_STD_ERRORS = 2  # a mean gap within 2 standard errors of 0 is a tie
 
 
 def knn_score(backbone: nn.Module, train: ImageSet, test: ImageSet, device: torch.device) -> float:
@@ -112,21 +119,33 @@ def load_dataset(name: str, train_images: int, test_images: int, image_size: int
         return None
 
 
+def gap_summary(gaps: list[float]) -> dict:
+    """Gaps coursekit - lightly in points, one per seed -> mean, standard deviation, verdict."""
+    mean = statistics.fmean(gaps)
+    std = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+    tie = len(gaps) < 2 or abs(mean) <= NOISE_STD_ERRORS * std / len(gaps) ** 0.5
+    verdict = "tie" if tie else ("coursekit better" if mean > 0 else "lightly better")
+    return {"per_seed": [round(gap, 2) for gap in gaps], "mean": round(mean, 2), "std": round(std, 2), "verdict": verdict}
+
+
 def compare(dataset: str, train: ImageSet, test: ImageSet, settings: Settings, epochs: int, target: float,
-            device: torch.device) -> dict:
-    """Every (method, implementation) on one dataset, and the accuracy gaps."""
-    initial = knn_score(seeded_backbone(settings.width, settings.seed).to(device), train, test, device)
-    out = {"train_images": len(train.images), "test_images": len(test.images),
+            device: torch.device, seeds: list[int]) -> dict:
+    """Every (method, implementation, seed) on one dataset, and the accuracy gaps over seeds."""
+    initial = {str(seed): knn_score(seeded_backbone(settings.width, seed).to(device), train, test, device)
+               for seed in seeds}
+    out = {"train_images": len(train.images), "test_images": len(test.images), "seeds": seeds,
            "random_init_knn_accuracy": initial, "methods": {}}
     for method in METHODS:
-        runs = {}
-        for implementation in IMPLEMENTATIONS:
-            print(f"{dataset} {method} {implementation}", flush=True)
-            log = EpochLog(seeded_backbone(settings.width, settings.seed), train, test, device)
-            TRAINERS[implementation](method, settings, epochs, train, log, device)
-            runs[implementation] = log.summary(target)
-        gap = runs["coursekit"]["final_knn_accuracy"] - runs["lightly"]["final_knn_accuracy"]
-        out["methods"][method] = {**runs, "coursekit_minus_lightly_points": round(100 * gap, 2)}
+        runs = {implementation: {} for implementation in IMPLEMENTATIONS}
+        for seed in seeds:
+            for implementation in IMPLEMENTATIONS:
+                print(f"{dataset} {method} {implementation} seed {seed}", flush=True)
+                log = EpochLog(seeded_backbone(settings.width, seed), train, test, device)
+                TRAINERS[implementation](method, replace(settings, seed=seed), epochs, train, log, device)
+                runs[implementation][str(seed)] = log.summary(target)
+        gaps = [100 * (runs["coursekit"][str(seed)]["final_knn_accuracy"] - runs["lightly"][str(seed)]["final_knn_accuracy"])
+                for seed in seeds]
+        out["methods"][method] = {**runs, "coursekit_minus_lightly_points": gap_summary(gaps)}
     return out
 
 
@@ -135,7 +154,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=str(common.default_device()))
     parser.add_argument("--epochs", type=int, help="default: 20 on CUDA, 3 on the CPU")
     parser.add_argument("--train-images", type=int, help="default: 20000 on CUDA, 1024 on the CPU")
-    parser.add_argument("--test-images", type=int, help="default: 5000 on CUDA, 500 on the CPU")
+    parser.add_argument("--test-images", type=int, help="default: 5000 on CUDA, 2000 on the CPU")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="one run per seed and side")
     parser.add_argument("--width", type=int, help="ResNet-18 width (default: 64 on CUDA, 8 on the CPU)")
     parser.add_argument("--batch-size", type=int, help="default: 512 on CUDA, 128 on the CPU")
     parser.add_argument("--workers", type=int, help="DataLoader workers of the lightly pipeline")
@@ -154,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings.width = args.width or settings.width  # Settings.defaults: 64 on CUDA, 8 on the CPU
     settings.workers = args.workers if args.workers is not None else settings.workers
     epochs = args.epochs or (20 if gpu else 3)
-    train_n, test_n = args.train_images or (20000 if gpu else 1024), args.test_images or (5000 if gpu else 500)
+    train_n, test_n = args.train_images or (20000 if gpu else 1024), args.test_images or (5000 if gpu else 2000)
     target = args.target if args.target is not None else (0.80 if gpu else 0.72)
     datasets = args.datasets or (["fashion_mnist", "cifar10"] if gpu else ["fashion_mnist"])
     result = {
@@ -163,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "precision_resolved": resolve_precision(settings.precision, device),
                      "optimizer": "adamw, weight decay 1e-4, cosine schedule, no warmup",
                      "knn": {"k": KNN_K, "temperature": KNN_T, "bank": "the training subset"},
+                     "seeds": args.seeds,
                      "target_accuracy": target,
                      "subset": f"{train_n} train / {test_n} test images, seeded, resized to {settings.image_size} px"
                                + ("" if gpu else " (small: CPU default; accuracies are far from converged)")},
@@ -173,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         if data is None:
             result["datasets"][name] = "files not present; not measured"
             continue
-        result["datasets"][name] = compare(name, *data, settings, epochs, target, device)
+        result["datasets"][name] = compare(name, *data, settings, epochs, target, device, args.seeds)
     path = common.write_result("quality", device, result, args.results_dir)
     print(f"wrote {path}")
     return result

@@ -51,6 +51,16 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float()
 
 
+def _constant(values, like: torch.Tensor) -> torch.Tensor:
+    """Python numbers -> a [len(values)] tensor on ``like``'s device and dtype, filled in place
+    one number at a time. ``torch.tensor(values, device=...)`` would copy them from the host,
+    which makes the host wait for the GPU on every call (these helpers run every training step)."""
+    out = like.new_empty(len(values))
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     """[N] -> [N, 1, 1, 1], to broadcast one value per sample over an image batch."""
     return values.view(-1, 1, 1, 1)
@@ -149,7 +159,7 @@ def sample_jitter(n: int, p: float, brightness: float, contrast: float, saturati
         _uniform(n, (max(0.0, 1 - saturation), 1 + saturation), generator),
         _uniform(n, (-hue, hue), generator),
     ], dim=1)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=factors.device)
+    identity = _constant((1.0, 1.0, 1.0, 0.0), factors)
     return torch.where(sample_mask(n, p, generator)[:, None], factors, identity)
 
 
@@ -161,7 +171,7 @@ def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> t
 
 def rgb_to_grayscale(images: torch.Tensor) -> torch.Tensor:
     """float [N, 3, H, W] -> luma [N, 1, H, W]."""
-    weights = torch.tensor(GRAY_WEIGHTS, device=images.device, dtype=images.dtype)
+    weights = _constant(GRAY_WEIGHTS, images)
     return (images * weights.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
 
 
@@ -288,8 +298,7 @@ def solarize(images: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5) -
 
 def _channel_stats(images: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
     """mean and std as [1, C, 1, 1] tensors on the images' device."""
-    return tuple(torch.as_tensor(v, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-                 for v in (mean, std))
+    return tuple(_constant(v, images).view(1, -1, 1, 1) for v in (mean, std))
 
 
 def normalize(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
@@ -415,34 +424,48 @@ SMALL_IMAGE = 64  # at or below this size (CIFAR-like), SimCLR halves the jitter
 class SimCLRViews(Views):
     """SimCLR: two views from the same distribution (lightly's SimCLRTransform defaults).
 
-    Crop scale (0.08, 1), flip 0.5, color jitter with p 0.8 and strengths
+    Crop scale (min_scale, 1), flip 0.5, color jitter with p 0.8 and strengths
     (0.8, 0.8, 0.8, 0.2) * jitter_strength, grayscale 0.2, blur with p blur_p.
     For images of at most 64 px (CIFAR) the defaults follow SimCLR's CIFAR setup:
     jitter_strength 0.5 and no blur; otherwise jitter_strength 1.0 and blur_p 0.5.
+    With color=False (grayscale data such as Fashion-MNIST) only brightness and contrast are
+    jittered: saturation, hue and random grayscale do nothing to gray images but cost time.
     """
 
     def __init__(self, image_size: int, jitter_strength: float | None = None,
-                 blur_p: float | None = None, min_scale: float = 0.08):
+                 blur_p: float | None = None, min_scale: float = 0.08, color: bool = True):
         _check_size("image_size", image_size)
         small = image_size <= SMALL_IMAGE
         s = (0.5 if small else 1.0) if jitter_strength is None else jitter_strength
         blur_p = (0.0 if small else 0.5) if blur_p is None else blur_p
-        view = ViewAugment(image_size, scale=(min_scale, 1.0), jitter=(0.8 * s, 0.8 * s, 0.8 * s,
-                           0.2 * s), blur_p=blur_p, blur_sigma=_blur_sigma(image_size))
+        view = ViewAugment(image_size, scale=(min_scale, 1.0), blur_p=blur_p, blur_sigma=_blur_sigma(image_size),
+                           **_color_ops((0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s), color))
         self.views = [view, view]
+
+
+def _color_ops(jitter: tuple[float, float, float, float], color: bool) -> dict:
+    """ViewAugment's jitter strengths and grayscale probability: as given for color images; for
+    gray ones (color=False) brightness and contrast only, and no random grayscale."""
+    if color:
+        return {"jitter": jitter, "gray_p": 0.2}
+    brightness, contrast, _, _ = jitter
+    return {"jitter": (brightness, contrast, 0.0, 0.0), "gray_p": 0.0}
 
 
 BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
 class BYOLViews(Views):
-    """BYOL: two asymmetric views (lightly's BYOLView1/2Transform): crop scale (0.08, 1),
-    flip 0.5, jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1), grayscale 0.2;
-    blur p 1.0 / 0.1 and solarization p 0.0 / 0.2 for view 1 / view 2."""
+    """BYOL: two asymmetric views (lightly's BYOLView1/2Transform): crop scale (min_scale, 1),
+    flip 0.5, jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1) * jitter_strength, grayscale 0.2;
+    blur p 1.0 / 0.1 and solarization p 0.0 / 0.2 for view 1 / view 2. color=False: brightness
+    and contrast jitter only, no grayscale (see ``SimCLRViews``)."""
 
-    def __init__(self, image_size: int):
+    def __init__(self, image_size: int, min_scale: float = 0.08, jitter_strength: float = 1.0,
+                 color: bool = True):
         _check_size("image_size", image_size)
-        base = dict(jitter=BYOL_JITTER, blur_sigma=_blur_sigma(image_size))
+        base = dict(scale=(min_scale, 1.0), blur_sigma=_blur_sigma(image_size),
+                    **_color_ops(tuple(jitter_strength * j for j in BYOL_JITTER), color))
         self.views = [
             ViewAugment(image_size, blur_p=1.0, solarize_p=0.0, **base),
             ViewAugment(image_size, blur_p=0.1, solarize_p=0.2, **base),
@@ -450,21 +473,25 @@ class BYOLViews(Views):
 
 
 class DINOViews(Views):
-    """DINO multi-crop (lightly's DINOTransform): 2 global crops of image_size, scale (0.4, 1),
-    and n_local local crops of local_size (default image_size // 2), scale (0.05, 0.4).
-    Jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1), grayscale 0.2, blur p 1.0 / 0.1 / 0.5
-    (global 1 / global 2 / locals), solarization 0.2 on global 2 only.
+    """DINO multi-crop (lightly's DINOTransform): 2 global crops of image_size, scale global_scale
+    (0.4, 1), and n_local local crops of local_size (default image_size // 2), scale local_scale
+    (0.05, 0.4). Jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1) * jitter_strength, grayscale
+    0.2, blur p 1.0 / 0.1 / 0.5 (global 1 / global 2 / locals), solarization 0.2 on global 2 only.
+    color=False: brightness and contrast jitter only, no grayscale (see ``SimCLRViews``).
     The first two views returned are the global ones."""
 
-    def __init__(self, image_size: int, local_size: int | None = None, n_local: int = 6):
+    def __init__(self, image_size: int, local_size: int | None = None, n_local: int = 6,
+                 global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
+                 jitter_strength: float = 1.0, color: bool = True):
         local_size = image_size // 2 if local_size is None else local_size
         _check_size("image_size", image_size)
         _check_size("local_size", local_size)
         if not isinstance(n_local, int) or n_local < 0:
             raise ValueError(f"n_local must be an int >= 0, got {n_local!r}")
-        base = dict(jitter=BYOL_JITTER, blur_sigma=_blur_sigma(image_size))
-        glob = dict(size=image_size, scale=(0.4, 1.0), **base)
-        local = ViewAugment(local_size, scale=(0.05, 0.4), blur_p=0.5, **base)
+        base = dict(blur_sigma=_blur_sigma(image_size),
+                    **_color_ops(tuple(jitter_strength * j for j in BYOL_JITTER), color))
+        glob = dict(size=image_size, scale=tuple(global_scale), **base)
+        local = ViewAugment(local_size, scale=tuple(local_scale), blur_p=0.5, **base)
         self.views = [
             ViewAugment(blur_p=1.0, **glob),
             ViewAugment(blur_p=0.1, solarize_p=0.2, **glob),

@@ -330,6 +330,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not any(args.solutions.glob("*.ipynb")):  # else every exercise would be deleted as stale
+        from coursekit.cli import UsageError
+
+        raise UsageError(f"--solutions {args.solutions} holds no notebooks: give the folder of the solution notebooks")
     stale = generate_exercises(args.solutions, args.exercises, check_only=args.check)
     if args.check and stale:
         print(f"exercises/ is out of date for: {', '.join(stale)}. Run `coursekit exercises` to regenerate.")

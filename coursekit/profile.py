@@ -2,7 +2,9 @@
 
 ``COURSEKIT_PROFILE`` picks ``smoke`` (tests and CI), ``demo`` (live coding on a laptop CPU) or
 ``full`` (a Colab GPU). Unset, the profile is ``full`` when a CUDA GPU is present and ``demo``
-otherwise. Notebooks read every size from the profile, never from numbers typed in a cell::
+otherwise. ``COURSEKIT_DATASET`` replaces the profile's dataset (e.g. ``fashion_mnist`` to run the
+full profile on a GPU machine without internet, where CIFAR-10 cannot be downloaded). Notebooks
+read every size from the profile, never from numbers typed in a cell::
 
     from coursekit.profile import get_profile
     profile = get_profile()
@@ -18,7 +20,10 @@ from pathlib import Path
 
 import torch
 
+from coursekit.data import DATASET_NAMES
+
 PROFILE_ENV = "COURSEKIT_PROFILE"
+DATASET_ENV = "COURSEKIT_DATASET"
 CACHE_ENV = "COURSEKIT_CACHE"
 
 
@@ -91,7 +96,7 @@ _PROFILES: dict[str, dict] = {
     "smoke": dict(dataset="shapes", image_size=32, num_train=256, num_test=128, backbone="resnet18",
                   width=8, vit="vit_tiny", patch_size=8, epochs=1, batch_size=64, workers=0,
                   foundation_size=42),
-    "demo": dict(dataset="fashion_mnist", image_size=32, num_train=4096, num_test=1000, backbone="resnet18",
+    "demo": dict(dataset="fashion_mnist", image_size=32, num_train=4096, num_test=2000, backbone="resnet18",
                  width=16, vit="vit_tiny", patch_size=8, epochs=5, batch_size=256, workers=0,
                  foundation_size=112, detection_size=64),
     "full": dict(dataset="cifar10", image_size=32, num_train=50000, num_test=10000, backbone="resnet18",
@@ -112,6 +117,10 @@ def default_device() -> str:
     return "cpu"
 
 
+class ProfileError(ValueError):
+    """An unknown profile name (in the argument or in ``COURSEKIT_PROFILE``)."""
+
+
 def profile_name(name: str | None = None) -> str:
     """Resolve the profile name: the argument, else ``COURSEKIT_PROFILE``, else by hardware."""
     chosen = name if name is not None else os.environ.get(PROFILE_ENV, "").strip()
@@ -120,22 +129,42 @@ def profile_name(name: str | None = None) -> str:
     chosen = chosen.lower()
     if chosen not in _PROFILES:
         source = "argument" if name is not None else f"environment variable {PROFILE_ENV}"
-        raise ValueError(
+        raise ProfileError(
             f"Unknown coursekit profile {chosen!r} (from the {source}). "
-            f"Valid profiles: {', '.join(PROFILE_NAMES)}."
+            f"Valid profiles: {', '.join(PROFILE_NAMES)}; use one of them"
+            + ("." if name is not None else f", or unset {PROFILE_ENV} to choose by hardware.")
         )
     return chosen
 
 
+def dataset_override() -> str | None:
+    """The dataset named by ``COURSEKIT_DATASET`` (None when unset or empty).
+
+    Raises:
+        ValueError: for a name ``coursekit.data`` does not know, listing the valid ones.
+    """
+    chosen = os.environ.get(DATASET_ENV, "").strip().lower()
+    if not chosen:
+        return None
+    if chosen not in DATASET_NAMES:
+        raise ValueError(f"Unknown dataset {chosen!r} in the environment variable {DATASET_ENV}. "
+                         f"Valid datasets: {', '.join(DATASET_NAMES)}.")
+    return chosen
+
+
 def get_profile(name: str | None = None, device: str | None = None) -> Profile:
-    """The run profile: ``name`` if given, else ``COURSEKIT_PROFILE``, else ``full`` on CUDA / ``demo``.
+    """The run profile: ``name`` if given, else ``COURSEKIT_PROFILE``, else ``full`` on CUDA / ``demo``;
+    its dataset replaced by ``COURSEKIT_DATASET`` when that is set.
 
     Args:
         name: profile name to force (``smoke``, ``demo``, ``full``).
         device: device to force; by default CUDA, then MPS, then CPU.
 
     Raises:
-        ValueError: for an unknown profile name, listing the valid ones.
+        ProfileError: (a ValueError) for an unknown profile name, listing the valid ones.
+        ValueError: for an unknown dataset name in COURSEKIT_DATASET, listing the valid ones.
     """
     chosen = profile_name(name)
-    return Profile(name=chosen, device=device or default_device(), **_PROFILES[chosen])
+    sizes = _PROFILES[chosen]
+    return Profile(name=chosen, device=device or default_device(),
+                   **{**sizes, "dataset": dataset_override() or sizes["dataset"]})

@@ -142,11 +142,23 @@ def augmentation_grid(originals: Tensor, views_list: Sequence[Tensor], view_name
 # Curves
 
 
-def _numeric_series(history) -> dict[str, list[float]]:
-    items = history.items() if isinstance(history, Mapping) else vars(history).items()
-    return {key: list(values) for key, values in items
+X_AXES = ("step", "metrics_step", "throughput_step", "epoch")  # series that serve as x axes
+X_LABELS = {"step": "optimizer step", "metrics_step": "optimizer step", "throughput_step": "optimizer step",
+            "epoch": "epoch"}
+
+
+def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """(name -> numbers, name -> the name of its x axis) of a history mapping or object."""
+    items = dict(history.items() if isinstance(history, Mapping) else vars(history).items())
+    x_axes = {"images_per_sec": "throughput_step"}
+    metrics = items.pop("metrics", None)
+    if isinstance(metrics, Mapping):  # History.metrics: collapse metrics logged at metrics_step
+        items.update(metrics)
+        x_axes.update({name: "metrics_step" for name in metrics})
+    series = {key: list(values) for key, values in items.items()
             if isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
             and all(isinstance(v, (int, float)) for v in values)}
+    return series, {name: x_axes.get(name, "epoch" if name.startswith("epoch") else "step") for name in series}
 
 
 def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
@@ -155,29 +167,30 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
 
     Args:
         history: a mapping ``name -> list of numbers`` (or an object whose attributes are such
-            lists, like ``train.History``). A ``step`` (or ``epoch``) series of the same length
-            becomes the x axis.
-        keys: the series to plot (default: all numeric ones except the x axis).
+            lists, like ``engine.History``, whose ``metrics`` (embedding_std, DINO's teacher
+            entropy...) become series too, against ``metrics_step``). A ``step`` (or ``epoch``)
+            series of the same length becomes the x axis of the others.
+        keys: the series to plot (default: all numeric ones except the x axes).
         ylabels: y-axis label of each series, with its unit (default: the series name).
-        xlabel: x-axis label when the history has no ``step``/``epoch`` series (the x values are then
-            0, 1, 2...; say what one of them is, e.g. ``"epoch"``). Required in that case.
+        xlabel: x-axis label for series that have no x series to plot against (their x values are
+            then 0, 1, 2...; say what one of them is, e.g. ``"epoch"``). Required for such series,
+            except ``epoch_*`` series, which count epochs.
     """
-    series = _numeric_series(history)
-    x_name = next((name for name in ("step", "epoch") if name in series), None)
-    keys = list(keys) if keys is not None else [k for k in series if k != x_name]
+    series, x_axes = _numeric_series(history)
+    keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
     missing = [k for k in keys if k not in series]
     if missing or not keys:
         raise ValueError(f"plot_history: keys {missing or keys} not found; the history has {sorted(series)}")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = series[key]
-        has_x = x_name is not None and len(series[x_name]) == len(values)
-        if not has_x and xlabel is None:
+        x_name = x_axes[key] if len(series.get(x_axes[key], ())) == len(values) else None
+        if x_name is None and xlabel is None and x_axes[key] != "epoch":
             raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
                              "pass xlabel (what one x unit is, e.g. 'epoch')")
-        ax.plot(series[x_name] if has_x else range(len(values)), values)
+        ax.plot(series[x_name] if x_name else range(len(values)), values)
         ax.set_title(key)
-        ax.set_xlabel({"step": "optimizer step", "epoch": "epoch"}[x_name] if has_x else xlabel)
+        ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
         ax.set_ylabel((ylabels or {}).get(key, key))
         ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,18 +1,33 @@
-"""The batch grader on a folder of deliberately broken submissions (tests/fixtures/submissions)."""
+"""The batch grader on a folder of broken, hostile and honest submissions (tests/fixtures/submissions).
+
+The batch runs as its own process against a copy of the coursekit package (one submission
+rewrites the package it finds), with its own HOME and TMPDIR holding files that must survive.
+"""
 import csv
 import json
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from coursekit.cli import main
-from coursekit.grading.batch import find_submissions, homework_of
+from coursekit.grading import grade
+from coursekit.grading.batch import find_submissions, homework_of, written_answers
+from coursekit.grading.results import progress_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "submissions"
+PACKAGE = Path(__file__).parents[1] / "coursekit"
 sys.path.insert(0, str(FIXTURES))
-from build import NO_HOMEWORK, NOT_NOTEBOOK, SUBMISSIONS  # noqa: E402
+from build import FORGED, NO_HOMEWORK, NOT_NOTEBOOK, SUBMISSIONS  # noqa: E402
+
+ODD_NAME = b"good_\xff\xfe_02_simclr.ipynb"  # not valid UTF-8
+HONEST = {"zero": lambda z1, z2, t: torch.zeros(())}  # what a forged function computes, written honestly
 
 
 def test_homework_comes_from_metadata_then_file_name():
@@ -28,19 +43,123 @@ def test_folders_are_searched_for_notebooks():
     assert found == {f"{name}.ipynb" for name in SUBMISSIONS} | {NOT_NOTEBOOK, NO_HOMEWORK}
 
 
+def test_written_answers_are_the_text_under_each_question():
+    cells = [nbformat.v4.new_markdown_cell("## Question 1\n\nWhy?\n\nBecause."), nbformat.v4.new_markdown_cell("More."),
+             nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("## Question 2\n\nHow?")]
+    answers = written_answers(nbformat.v4.new_notebook(cells=cells), "99_none")
+    assert [(a["question"], a["answer"]) for a in answers] == [("Question 1", "Why?\n\nBecause.\n\nMore."),
+                                                             ("Question 2", "How?")]
+
+
+def _processes_with(token: str) -> list[int]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if token.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.slow
-def test_broken_submissions_are_each_graded_with_a_row_and_a_reason(tmp_path):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
+def test_a_class_of_broken_hostile_and_honest_submissions(tmp_path):
+    folder = tmp_path / "submissions"
+    shutil.copytree(FIXTURES, folder, ignore=shutil.ignore_patterns("build.py", "__pycache__"))
+    shutil.copy(folder / "good_02_simclr.ipynb", os.path.join(os.fsencode(folder), ODD_NAME))
+    package = tmp_path / "installed"
+    shutil.copytree(PACKAGE, package / "coursekit", ignore=shutil.ignore_patterns("__pycache__"))
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    for place in (home, tmp):
+        place.mkdir()
+        (place / "precious.txt").write_text("keep me")
+    token = secrets.token_hex(8)
+    env = {**os.environ, "PYTHONPATH": str(package), "HOME": str(home), "TMPDIR": str(tmp), "BATCH_TEST_TOKEN": token}
     out, report = tmp_path / "grades.csv", tmp_path / "grades.json"
-    assert main(["grade", str(FIXTURES), "--out", str(out), "--json", str(report), "--timeout", "12"]) == 0
-    rows = {Path(row["submission"]).stem: row for row in csv.DictReader(out.open())}
-    assert len(rows) == len(SUBMISSIONS) + 2
+    command = [sys.executable, "-m", "coursekit", "grade", str(folder), "--out", str(out), "--json", str(report),
+               "--timeout", "40", "--memory-limit", "4096", "--process-limit", "150"]
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+
+    assert finished.returncode == 1 and "package" in finished.stdout, finished.stdout + finished.stderr[-3000:]
+    rows = {Path(row["submission"]).stem: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    assert len(rows) == len(SUBMISSIONS) + 3  # the odd name, the essay and the untitled notebook too
     for name, (_, status, score, reason_words) in SUBMISSIONS.items():
         row = rows[name]
-        assert (row["status"], int(row["simclr.nt_xent"])) == (status, score), row
-        assert reason_words in row["reason"], row
+        assert row["status"] == status and reason_words in row["reason"], row
+        if name in FORGED:  # worth what computing the same numbers honestly is worth
+            honest, relation = FORGED[name]
+            honest_score = grade("simclr.nt_xent", HONEST[honest]).score
+            assert honest_score < 10 and (int(row["simclr.nt_xent"]) == honest_score if relation == "equal"
+                                          else int(row["simclr.nt_xent"]) <= honest_score), row
+        else:
+            assert int(row["simclr.nt_xent"]) == score, row
+    assert (int(rows["good_02_simclr"]["total"]), rows["good_02_simclr"]["answers"]) == (17, "1/1")
+    if os.geteuid() != 0:  # the process limit does not bind root
+        assert int(rows["hostile_limits_02_simclr"]["simclr.augmentation_pair_similarity"]) == 7
+    odd = rows[os.fsdecode(ODD_NAME).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")[:-6]]
+    assert odd["status"] == "ok" and int(odd["total"]) == 17
     assert rows[NOT_NOTEBOOK[:-6]]["status"] == "error" and "invalid JSON" in rows[NOT_NOTEBOOK[:-6]]["reason"]
     assert rows[NO_HOMEWORK[:-6]]["status"] == "error" and "unknown homework" in rows[NO_HOMEWORK[:-6]]["reason"]
     assert "nt_xent not found" in rows["renamed_function_02_simclr"]["reason"]
-    feedback = {Path(r["submission"]).stem: r for r in json.loads(report.read_text())}
+
+    feedback = {Path(r["submission"]).stem: r for r in json.loads(report.read_text(encoding="utf-8"))}
     raising = feedback["raising_cell_02_simclr"]["exercises"]["simclr.nt_xent"]["feedback"]
     assert raising == ["not implemented yet: replace the raise NotImplementedError with your code"]
+    for name in ("hostile_reference_02_simclr", "hostile_reference_wrapped_02_simclr"):
+        assert "reference implementation" in feedback[name]["exercises"]["simclr.nt_xent"]["feedback"][0]
+    assert feedback["good_02_simclr"]["answers"][0]["answer"].endswith("Because two crops share their colors.")
+    assert len(progress_path(out).read_text().splitlines()) == len(rows)
+
+    assert _processes_with(token) == []  # the sleeps and the daemon of hostile_background are gone
+    for place in (home, tmp):  # hostile_tmpdir cleaned only its own folders
+        assert (place / "precious.txt").read_text() == "keep me"
+        assert not (place / "left_by_a_submission.txt").exists()
+
+
+@pytest.mark.slow
+def test_resume_grades_only_what_the_progress_file_lacks(tmp_path):
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    for name in ("raising_cell_02_simclr", "renamed_function_02_simclr"):
+        shutil.copy(FIXTURES / f"{name}.ipynb", folder)
+    out = tmp_path / "grades.csv"
+    done = {"submission": str(folder / "raising_cell_02_simclr.ipynb"), "homework": "02_simclr", "status": "ok",
+            "reason": "graded before the interruption", "exercises": {}, "answers": []}
+    progress_path(out).write_text(json.dumps(done) + "\n" + '{"submission": "cut sh')  # the last line was cut
+    assert main(["grade", str(folder), "--out", str(out), "--resume", "--timeout", "30"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [Path(r["submission"]).stem for r in rows] == ["raising_cell_02_simclr", "renamed_function_02_simclr"]
+    assert rows[0]["reason"] == "graded before the interruption"
+
+
+def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
+    folder = tmp_path / "submission"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "raising_cell_02_simclr.ipynb", folder)
+    out = tmp_path / "results.json"
+    assert main(["grade", str(folder), "--out", str(out), "--format", "gradescope", "--timeout", "30"]) == 0
+    results = json.loads(out.read_text())
+    assert [(t["name"], t["score"], t["max_score"]) for t in results["tests"]] == [
+        ("raising_cell_02_simclr.ipynb: simclr.nt_xent", 0, 10),
+        ("raising_cell_02_simclr.ipynb: simclr.augmentation_pair_similarity", 0, 7)]
+    assert results["score"] == 0 and "ZeroDivisionError" in results["output"]
+    assert "not implemented" in results["tests"][0]["output"]
+
+
+def test_a_grader_failure_on_one_submission_becomes_its_error_row(tmp_path, monkeypatch):
+    from coursekit.grading import batch
+    from coursekit.grading.results import SubmissionResult
+
+    def grade_or_fail(path, **options):
+        if "raising" in path.name:
+            raise RuntimeError("a bug in the grader")
+        return SubmissionResult(str(path), "02_simclr", "ok", "graded")
+
+    monkeypatch.setattr(batch, "grade_submission", grade_or_fail)
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(FIXTURES / "raising_cell_02_simclr.ipynb"), str(FIXTURES / "good_02_simclr.ipynb"),
+                 "--out", str(out), "--json", str(tmp_path / "grades.json")]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("error", "the grader failed on this submission: RuntimeError: a bug in the grader"), ("ok", "graded")]

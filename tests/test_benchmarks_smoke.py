@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -27,29 +28,130 @@ def read(results_dir: Path, name: str) -> dict:
 def test_throughput_runs(tmp_path):
     import throughput
 
+    threads = torch.get_num_threads()
     throughput.main(["--device", "cpu", "--methods", "simclr", "dino", "--width", "2", "--batch-size", "4",
-                     "--num-images", "16", "--workers", "0", "--warmup", "1", "--rounds", "1", "--steps", "1",
-                     "--results-dir", str(tmp_path)])
+                     "--workers", "0", "1", "--rounds", "1", "--steps", "1", "--results-dir", str(tmp_path)])
+    assert torch.get_num_threads() == threads  # the cpu clock's one thread ends with the run
     result = read(tmp_path, "throughput")
     assert set(result["methods"]) == {"simclr", "dino"}
+    assert result["settings"]["clock"] == "cpu" and result["torch_threads"] == 1
     for method in result["methods"].values():
         assert set(method["images_per_s"]) == {"coursekit", "lightly", "ceiling"}
-        assert method["coursekit_over_lightly"] > 0 and method["coursekit_over_ceiling"] > 0
+        assert set(method["lightly_images_per_s_by_workers"]) == {"0", "1"}
+        best = method["lightly_images_per_s_by_workers"][str(method["lightly_best_workers"])]
+        assert best == max(method["lightly_images_per_s_by_workers"].values()) == method["images_per_s"]["lightly"]
+        for ratio in ("coursekit_over_lightly", "coursekit_over_ceiling"):
+            assert 0 < method[ratio]["min"] <= method[ratio]["median"]
     assert "load_average_1min_start" in result and result["versions"]["lightly"]
+
+
+def test_throughput_times_fits_steps_between_the_clock_marks():
+    """A round is one fit call; the clock is read after step `lead` and after the last step, and
+    a lightly round takes exactly lead + steps batches from its DataLoader."""
+    import throughput
+
+    settings = throughput.Settings(width=2, batch_size=4)
+    device = torch.device("cpu")
+    images = throughput.random_images(40, 32, seed=0)
+    readings = iter([10.0, 12.0])
+    coursekit = throughput.coursekit_pipeline("simclr", settings, images, device)
+    before = [p.clone() for p in coursekit.method.parameters()]
+    assert coursekit.images_per_second(settings, 3, lambda: next(readings), device, seed=0) == 3 * 4 / 2.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, coursekit.method.parameters()))  # fit trained it
+
+    dataset = throughput.TimedBatches(throughput.PILViews(images, throughput.lightly_transform("simclr", 32)))
+    lightly = throughput.lightly_pipeline("simclr", settings, images, dataset, 1, 2, device, "wall")
+    readings = iter([0.0, 4.0])
+    assert lightly.images_per_second(settings, 2, lambda: next(readings), device, seed=0) == 2 * 4 / 4.0
+    assert lightly.lead == 3 and [worker for worker, _ in lightly.method.stamps] == [0] * 5
+    assert lightly.method.batches is None  # the round ended its DataLoader workers
+
+
+def test_workers_seconds_counts_each_workers_time_after_the_lead():
+    import throughput
+
+    stamps = [(0, 1.0), (1, 2.0), (0, 1.5), (1, 2.5), (0, 2.25), (1, 3.0), (0, 3.0)]
+    assert throughput.workers_seconds(stamps, lead=3) == (3.0 - 1.5) + (3.0 - 2.0)
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_ceiling_trains_on_views_made_once(method):
+    """The ceiling's method sets its documented ``views`` attribute: whatever images fit hands it,
+    its training_step sees the same views (the real recipe makes new ones)."""
+    import throughput
+
+    settings = throughput.Settings(width=2, batch_size=4)
+    images = throughput.random_images(8, 32, seed=0)
+    losses = {}
+    for ceiling in (False, True):
+        model = throughput.coursekit_pipeline(method, settings, images, torch.device("cpu"), ceiling=ceiling).method
+        losses[ceiling] = [model.training_step(batch, torch.Generator().manual_seed(seed)).item()
+                           for batch, seed in ((images[:4], 1), (images[4:], 2))]
+    assert losses[True][0] == losses[True][1] and losses[False][0] != losses[False][1]
+
+
+@pytest.mark.parametrize("size, jitter, blur", [(32, 0.4, 0.0), (96, 0.8, 0.5)])
+def test_lightly_simclr_transform_follows_coursekit_recipe(size, jitter, blur):
+    """SimCLR's recipe: half-strength jitter and no blur up to 64 px, full jitter and blur above."""
+    import throughput
+
+    ops = throughput.lightly_transform("simclr", size).transforms[0].transform.transforms
+    by_name = {type(op).__name__: op for op in ops}  # lightly picks torchvision's v1 or v2 classes
+    crop, blur_op, jitter_op = by_name["RandomResizedCrop"], by_name["GaussianBlur"], by_name["RandomApply"].transforms[0]
+    assert crop.size == (size, size) and blur_op.prob == blur
+    assert jitter_op.brightness == pytest.approx((1 - jitter, 1 + jitter))
+    assert blur_op.sigmas == pytest.approx((0.1 * size / 224, 2.0 * size / 224))
+
+
+def test_lightly_dino_transform_has_the_recipes_views():
+    import throughput
+
+    views = throughput.lightly_transform("dino", 32)(throughput.TF.to_pil_image(throughput.random_images(1, 32, 0)[0]))
+    assert [tuple(view.shape) for view in views] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 6
+
+
+def test_worker_counts_and_cpu_clock_checks():
+    import common
+    import throughput
+
+    assert throughput.worker_counts(2) == [0, 1, 2] and throughput.worker_counts(16) == [0, 1, 2, 4, 8, 16]
+    with pytest.raises(ValueError, match="needs the CPU device"):
+        common.make_clock("cpu", torch.device("cuda"))
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--steps", "0"])
 
 
 def test_quality_runs(tmp_path):
     import quality
 
     quality.main(["--device", "cpu", "--epochs", "1", "--train-images", "32", "--test-images", "16",
-                  "--width", "2", "--batch-size", "16", "--workers", "0", "--results-dir", str(tmp_path)])
+                  "--width", "2", "--batch-size", "16", "--workers", "0", "--seeds", "0", "1",
+                  "--results-dir", str(tmp_path)])
     result = read(tmp_path, "quality")
     methods = result["datasets"]["fashion_mnist"]["methods"]
     assert set(methods) == {"simclr", "byol"}
     for runs in methods.values():
         for implementation in ("coursekit", "lightly"):
-            assert len(runs[implementation]["knn_accuracy_per_epoch"]) == 1
-            assert 0 <= runs[implementation]["final_knn_accuracy"] <= 1
+            assert set(runs[implementation]) == {"0", "1"}
+            for seed_run in runs[implementation].values():
+                assert len(seed_run["knn_accuracy_per_epoch"]) == 1
+                assert 0 <= seed_run["final_knn_accuracy"] <= 1
+        assert len(runs["coursekit_minus_lightly_points"]["per_seed"]) == 2
+
+
+def test_knn_methods_runs(tmp_path):
+    import knn_methods
+
+    knn_methods.main(["--profile", "smoke", "--methods", "simclr", "mae", "--seeds", "0", "1", "--epochs", "1",
+                      "--train-images", "128", "--test-images", "32", "--results-dir", str(tmp_path)])
+    for method, protocol in (("simclr", "knn"), ("mae", "linear")):
+        result = read(tmp_path, f"knn_methods_{method}")
+        assert set(result["runs"]) == {"0", "1"}
+        for report in result["runs"].values():
+            assert report["protocol"] == protocol and report["steps"] == 2 and report["cpu_seconds"] > 0
+            assert set(report[protocol]) == {"random_init", "pretrained"}
+    table = (tmp_path / "knn_methods_cpu.md").read_text()
+    assert "| simclr | knn | 0,1 |" in table and "| mae | linear | 0,1 |" in table
 
 
 def test_suite_time_runs(tmp_path):
@@ -59,3 +161,12 @@ def test_suite_time_runs(tmp_path):
     result = read(tmp_path, "suite")
     assert result["unit_tests"]["seconds"] > 0 and "returncode" in result["unit_tests"]
     assert result["notebooks"] == {}
+
+
+def test_augment_runs(tmp_path):
+    import augment
+
+    augment.main(["--device", "cpu", "--batch-size", "8", "--repeats", "1", "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "augment")
+    assert result["settings"]["clock"] == "cpu" and result["torch_threads"] == 1
+    assert result["images_per_s"]["coursekit_batched"] > 0 and result["images_per_s"]["torchvision_v2_per_image_cpu"] > 0

@@ -381,7 +381,7 @@ MISTAKES = [
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, normalize=False), "inputs not L2-normalized"),
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, anchors=len(a)), "only the z1 views"),
     ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, reduce="sum"), "summed over the anchors"),
-    ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, detach_z2=True), "no gradient flows into z2"),
+    ("simclr.nt_xent", lambda a, b, t: _nt_xent_variant(a, b, t, detach_z2=True), "no gradient reaches z2"),
     ("moco.momentum_update", momentum_swapped, "m and 1 - m swapped"),
     ("moco.momentum_update", momentum_copies_online, "overwritten with the online weights"),
     ("moco.momentum_update", momentum_rebinds, "target not updated"),
@@ -479,6 +479,29 @@ def test_mistake_loses_points_and_is_named(exercise_id, mistaken, words):
 
 
 def test_every_exercise_has_an_alternative_and_five_named_mistakes():
-    assert set(ALTERNATIVES) <= set(EXERCISES)
-    for exercise_id in ALTERNATIVES:
-        assert sum(m[0] == exercise_id for m in MISTAKES) >= 5, exercise_id
+    """Every registered exercise, wherever its grader tests live, has another correct version (not
+    the reference) and at least five named mistakes."""
+    import test_analysis_exercises
+    import test_lesson0708_exercises
+    import test_lesson0910_exercises
+    import test_masking_exercise
+
+    alternatives = {exercise_id: [fn] for exercise_id, fn in ALTERNATIVES.items()}
+    mistakes = list(MISTAKES)
+    for module in (test_analysis_exercises, test_lesson0708_exercises, test_lesson0910_exercises, test_masking_exercise):
+        for exercise_id, fns in module.ALTERNATIVES.items():
+            alternatives.setdefault(exercise_id, []).extend(fns if isinstance(fns, list) else [fns])
+        mistakes += module.MISTAKES
+    for exercise_id, exercise in EXERCISES.items():
+        others = [fn for fn in alternatives.get(exercise_id, []) if fn is not exercise.reference()]
+        assert others, f"{exercise_id} has no other correct version in the tests"
+        assert sum(m[0] == exercise_id for m in mistakes) >= 5, exercise_id
+
+
+def test_a_mask_in_shuffled_order_is_named_once():
+    """The secondary checks of randomness read the kept tokens, not the mask: a mask left in
+    shuffled order is one mistake with one feedback line."""
+    result = grade("mae.random_masking", lambda x, r, g=None: _masking_variant(x, r, g, unshuffle_mask=False))
+    text = " ".join(result.feedback)
+    assert "not in the original token order" in text
+    assert "same noise" not in text and "generator is not used" not in text and len(result.feedback) == 1

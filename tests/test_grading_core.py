@@ -1,7 +1,13 @@
 """The grading core: results, feedback, time limits, rendering and the registries."""
+import io
+import json
 import os
+import re
+import struct
 import sys
 import threading
+
+import numpy as np
 
 import pytest
 import torch
@@ -115,3 +121,110 @@ def test_thread_fallback_stops_an_endless_loop(monkeypatch):
     finally:
         stop.set()  # the thread cannot be killed: end it so it does not keep a core busy
     assert grade("simclr.nt_xent", stub).feedback == [core.NOT_IMPLEMENTED_FEEDBACK]
+
+
+# ---------------------------------------------------------------------------------------------
+# Grading through another process (what the batch grader does with a student's kernel)
+
+
+def _serve_in_subprocess(kernel, namespace_source: str):
+    """A plain Python process that defines functions with ``namespace_source`` and serves them."""
+    import subprocess
+
+    code = "\n".join([namespace_source, kernel.runner_cell()])
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def _grade_remotely(source: str, exercise_ids, time_limit=20.0):
+    import time
+
+    from coursekit.grading.remote import RemoteFunction, StudentKernel
+
+    kernel = StudentKernel(None)
+    process = _serve_in_subprocess(kernel, source)
+    results = {}
+    try:
+        alive = lambda: process.poll() is None  # noqa: E731
+        assert kernel.connect(alive, timeout=600)  # the process imports every reference first
+        for exercise_id in exercise_ids:
+            ex = get_exercise(exercise_id)
+            connection, hello = kernel.open_exercise(ex.function_name, time_limit, alive)
+            assert hello["found"] and hello["callable"], (exercise_id, hello)
+            results[exercise_id] = core.grade_here(ex, RemoteFunction(connection, time.monotonic() + time_limit),
+                                                   time_limit)
+            kernel.close_exercise(connection, time_limit)
+    finally:
+        kernel.stop()
+        process.wait(timeout=30)
+    return results
+
+
+def test_every_reference_gets_full_marks_through_another_process():
+    lines = ["import importlib"]
+    for ex in EXERCISES.values():
+        module, name = ex.reference_path.split(":")
+        lines.append(f"{ex.function_name} = getattr(importlib.import_module({module!r}), {name!r})")
+    results = _grade_remotely("\n".join(lines), sorted(EXERCISES))
+    for exercise_id, result in results.items():
+        assert result.passed, (exercise_id, result.feedback)
+
+
+def test_a_loop_in_the_other_process_ends_that_exercise_only():
+    source = "def regression_loss(p, z):\n    while True:\n        pass\ndef nt_xent(z1, z2, t):\n    raise NotImplementedError"
+    results = _grade_remotely(source, ["byol.regression_loss", "simclr.nt_xent"], time_limit=2.0)
+    assert "did not finish within 2 s" in results["byol.regression_loss"].feedback[0]
+    assert results["simclr.nt_xent"].feedback == [core.NOT_IMPLEMENTED_FEEDBACK]
+
+
+def test_hints_point_at_the_idea_not_the_code():
+    code = re.compile(r"torch\.|\bF\.|\.\w+\(|\w\(|\s=\s|\[\s*:|\*\*|//")
+    for exercise_id, ex in EXERCISES.items():
+        for prop in ex.properties:
+            assert not code.search(prop.hint), (exercise_id, prop.hint)
+
+
+def test_a_gradient_check_stays_silent_when_the_value_is_already_wrong():
+    result = grade("simclr.nt_xent", nt_xent_without_temperature)
+    assert not any("gradient" in line and "pt)" in line for line in result.feedback), result.feedback
+    assert any("depend on the checks above" in line for line in result.feedback)
+
+
+# ---------------------------------------------------------------------------------------------
+# The wire: only plain data crosses it
+
+
+def test_values_cross_the_wire_as_plain_data():
+    from coursekit.grading import wire
+
+    arrays = []
+    value = {("a", "b"): 0.5, "t": torch.arange(3), "n": None, "x": [True, 2, "s"], "o": object()}
+    node = wire.encode(value, arrays)
+    back = wire.decode(node, [np.load(io.BytesIO(_npy(a)), allow_pickle=False) for a in arrays])
+    assert back[("a", "b")] == 0.5 and torch.equal(back["t"], torch.arange(3)) and back["x"] == [True, 2, "s"]
+    assert back["n"] is None and isinstance(back["o"], wire.Foreign) and back["o"].type_name == "object"
+
+
+def _npy(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def test_pickled_or_malformed_answers_are_refused():
+    import socket as sockets
+
+    from coursekit.grading import wire
+
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([object()], dtype=object), allow_pickle=True)  # unpickling would run code
+    for header, blob in [({"outcome": "ok"}, pickled.getvalue()), ({"outcome": "ok"}, b"not an array")]:
+        sender, receiver = sockets.socketpair()
+        head = json.dumps({**header, "blobs": [len(blob)]}).encode()
+        sender.sendall(struct.pack("!Q", len(head)) + head + blob)
+        with pytest.raises(wire.WireError):
+            wire.receive_message(receiver)
+        sender.close(), receiver.close()
+    with pytest.raises(wire.WireError):
+        wire.decode({"t": "tensor", "i": 0, "dtype": "torch.float32"}, [np.zeros(2, dtype=np.int64)])
+    with pytest.raises(wire.WireError):
+        wire.decode({"t": "param", "arg": 0, "name": "weight"}, [], {})

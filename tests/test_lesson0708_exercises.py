@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from coursekit.evaluate import patches, retrieval
 from coursekit.grading import grade
 from grader_asserts import _caught, _full_marks
-from coursekit.grading.dinov2 import _first_component
 
 
 # ------------------------------------------------------------------------------------------------
@@ -30,7 +29,10 @@ def numpy_top_k(queries, gallery, k):
     return torch.from_numpy(np.argsort(-(q @ g.T), axis=1)[:, :k].copy())
 
 
-@pytest.mark.parametrize("fn", [retrieval.cosine_top_k, loop_top_k, numpy_top_k])
+COSINE_TOP_K_CORRECT = [retrieval.cosine_top_k, loop_top_k, numpy_top_k]
+
+
+@pytest.mark.parametrize("fn", COSINE_TOP_K_CORRECT)
 def test_cosine_top_k_correct_versions_get_full_marks(fn):
     _full_marks("dinov2.cosine_top_k", fn)
 
@@ -39,7 +41,7 @@ def _cosine(q, g):
     return F.normalize(q, dim=1) @ F.normalize(g, dim=1).T
 
 
-@pytest.mark.parametrize("fn, words", [
+COSINE_TOP_K_MISTAKES = [
     (lambda q, g, k: (q @ g.T).topk(k, dim=1).indices, "not L2-normalized"),
     (lambda q, g, k: _cosine(q, g).topk(k, dim=1, largest=False).indices, "least similar"),
     (lambda q, g, k: _cosine(q, g).topk(k, dim=1).indices.sort(dim=1).values, "sorted by index"),
@@ -48,7 +50,10 @@ def _cosine(q, g):
     (lambda q, g, k: _cosine(q, g).topk(k + 1, dim=1).indices[:, 1:], "skipped"),
     (lambda q, g, k: _cosine(q, g).topk(k, dim=1).indices.float(), "expected torch.int64"),
     (lambda q, g, k: _cosine(q, g).topk(k, dim=1).values, "expected torch.int64"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", COSINE_TOP_K_MISTAKES)
 def test_cosine_top_k_mistakes_are_named(fn, words):
     _caught("dinov2.cosine_top_k", fn, words)
 
@@ -91,13 +96,39 @@ def pca_lowrank_mask(features, grid, threshold):
     return (first - first.min()) / (first.max() - first.min()) > threshold
 
 
-@pytest.mark.parametrize("fn", [patches.foreground_mask, eigh_mask, pca_lowrank_mask])
+FOREGROUND_MASK_CORRECT = [patches.foreground_mask, eigh_mask, pca_lowrank_mask]
+
+
+@pytest.mark.parametrize("fn", FOREGROUND_MASK_CORRECT)
 def test_foreground_mask_correct_versions_get_full_marks(fn):
     _full_marks("dinov2.foreground_mask", fn)
 
 
-def _mistake(**kwargs):
-    return lambda f, grid, t: _first_component(f.float(), grid, **kwargs) > t
+def mask_written_with(center=True, fix_sign=True, per_image=False, column_major=False, smallest=False):
+    """A foreground mask written the way a student might, with one mistake switched on; NumPy
+    eigenvectors of the covariance, independent of the grader's own code."""
+    def mask(features, grid, threshold):
+        height, width = grid
+        x = features.reshape(-1, features.shape[-1]).numpy().astype(np.float64)
+        if center:
+            x = x - x.mean(axis=0)
+        direction = np.linalg.eigh(x.T @ x)[1][:, 0 if smallest else -1]
+        projection = (x @ direction).reshape(len(features), -1)
+        if column_major:
+            first = projection.reshape(len(features), width, height).transpose(0, 2, 1)
+        else:
+            first = projection.reshape(len(features), height, width)
+        border = np.ones((height, width), dtype=bool)
+        border[1:-1, 1:-1] = False
+        if fix_sign and first[:, border].mean() > first[:, ~border].mean():
+            first = -first
+        if per_image:
+            low, high = first.min(axis=(1, 2), keepdims=True), first.max(axis=(1, 2), keepdims=True)
+        else:
+            low, high = first.min(), first.max()
+        return torch.from_numpy((first - low) / (high - low) > threshold)
+
+    return mask
 
 
 def _in_place(features, grid, threshold):
@@ -105,15 +136,18 @@ def _in_place(features, grid, threshold):
     return patches.foreground_mask(features, grid, threshold)
 
 
-@pytest.mark.parametrize("fn, words", [
-    (_mistake(center=False), "not centered"),
-    (_mistake(fix_sign=False), "sign"),
-    (_mistake(per_image=True), "each image min-max scaled"),
-    (_mistake(column_major=True), "column by column"),
-    (_mistake(index=-1), "last principal direction"),
+FOREGROUND_MASK_MISTAKES = [
+    (mask_written_with(center=False), "not centered"),
+    (mask_written_with(fix_sign=False), "sign"),
+    (mask_written_with(per_image=True), "each image min-max scaled"),
+    (mask_written_with(column_major=True), "column by column"),
+    (mask_written_with(smallest=True), "last principal direction"),
     (lambda f, grid, t: patches.first_component_map(f, grid), "expected torch.bool"),
     (_in_place, "changed the patch features"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", FOREGROUND_MASK_MISTAKES)
 def test_foreground_mask_mistakes_are_named(fn, words):
     _caught("dinov2.foreground_mask", fn, words)
 
@@ -144,7 +178,6 @@ def test_precision_at_k():
 # probe.ridge_classifier
 
 from coursekit.evaluate import ridge_classifier  # noqa: E402
-from coursekit.grading.probe import _ridge_variant  # noqa: E402
 
 
 def numpy_ridge(x, labels, num_classes, l2):
@@ -164,24 +197,50 @@ def inverse_ridge(x, labels, num_classes, l2):
     return weight, y.mean(0) - x_mean @ weight
 
 
-@pytest.mark.parametrize("fn", [ridge_classifier, numpy_ridge, inverse_ridge])
+RIDGE_CORRECT = [ridge_classifier, numpy_ridge, inverse_ridge]
+
+
+@pytest.mark.parametrize("fn", RIDGE_CORRECT)
 def test_ridge_correct_versions_get_full_marks(fn):
     _full_marks("probe.ridge_classifier", fn)
 
 
-def _float(**kwargs):
-    return lambda *args: tuple(t.float() for t in _ridge_variant(*args, **kwargs))
+def ridge_written_with(bias="unpenalized", l2_scale=1.0, l2_added=True):
+    """A ridge probe written the way a student might (NumPy least squares with a column of ones),
+    with one mistake switched on; independent of the grader's own code."""
+    def ridge(x, labels, num_classes, l2):
+        features = x.numpy().astype(np.float64)
+        targets = np.eye(num_classes)[labels.numpy()]
+        if bias != "none":
+            features = np.hstack([features, np.ones((len(x), 1))])
+        penalty = (l2 * l2_scale if l2_added else 0.0) * np.eye(features.shape[1])
+        if bias in ("unpenalized", "mean of the labels only"):
+            penalty[-1, -1] = 0.0
+        solution = np.linalg.solve(features.T @ features + penalty, features.T @ targets)
+        weight = solution[:x.shape[1]]
+        if bias == "none":
+            offset = np.zeros(num_classes)
+        elif bias == "mean of the labels only":
+            offset = targets.mean(axis=0)
+        else:
+            offset = solution[-1]
+        return torch.from_numpy(weight).float(), torch.from_numpy(offset).float()
+
+    return ridge
 
 
-@pytest.mark.parametrize("fn, words", [
-    (_float(intercept="penalized"), "bias is penalized"),
-    (_float(intercept="none"), "no bias at all"),
-    (lambda x, y, c, l2: tuple(t.float() for t in _ridge_variant(x, y, c, 0.0)), "l2 not added"),
-    (lambda x, y, c, l2: _float(l2_scale=float(len(x)))(x, y, c, l2), "multiplied by the number of samples"),
-    (_float(bias_shift=False), "mean(Y) only"),
+RIDGE_MISTAKES = [
+    (ridge_written_with(bias="penalized"), "bias is penalized"),
+    (ridge_written_with(bias="none"), "no bias at all"),
+    (ridge_written_with(l2_added=False), "l2 not added"),
+    (lambda x, y, c, l2: ridge_written_with(l2_scale=float(len(x)))(x, y, c, l2), "multiplied by the number of samples"),
+    (ridge_written_with(bias="mean of the labels only"), "mean(Y) only"),
     (lambda *a: (ridge_classifier(*a)[0].T, ridge_classifier(*a)[1]), "[C, D]"),
     (lambda x, y, c, l2: ridge_classifier(x, y, int(y.max()) + 1, l2), "expected [5, 5]"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", RIDGE_MISTAKES)
 def test_ridge_mistakes_are_named(fn, words):
     _caught("probe.ridge_classifier", fn, words)
 
@@ -192,3 +251,11 @@ def test_ridge_classifier_separates_clusters():
     x = torch.eye(3)[labels] * 4 + torch.randn(60, 3, generator=generator) * 0.3 + 5.0
     weight, bias = ridge_classifier(x, labels, 3, 1.0)
     assert torch.equal((x @ weight + bias).argmax(dim=1), labels)
+
+
+# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+ALTERNATIVES = {"dinov2.cosine_top_k": COSINE_TOP_K_CORRECT, "dinov2.foreground_mask": FOREGROUND_MASK_CORRECT,
+                "probe.ridge_classifier": RIDGE_CORRECT}
+MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (
+    ("dinov2.cosine_top_k", COSINE_TOP_K_MISTAKES), ("dinov2.foreground_mask", FOREGROUND_MASK_MISTAKES),
+    ("probe.ridge_classifier", RIDGE_MISTAKES)) for fn, words in cases]

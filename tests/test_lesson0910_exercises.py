@@ -74,7 +74,10 @@ def _iou_parts(a, b, clamp=True):
     return inter, area_a, area_b
 
 
-@pytest.mark.parametrize("fn", [boxes.box_iou, loop_iou])
+BOX_IOU_CORRECT = [boxes.box_iou, loop_iou]
+
+
+@pytest.mark.parametrize("fn", BOX_IOU_CORRECT)
 def test_box_iou_correct_versions_get_full_marks(fn):
     _full_marks("detection.box_iou", fn)
 
@@ -111,7 +114,7 @@ def _rowwise(a, b):
     return boxes.box_iou(a[:n], b[:n]).diagonal()
 
 
-@pytest.mark.parametrize("fn, words", [
+BOX_IOU_MISTAKES = [
     (_no_union_subtraction, "subtract the intersection"),
     (_no_clamp, "not clamped at 0"),
     (_over_first, "area of the first box"),
@@ -119,7 +122,10 @@ def _rowwise(a, b):
     (_plus_one, "+1 pixel"),
     (_rowwise, "one IoU per row"),
     (lambda a, b: boxes.box_iou(a, b).tolist(), "torch.Tensor"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", BOX_IOU_MISTAKES)
 def test_box_iou_mistakes_are_named(fn, words):
     _caught("detection.box_iou", fn, words)
 
@@ -145,12 +151,15 @@ def _scaled(values, width, height):
     return values / torch.tensor([width, height, width, height], dtype=torch.float32)
 
 
-@pytest.mark.parametrize("fn", [boxes.xyxy_to_yolo, loop_to_yolo])
+XYXY_TO_YOLO_CORRECT = [boxes.xyxy_to_yolo, loop_to_yolo]
+
+
+@pytest.mark.parametrize("fn", XYXY_TO_YOLO_CORRECT)
 def test_xyxy_to_yolo_correct_versions_get_full_marks(fn):
     _full_marks("detection.xyxy_to_yolo", fn)
 
 
-@pytest.mark.parametrize("fn, words", [
+XYXY_TO_YOLO_MISTAKES = [
     (lambda b, w, h: boxes.xyxy_to_yolo(b, 1, 1), "not normalized"),
     (lambda b, w, h: boxes.xyxy_to_yolo(b, h, w), "swapped"),
     (lambda b, w, h: _scaled(boxes.xyxy_to_xywh(b.float()), w, h), "top-left corner"),
@@ -158,7 +167,10 @@ def test_xyxy_to_yolo_correct_versions_get_full_marks(fn):
     (lambda b, w, h: boxes.xyxy_to_yolo(b, w, w), "divided by the width"),
     (lambda b, w, h: boxes.xyxy_to_yolo(b, w, h) * torch.tensor([1.0, 1.0, 0.5, 0.5]), "half the width"),
     (lambda b, w, h: boxes.xyxy_to_yolo(b, w, h).long(), "floating point"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", XYXY_TO_YOLO_MISTAKES)
 def test_xyxy_to_yolo_mistakes_are_named(fn, words):
     _caught("detection.xyxy_to_yolo", fn, words)
 
@@ -174,7 +186,10 @@ def explicit_groups(model, lr, backbone_lr_scale):
     return [{"params": body, "lr": lr * backbone_lr_scale}, {"params": head, "lr": lr}]  # other order, empty allowed
 
 
-@pytest.mark.parametrize("fn", [optim.param_groups, explicit_groups])
+PARAM_GROUPS_CORRECT = [optim.param_groups, explicit_groups]
+
+
+@pytest.mark.parametrize("fn", PARAM_GROUPS_CORRECT)
 def test_param_groups_correct_versions_get_full_marks(fn):
     _full_marks("detection.param_groups", fn)
 
@@ -211,7 +226,7 @@ def _backbone_only(model, lr, scale):
     return [{"params": [p for p in model.backbone.parameters() if p.requires_grad], "lr": lr * scale}]
 
 
-@pytest.mark.parametrize("fn, words", [
+PARAM_GROUPS_MISTAKES = [
     (_frozen_included, "frozen parameter"),
     (_same_lr, "full lr"),
     (_divided, "do not divide"),
@@ -220,13 +235,16 @@ def _backbone_only(model, lr, scale):
     (_twice, "exactly one group"),
     (_backbone_only, "is in no group"),
     (lambda model, lr, scale: {"head": list(model.parameters())}, "list of dicts"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", PARAM_GROUPS_MISTAKES)
 def test_param_groups_mistakes_are_named(fn, words):
     _caught("detection.param_groups", fn, words)
 
 
 def test_param_groups_reference_matches_make_optimizer():
-    from coursekit.grading.detection import _model
+    from coursekit.grading.yolo_transfer import _model
 
     tiny = _model("last_blocks")
     groups = optim.param_groups(tiny, 1e-3, 0.1)
@@ -251,18 +269,34 @@ def einops_like(tokens, grid):
     return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("fn", [patches.tokens_to_feature_map, loop_map, einops_like])
+TOKENS_TO_FEATURE_MAP_CORRECT = [patches.tokens_to_feature_map, loop_map, einops_like]
+
+
+@pytest.mark.parametrize("fn", TOKENS_TO_FEATURE_MAP_CORRECT)
 def test_tokens_to_feature_map_correct_versions_get_full_marks(fn):
     _full_marks("segmentation.tokens_to_feature_map", fn)
 
 
-@pytest.mark.parametrize("fn, words", [
+TOKENS_TO_FEATURE_MAP_MISTAKES = [
     (lambda t, g: t.reshape(t.shape[0], t.shape[2], *g), "move the channel axis first"),
     (lambda t, g: t.transpose(1, 2).reshape(t.shape[0], t.shape[2], g[1], g[0]).transpose(2, 3), "column by column"),
     (lambda t, g: t.transpose(1, 2).reshape(t.shape[0], t.shape[2], g[1], g[0]), "swapped"),
     (lambda t, g: t.reshape(t.shape[0], g[0], g[1], t.shape[2]), "channels are last"),
     (lambda t, g: t.transpose(1, 2), "still flat"),
     (lambda t, g: torch.tensor(patches.tokens_to_feature_map(t, g).tolist()), "no gradient"),
-])
+]
+
+
+@pytest.mark.parametrize("fn, words", TOKENS_TO_FEATURE_MAP_MISTAKES)
 def test_tokens_to_feature_map_mistakes_are_named(fn, words):
     _caught("segmentation.tokens_to_feature_map", fn, words)
+
+
+# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+ALTERNATIVES = {"detection.box_iou": BOX_IOU_CORRECT, "detection.xyxy_to_yolo": XYXY_TO_YOLO_CORRECT,
+                "detection.param_groups": PARAM_GROUPS_CORRECT,
+                "segmentation.tokens_to_feature_map": TOKENS_TO_FEATURE_MAP_CORRECT}
+MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (
+    ("detection.box_iou", BOX_IOU_MISTAKES), ("detection.xyxy_to_yolo", XYXY_TO_YOLO_MISTAKES),
+    ("detection.param_groups", PARAM_GROUPS_MISTAKES),
+    ("segmentation.tokens_to_feature_map", TOKENS_TO_FEATURE_MAP_MISTAKES)) for fn, words in cases]

@@ -65,17 +65,31 @@ def test_block_mask_reference_and_alternative_get_full_marks():
     _full_marks("mae.block_mask", block_mask_loops)
 
 
-@pytest.mark.parametrize("mistaken, words", [
+BLOCK_MASK_MISTAKES = [
     (lambda h, w, r, g=None: 1 - masking.block_mask(h, w, r, g), "1 = removed"),
     (lambda h, w, r, g=None: masking.random_mask(h, w, r, g), "instead of one"),
     (lambda h, w, r, g=None: block_mask_loops(h, w, r, torch.Generator().manual_seed(0)), "always at the same place"),
     (lambda h, w, r, g=None: block_mask_loops(h, w, r, None), "same generator seed gave different masks"),
+    (lambda h, w, r, g=None: block_mask_loops(h, w, r, g).bool(), "expected a floating point tensor"),
     (lambda h, w, r, g=None: _int_ratio_block(h, w, r, g), "not the removed ones"),
     (lambda h, w, r, g=None: _full_rows_block(h, w, r, g), "instead of one"),
     (lambda h, w, r, g=None: masking.block_mask(h, w, r, g).tolist(), "should be a torch.Tensor"),
-])
-def test_block_mask_mistakes_are_named(mistaken, words):
-    _caught("mae.block_mask", mistaken, words)
+]
+
+
+@pytest.mark.parametrize("fn, words", BLOCK_MASK_MISTAKES)
+def test_block_mask_mistakes_are_named(fn, words):
+    _caught("mae.block_mask", fn, words)
+
+
+def test_block_mask_contract_gaps_cost_exactly_their_point():
+    """A bool mask is right except for its dtype; a mask from the global generator is right except
+    for where its randomness comes from: each loses the one point of that part of the contract."""
+    from coursekit.grading import grade
+
+    as_bool = grade("mae.block_mask", lambda h, w, r, g=None: block_mask_loops(h, w, r, g).bool())
+    global_rng = grade("mae.block_mask", lambda h, w, r, g=None: block_mask_loops(h, w, r, None))
+    assert as_bool.score == global_rng.score == as_bool.max_score - 1, (as_bool.feedback, global_rng.feedback)
 
 
 def _int_ratio_block(grid_h, grid_w, ratio, generator):
@@ -141,7 +155,7 @@ def _swapped(mask, grid_h, grid_w):
     return sum(min(math.dist(r, v) for v in visible) for r in removed) / len(removed) if removed else 0.0
 
 
-@pytest.mark.parametrize("mistaken, words", [
+DIFFICULTY_MISTAKES = [
     (_manhattan, "Manhattan"),
     (_over_all, "averaged over all patches"),
     (_max, "largest distance"),
@@ -149,6 +163,15 @@ def _swapped(mask, grid_h, grid_w):
     (lambda m, h, w: masking.nearest_visible_distance(1 - m, h, w) if (1 - m).any() and m.any() else 0.0, "the mask is 1 = removed"),
     (lambda m, h, w: difficulty_loops(m, h, w) * float(m.sum()), "summed instead of averaged"),
     (lambda m, h, w: "1.2", "return a number"),
-])
-def test_difficulty_mistakes_are_named(mistaken, words):
-    _caught("mae.masking_difficulty", mistaken, words)
+]
+
+
+@pytest.mark.parametrize("fn, words", DIFFICULTY_MISTAKES)
+def test_difficulty_mistakes_are_named(fn, words):
+    _caught("mae.masking_difficulty", fn, words)
+
+
+# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+ALTERNATIVES = {"mae.block_mask": [block_mask_loops], "mae.masking_difficulty": [difficulty_loops]}
+MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (
+    ("mae.block_mask", BLOCK_MASK_MISTAKES), ("mae.masking_difficulty", DIFFICULTY_MISTAKES)) for fn, words in cases]

@@ -189,6 +189,8 @@ def test_bad_input_is_explained():
         fit(ToyMethod(), toy_images().float(), toy_config(), progress=False)
     with pytest.raises(ValueError, match="batch_size 64 is larger"):
         fit(ToyMethod(), toy_images(), toy_config(batch_size=64), progress=False)
+    with pytest.raises(TypeError, match="Linear lacks training_step, on_before_optimizer_step, on_after_step, hparams"):
+        fit(nn.Linear(2, 2), toy_images(), toy_config(), progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lamb")
     with pytest.raises(ValueError, match="precision"):
@@ -217,3 +219,68 @@ def test_real_methods_resume_exactly(tmp_path, name):
     resumed = make(1)
     fit(resumed, images, config, tmp_path, progress=False)
     assert_same_state(resumed, uninterrupted)
+
+
+# --- a Dataset streamed by a DataLoader --------------------------------------------------------
+
+
+class ImagesDataset(torch.utils.data.Dataset):
+    """The images of a uint8 tensor as a Dataset of [C, H, W] items (as an image folder gives them)."""
+
+    def __init__(self, images, fingerprint=None):
+        self.images, self._fingerprint = images, fingerprint
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].clone()
+
+
+class FingerprintedDataset(ImagesDataset):
+    def fingerprint(self):
+        return {"files": "toy", "version": self._fingerprint}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_dataset_trains_exactly_as_the_same_images_in_memory(num_workers):
+    images, config = toy_images(26), toy_config(num_workers=num_workers)  # 26 // 8 = 3 steps per epoch
+    in_memory = ToyMethod()  # seeds the global RNG (dropout) too
+    reference = fit(in_memory, images, config, progress=False)
+    streamed = ToyMethod()
+    history = fit(streamed, ImagesDataset(images), config, progress=False)
+    assert_same_state(streamed, in_memory)
+    assert history.loss == reference.loss
+
+
+def test_a_resumed_dataset_run_equals_an_uninterrupted_one(tmp_path):
+    data, config = ImagesDataset(toy_images()), toy_config(checkpoint_every=1)  # 3 steps per epoch, 9 steps
+    uninterrupted = ToyMethod()
+    reference = fit(uninterrupted, data, config, progress=False)
+    with pytest.raises(Killed):
+        fit(ToyMethod(), data, config, tmp_path, progress=False, on_step=kill_at(5))  # mid-epoch 1 (after step 5)
+    resumed = ToyMethod(seed=7)
+    history = fit(resumed, data, config, tmp_path, progress=False)
+    assert_same_state(resumed, uninterrupted)
+    assert history.loss == reference.loss
+
+
+def test_a_dataset_fingerprint_replaces_the_image_hash(tmp_path):
+    images, config = toy_images(), toy_config()
+    fit(ToyMethod(), FingerprintedDataset(images, fingerprint=1), config, tmp_path, progress=False)
+    _, status = load_or_train(ToyMethod(), FingerprintedDataset(images, fingerprint=1), config, tmp_path, progress=False)
+    assert status == "loaded"
+    with pytest.raises(CheckpointError, match=r"data\.fingerprint\.version: checkpoint has 1, this run has 2"):
+        load_or_train(ToyMethod(), FingerprintedDataset(images, fingerprint=2), config, tmp_path, progress=False)
+    _, status = load_or_train(ToyMethod(), images, config, tmp_path / "plain", progress=False)
+    _, status = load_or_train(ToyMethod(), ImagesDataset(images), config, tmp_path / "plain", progress=False)
+    assert status == "loaded"  # without a fingerprint(), a Dataset and its tensor hash alike
+
+
+def test_bad_dataset_items_are_explained():
+    with pytest.raises(ValueError, match=r"dataset item 0 must be a uint8 tensor \[C, H, W\]; got torch.float32"):
+        fit(ToyMethod(), ImagesDataset(toy_images().float()), toy_config(), progress=False)
+    with pytest.raises(ValueError, match="data must be a uint8 tensor"):
+        fit(ToyMethod(), [toy_images()[0]], toy_config(), progress=False)
+    with pytest.raises(ValueError, match="num_workers"):
+        TrainConfig(num_workers=-1)

@@ -65,6 +65,15 @@ def test_curve_pictures():
     with pytest.raises(ValueError, match="pass xlabel"):
         viz.plot_history(per_epoch)
     assert viz.plot_history(per_epoch, xlabel="epoch").axes[0].get_xlabel() == "epoch"
+    from coursekit.engine import History
+
+    history = History(step=[1, 2, 3, 4], loss=[3.0, 2.0, 1.5, 1.2], lr=[0.1] * 4, throughput_step=[2, 4],
+                      images_per_sec=[10.0, 12.0], epoch_loss=[2.5, 1.35], metrics_step=[2, 4],
+                      metrics={"embedding_std": [0.08, 0.09]})
+    fig = viz.plot_history(history)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "images_per_sec", "epoch_loss", "embedding_std"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step", "optimizer step", "optimizer step", "epoch", "optimizer step"]
+    assert list(fig.axes[-1].lines[0].get_xdata()) == [2, 4]
     assert _drawn(viz.plot_curves([1, 10, 100], {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]},
                                   "labels per class", "accuracy", logx=True))
 

@@ -3,6 +3,11 @@
 Each subcommand's module (``coursekit/cli/<command>.py``, or the package that owns the work) provides
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand is used, so ``coursekit --help`` stays fast.
+
+A mistake of the user (a bad option, a folder that cannot be written, a dataset that is missing or
+damaged, a checkpoint that does not fit the run) is printed as one line
+``coursekit: error: ...`` and the command exits with status 2. Tracebacks are for bugs; ``--debug``
+shows them for user errors too.
 """
 from __future__ import annotations
 
@@ -17,19 +22,61 @@ COMMANDS = {
     "exercises": ("coursekit.notebooks", "regenerate exercises/ from solutions/ (or --check that it is in sync)"),
     "profile": ("coursekit.cli.profile", "print the run profile that would be used"),
 }
+USER_ERROR_STATUS = 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for, found before any work is lost: the message says what is
+    wrong, where, and what to do."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are UsageErrors, so that they print as every other user error."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions that report a user's mistake or an environment problem, not a bug."""
+    from coursekit.data import DatasetUnavailableError
+    from coursekit.engine.checkpoint import CheckpointError
+    from coursekit.profile import ProfileError
+
+    return UsageError, CheckpointError, DatasetUnavailableError, ProfileError, OSError
+
+
+def one_line(message: str) -> str:
+    """A multi-line message on one line: lines after a ':' or '.' follow with a space, others with '; '."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    for line in lines[1:]:
+        text += (" " if text.endswith((":", ".")) else "; ") + line
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="coursekit", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        parser.parse_args(argv or ["--help"])  # prints help, or the error for an unknown command
-        return 2
-    module_name, help_text = COMMANDS[argv[0]]
-    module = importlib.import_module(module_name)
-    command_parser = argparse.ArgumentParser(prog=f"coursekit {argv[0]}", description=help_text)
-    module.add_arguments(command_parser)
-    return int(module.run(command_parser.parse_args(argv[1:])) or 0)
+    debug = False
+    try:
+        parser = CommandParser(prog="coursekit", description=__doc__.splitlines()[0])
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text, add_help=False)
+        if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+            parser.parse_args(argv or ["--help"])  # prints help, or the error for an unknown command
+            return USER_ERROR_STATUS
+        module_name, help_text = COMMANDS[argv[0]]
+        module = importlib.import_module(module_name)
+        command_parser = CommandParser(prog=f"coursekit {argv[0]}", description=help_text)
+        command_parser.add_argument("--debug", action="store_true",
+                                    help="show the Python traceback of an error (for bug reports)")
+        module.add_arguments(command_parser)
+        args = command_parser.parse_args(argv[1:])
+        debug = args.debug
+        return int(module.run(args) or 0)
+    except Exception as error:
+        if debug or not isinstance(error, user_error_types()):
+            raise
+        print(f"coursekit: error: {one_line(str(error))}", file=sys.stderr)
+        return USER_ERROR_STATUS

@@ -4,119 +4,398 @@
     torchrun --nproc_per_node=2 -m coursekit pretrain --method simclr --dataset shapes --epochs 5 \\
         --checkpoint-dir runs/simclr --resume
 
-Sizes not given on the command line come from the run profile (``--profile`` or
-``COURSEKIT_PROFILE``). Under ``torchrun`` every process trains on its share of the images with
-PyTorch DDP (gloo on the CPU, NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the
-checkpoint and ``history.json`` and prints. At the end rank 0 prints the weighted kNN accuracy
-(k=200, temperature 0.1) of the backbone on the dataset's test split.
+Training values not given on the command line come from the method's recipe for the run profile
+(``coursekit.recipes``: epochs, batch, learning rate, weight decay, warmup, backbone, method
+options), data sizes from the profile (``--profile`` or ``COURSEKIT_PROFILE``); a value given is
+used as given (0 is refused, never replaced). The recipe and what the command line changed in it
+are printed before training. Under
+``torchrun`` every process trains on its share of the images with PyTorch DDP (gloo on the CPU,
+NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the checkpoint and ``history.json``
+and prints. At the end rank 0 prints the weighted kNN accuracy (k=200, temperature 0.1) of the
+backbone on the dataset's test split (and the linear-probe accuracy when the recipe's protocol
+is "linear", as for MAE); ``--report FILE`` also writes them, with the same backbone's accuracies
+at its random initialization, as JSON.
+
+``--seed`` decides everything: the initial weights (built from a generator seeded by the seed),
+the images picked, their order, the augmentations. The same command gives the same checkpoint,
+and a run killed at any moment and started again with ``--resume`` ends with the same checkpoint
+as a run never interrupted.
+
+Everything the run needs is checked before the first step (values, device, data, checkpoint
+folder, the checkpoint to resume); a problem is a ``UsageError`` that ``coursekit`` prints as one
+line. For tests, ``COURSEKIT_STOP_AFTER_STEP=k`` makes the process stop itself (SIGSTOP) after
+step k and its checkpoint, so that a test can SIGKILL it at a moment it chooses.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from coursekit.engine import distributed
+from coursekit.cli import UsageError
 from coursekit.data import DATASET_NAMES, load_images
-from coursekit.evaluate import extract_features, knn_accuracy
+from coursekit.engine import PRECISIONS, TrainConfig, derived_seed, distributed, fit
+from coursekit.engine.checkpoint import remove_stale_temporaries
+from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.methods import METHODS, build_method
 from coursekit.models import BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
-from coursekit.engine import PRECISIONS, TrainConfig, fit
+from coursekit.recipes import VIT_METHODS, Recipe, build_report, get_recipe, protocol_scores
 
-VIT_METHODS = ("mae",)  # methods that need a ViT backbone (the profile's ``vit`` is their default)
+# Method options on the command line -> the constructor argument of each method that has one.
+METHOD_OPTIONS = {
+    "temperature": {"simclr": "temperature", "moco": "temperature", "dino": "student_temp"},
+    "momentum": {"moco": "momentum", "byol": "momentum", "dino": "momentum"},
+    "mask_ratio": {"mae": "mask_ratio"},
+    "queue_size": {"moco": "queue_size"},
+}
+# Smallest batch per process: BatchNorm needs two images; MoCo's shuffled BN needs two groups of two.
+MIN_BATCH = {"moco": 4}
+DEFAULT_MIN_BATCH = 2
+STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
+PROTOCOL_NAMES = {"knn": "kNN accuracy (k=200, temperature=0.1)", "linear": "linear-probe accuracy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``coursekit pretrain``; sizes default to the run profile's."""
     parser.add_argument("--method", required=True, choices=sorted(METHODS), help="self-supervised method")
     parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset (default: the profile's)")
-    parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the profile's)")
+    parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the recipe's)")
     parser.add_argument("--checkpoint-dir", type=Path,
                         help="folder for checkpoint.pt and history.json (default: no checkpoints)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint-dir (a finished one is just evaluated)")
-    parser.add_argument("--batch-size", type=int, help="images per step and per process (default: the profile's)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (AdamW)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, help="images per step and per process (default: the recipe's)")
+    parser.add_argument("--lr", type=float,
+                        help="peak learning rate (default: the recipe's, scaled linearly with the batch size)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
+    parser.add_argument("--warmup-epochs", type=float, help="linear warmup of the learning rate (default: the recipe's)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES),
-                        help="backbone (default: the profile's ResNet, or its ViT for MAE)")
-    parser.add_argument("--width", type=int, help="ResNet width (default: the profile's)")
-    parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the profile's)")
+                        help="backbone (default: the recipe's: the profile's ResNet, or its ViT for MAE)")
+    parser.add_argument("--width", type=int, help="ResNet width (default: the recipe's)")
+    parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the recipe's)")
     parser.add_argument("--num-images", type=int, help="training images (default: the profile's)")
     parser.add_argument("--num-test", type=int, help="labeled test images for the kNN accuracy (default: the profile's)")
     parser.add_argument("--image-size", type=int, help="image side in pixels (default: the profile's)")
     parser.add_argument("--profile", choices=PROFILE_NAMES, help="run profile (default: COURSEKIT_PROFILE or by hardware)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", help="cpu, cuda, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="decides the initial weights, the images, their order and the augmentations")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
+    methods = parser.add_argument_group("method options (default: the recipe's, else the method's own)")
+    methods.add_argument("--temperature", type=float, help="softmax temperature (SimCLR, MoCo; DINO's student)")
+    methods.add_argument("--momentum", type=float, help="base EMA momentum of the teacher (MoCo, BYOL, DINO)")
+    methods.add_argument("--mask-ratio", type=float, help="fraction of the patches removed (MAE)")
+    methods.add_argument("--queue-size", type=int, help="negatives kept in the queue (MoCo)")
+    parser.add_argument("--report", type=Path, metavar="FILE",
+                        help="write a JSON report: recipe, steps, seconds, accuracies at random init and pretrained")
 
 
-def init_distributed(device: str) -> torch.device:
+# ----------------------------------------------------------------------------------------------
+# Checks that need nothing but the arguments
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of an argument: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_values(args: argparse.Namespace) -> None:
+    """Refuse values that make no sense, naming the flag and what it needs."""
+    for name in ("epochs", "batch_size", "num_images", "num_test", "image_size", "width", "patch_size", "queue_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"{flag(name)} must be at least 1; got {value}")
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be 0 (only at the end) or more; got {args.checkpoint_every}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number; got {args.lr}")
+    for name in ("weight_decay", "warmup_epochs"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"{flag(name)} must be 0 or more; got {value}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise UsageError(f"--temperature must be a positive number; got {args.temperature}")
+    if args.momentum is not None and not 0 <= args.momentum <= 1:
+        raise UsageError(f"--momentum must be between 0 and 1; got {args.momentum}")
+    if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
+        raise UsageError(f"--mask-ratio must be between 0 and 1 (both excluded); got {args.mask_ratio}")
+    if args.resume and args.checkpoint_dir is None:
+        raise UsageError("--resume needs --checkpoint-dir (the folder of the run to continue)")
+
+
+def given_method_options(args: argparse.Namespace) -> dict:
+    """The method options given on the command line, as the method's constructor arguments.
+    A flag the chosen method does not have is refused."""
+    options = {}
+    for name, per_method in METHOD_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.method not in per_method:
+            own = [flag(option) for option, methods in METHOD_OPTIONS.items() if args.method in methods]
+            raise UsageError(f"{flag(name)} is not an option of {args.method} (its options: {', '.join(own) or 'none'}); "
+                             f"{flag(name)} applies to {', '.join(per_method)}")
+        options[per_method[args.method]] = value
+    return options
+
+
+def backbone_settings(args: argparse.Namespace, recipe: Recipe, profile, image_size: int) -> tuple[str, dict]:
+    """(backbone name, constructor kwargs) from the arguments, the recipe and the profile; refuses
+    options that do not apply to the backbone and a patch size that does not divide the image."""
+    name = args.backbone or recipe.backbone
+    is_vit = name.startswith("vit")
+    if args.method in VIT_METHODS and not is_vit:
+        raise UsageError(f"{args.method} needs a ViT backbone (vit_tiny, vit_small); got --backbone {name}")
+    if is_vit:
+        if args.width is not None:
+            raise UsageError(f"--width sets a ResNet's width; {name} is a ViT (its option is --patch-size)")
+        patch_size = recipe.backbone_kwargs.get("patch_size", profile.patch_size) if args.patch_size is None \
+            else args.patch_size
+        if image_size % patch_size:
+            raise UsageError(f"--patch-size {patch_size} does not divide the image size {image_size}: "
+                             f"choose a divisor of {image_size} (or another --image-size)")
+        return name, {"img_size": image_size, "patch_size": patch_size}
+    if args.patch_size is not None:
+        raise UsageError(f"--patch-size sets a ViT's patches; {name} is a ResNet (its option is --width)")
+    return name, {"width": recipe.backbone_kwargs.get("width", profile.width) if args.width is None else args.width}
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks of the machine: device, checkpoint folder
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device called ``name``, refused when this machine does not have it."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (no NVIDIA GPU, or a "
+                             f"CPU-only torch); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {name}: Apple's MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name}: coursekit trains on cpu, cuda or mps")
+    return device
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Create ``folder`` and prove it writable (a probe file written and removed), so that no
+    training is lost to a folder that fails when the first file is written into it."""
+    advice = f"choose another {option}"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{option}: {folder} is a file, not a folder: {advice}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"{option}: the folder {folder} cannot be created ({error.strerror or error}): {advice}") from None
+    probe = folder / f".coursekit-write-probe{os.getpid()}"
+    try:
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"{option}: the folder {folder} is not writable ({error.strerror or error}): {advice}, "
+                         f"or make it writable") from None
+
+
+def init_distributed(device: torch.device) -> torch.device:
     """Join the torchrun process group if this process was started by torchrun; -> this process's device."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return torch.device(device)
-    if device.startswith("cuda"):
+        return device
+    if device.type == "cuda":
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"torchrun started local rank {local_rank} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s): lower --nproc_per_node")
         torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl")
         return torch.device("cuda", local_rank)
     dist.init_process_group("gloo")
-    return torch.device(device)
+    return device
 
 
-def backbone_settings(args: argparse.Namespace, profile) -> tuple[str, dict]:
-    """(backbone name, constructor kwargs) from the arguments and the profile."""
-    name = args.backbone or (profile.vit if args.method in VIT_METHODS else profile.backbone)
-    if name.startswith("vit"):
-        return name, {"img_size": args.image_size or profile.image_size,
-                      "patch_size": args.patch_size or profile.patch_size}
-    return name, {"width": args.width or profile.width}
+def stop_after_step_hook() -> Callable[[int], None] | None:
+    """With ``COURSEKIT_STOP_AFTER_STEP=k``: a fit ``on_step`` that stops this process (SIGSTOP)
+    after step k and its checkpoint, for tests that kill a run at a chosen moment."""
+    value = os.environ.get(STOP_AFTER_STEP_ENV, "").strip()
+    if not value:
+        return None
+    stop_step = int(value)
+
+    def on_step(step: int) -> None:
+        if step == stop_step:
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    return on_step
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
+def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
+    """``load_images`` with its complaints about sizes as UsageErrors naming the option."""
+    try:
+        return load_images(dataset, split, n=n, image_size=image_size, seed=seed)
+    except ValueError as error:
+        option = "--num-images" if split == "train" else "--num-test"
+        raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
+
+
+# Flags that change a recipe's value (the method options are METHOD_OPTIONS).
+RECIPE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "backbone", "width", "patch_size",
+                "image_size")
+
+
+@dataclass
+class Plan:
+    """What a run will do: the recipe, every value it did not set filled in, every value checked."""
+
+    recipe: Recipe
+    dataset: str
+    image_size: int
+    num_images: int
+    num_test: int
+    backbone: str
+    backbone_kwargs: dict
+    method_options: dict
+    config: TrainConfig
+
+    @property
+    def recipe_views(self) -> bool:
+        """The recipe's views are made for the profile's image size; another size keeps the method's own."""
+        return self.image_size == self.recipe.image_size
+
+    def describe(self, args: argparse.Namespace) -> str:
+        """The recipe, then the values this run uses and the flags that changed them."""
+        changed = [flag(name) for name in (*RECIPE_FLAGS, *METHOD_OPTIONS) if getattr(args, name) is not None]
+        views = ("the recipe's views" if self.recipe_views else
+                 f"the method's own views at {self.image_size} px (the recipe's are for {self.recipe.image_size} px)")
+        config = self.config
+        return (f"{self.recipe.describe()}\n"
+                f"this run: {self.backbone} {self.backbone_kwargs}, {config.epochs} epochs, batch {config.batch_size}, "
+                f"{config.optimizer} lr {config.lr:.3g}, weight decay {config.weight_decay:g}, warmup "
+                f"{config.warmup_epochs:g} epochs, method options {self.method_options}, {views}; "
+                f"changed on the command line: {', '.join(changed) or 'nothing'}")
+
+
+def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
+    """The run's values: the arguments given, the method's recipe for the profile for the others
+    (data sizes: the profile's); refuses sizes that do not fit together (batch against images per
+    process, MoCo's queue against a step's keys)."""
+    recipe = get_recipe(args.method, profile.name)
+    options = {**recipe.method_kwargs, **given_method_options(args)}
+    image_size = profile.image_size if args.image_size is None else args.image_size
+    num_images = profile.num_train if args.num_images is None else args.num_images
+    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
+    min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
+    if batch_size < min_batch:
+        raise UsageError(f"--batch-size {batch_size} is too small for {args.method}: it needs at least {min_batch}")
+    if batch_size > num_images // world:
+        raise UsageError(f"--batch-size {batch_size} is larger than the {num_images // world} images per process "
+                         f"({num_images} images, {world} process(es)): lower --batch-size or raise --num-images")
+    if "queue_size" in options and options["queue_size"] < batch_size * world:
+        raise UsageError(f"MoCo's queue of {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
+                         f"give --queue-size {batch_size * world} or more")
+    backbone, backbone_kwargs = backbone_settings(args, recipe, profile, image_size)
+    config = TrainConfig(
+        epochs=recipe.epochs if args.epochs is None else args.epochs, batch_size=batch_size,
+        lr=recipe.lr(batch_size) if args.lr is None else args.lr, optimizer=recipe.optimizer,
+        weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
+        warmup_epochs=recipe.warmup_epochs if args.warmup_epochs is None else args.warmup_epochs,
+        precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every,
+    )
+    return Plan(recipe=recipe, dataset=args.dataset or profile.dataset, image_size=image_size,
+                num_images=num_images, num_test=profile.num_test if args.num_test is None else args.num_test,
+                backbone=backbone, backbone_kwargs=backbone_kwargs, method_options=options, config=config)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """The checkpoint folder and the report's folder exist and are writable; stale temporary
+    checkpoint files of killed runs are removed."""
+    if args.checkpoint_dir is not None:
+        check_writable_folder(args.checkpoint_dir, "--checkpoint-dir")
+        remove_stale_temporaries(args.checkpoint_dir / CHECKPOINT_NAME)
+    if args.report is not None:
+        if args.report.is_dir():
+            raise UsageError(f"--report {args.report} is a folder: give a file name, e.g. {args.report / 'report.json'}")
+        check_writable_folder(args.report.parent, "--report")
+
+
+def build_seeded(args: argparse.Namespace, plan: Plan):
+    """(backbone, method) at the initialization decided by ``--seed``; a method that refuses its
+    options is a UsageError."""
+    torch.manual_seed(derived_seed(args.seed, "init"))
+    backbone = build_backbone(plan.backbone, **plan.backbone_kwargs)
+    try:
+        method = build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
+    except ValueError as error:
+        raise UsageError(f"{args.method} refuses the options {plan.method_options}: {error}") from None
+    if plan.recipe_views:
+        method.views = plan.recipe.build_views()
+    return backbone, method
 
 
 def run(args: argparse.Namespace) -> int:
-    """Pretrain, checkpoint, print the kNN accuracy. Returns the exit status (0)."""
+    """Check everything, pretrain, checkpoint, print (and report) the kNN accuracy. Returns 0."""
+    check_values(args)
     profile = get_profile(args.profile)
-    device = init_distributed(args.device or profile.device)
-    is_main = distributed.rank() == 0
-    dataset = args.dataset or profile.dataset
-    image_size = args.image_size or profile.image_size
-    backbone_name, backbone_kwargs = backbone_settings(args, profile)
+    device = init_distributed(check_device(args.device or profile.device))
+    is_main, world = distributed.rank() == 0, distributed.world_size()
+    plan = plan_run(args, profile, world)
     if is_main:
+        check_outputs(args)
         print(profile.banner())
-        print(f"pretrain {args.method} on {dataset} with {backbone_name} {backbone_kwargs}, "
-              f"{distributed.world_size()} process(es) on {device}")
+        print(plan.describe(args))
+        print(f"pretrain {args.method} on {plan.dataset}, {world} process(es) on {device}, seed {args.seed}")
+        if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
+            print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
-    train_set = load_images(dataset, "train", n=args.num_images or profile.num_train, image_size=image_size, seed=args.seed)
-    backbone = build_backbone(backbone_name, **backbone_kwargs)
-    method = build_method(args.method, backbone, image_size=image_size)
-    config = TrainConfig(
-        epochs=args.epochs or profile.epochs, batch_size=args.batch_size or profile.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, precision=args.precision,
-        channels_last=device.type == "cuda" and not backbone_name.startswith("vit"), seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-    )
-    settings = {"dataset": dataset, "backbone": backbone_name, "backbone_kwargs": backbone_kwargs}
-    history = fit(method, train_set.images, config, args.checkpoint_dir, resume=args.resume, device=device,
-                  settings=settings)
+    train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
+    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if is_main else None
+    backbone, method = build_seeded(args, plan)
+    random_init_backbone = copy.deepcopy(backbone) if args.report is not None else None
+    settings = {"dataset": plan.dataset, "backbone": plan.backbone, "backbone_kwargs": plan.backbone_kwargs}
+    start = time.perf_counter()
+    history = fit(method, train_set.images, plan.config, args.checkpoint_dir, resume=args.resume, device=device,
+                  settings=settings, on_step=stop_after_step_hook())
+    seconds = time.perf_counter() - start
 
     if is_main:
         if args.checkpoint_dir is not None:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
-        test_set = load_images(dataset, "test", n=args.num_test or profile.num_test, image_size=image_size,
-                               seed=args.seed)
-        train_features = extract_features(method.backbone, train_set.images, device=device)
-        test_features = extract_features(method.backbone, test_set.images, device=device)
-        accuracy = knn_accuracy(train_features, train_set.labels, test_features, test_set.labels,
-                                num_classes=train_set.num_classes, k=200, temperature=0.1)
+        protocol = plan.recipe.protocol
+        pretrained = protocol_scores(method.backbone, protocol, train_set, test_set, device=device, seed=args.seed)
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
-        print(f"kNN accuracy (k=200, temperature=0.1) on {dataset} test ({len(test_set)} images): {accuracy:.2%}")
+        for name, accuracy in pretrained.items():
+            print(f"{PROTOCOL_NAMES[name]} on {plan.dataset} test ({len(test_set)} images): {accuracy:.2%}")
+        if args.report is not None:
+            random_init = protocol_scores(random_init_backbone.to(device), protocol, train_set, test_set,
+                                          device=device, seed=args.seed)
+            scores = {name: {"random_init": random_init[name], "pretrained": pretrained[name]} for name in pretrained}
+            report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
+                                  seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
+                                  num_images=plan.num_images, num_test=len(test_set), processes=world)
+            args.report.write_text(json.dumps(report, indent=2))
+            print(f"report written to {args.report}")
     if distributed.is_distributed():
         dist.barrier()
         dist.destroy_process_group()

@@ -29,6 +29,10 @@ class DatasetUnavailableError(RuntimeError):
     """A dataset's files are missing and could not be downloaded."""
 
 
+class DatasetDamagedError(DatasetUnavailableError):
+    """A dataset file is there but damaged (truncated, corrupt, or not the file it is named after)."""
+
+
 def data_root() -> Path:
     """The folder datasets are read from and downloaded to: ``$COURSEKIT_DATA`` or ``~/.cache/coursekit/data``."""
     configured = os.environ.get(DATA_ENV, "").strip()
@@ -38,7 +42,8 @@ def data_root() -> Path:
 def unavailable_error(dataset: str, folder: Path, cause: BaseException, hint: str = "") -> DatasetUnavailableError:
     """The error for a dataset whose files are missing: what was searched, how to get it, what to use offline."""
     return DatasetUnavailableError(
-        f"Dataset {dataset!r} is not available: its files are not in {folder} and the download failed "
+        f"Dataset {dataset!r} is not available: its files are missing from {folder} or fail torchvision's "
+        f"checksum, and the download failed "
         f"({type(cause).__name__}: {cause}).\n"
         f"To get it: run again with internet access (it downloads into {folder}), or copy the files there, "
         f"or set {DATA_ENV} to a folder that holds them{hint}.\n"

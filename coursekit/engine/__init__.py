@@ -2,6 +2,7 @@
 
 - ``loop``: ``TrainConfig``, ``History``, ``fit`` and ``load_or_train`` (the loop in plain sight).
 - ``step``: ``OptimizerStep``, the one optimizer step of every training loop in the package.
+- ``supervised``: ``train_supervised``, the loop of the probe, fine-tuning, segmentation, detection.
 - ``batches``: the batches of a step, from images in memory or a Dataset streamed by a DataLoader.
 - ``checkpoint``: atomic saves and validated loads.
 - ``distributed``: rank and world size, gathers and reductions (no-ops without torchrun).
@@ -19,10 +20,11 @@ from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import derived_seed, epoch_permutation, step_generator
 from coursekit.engine.step import OptimizerStep, fused_if_cuda
+from coursekit.engine.supervised import train_supervised
 
 __all__ = [
     "TrainConfig", "History", "fit", "load_or_train", "build_optimizer", "epoch_indices", "CHECKPOINT_NAME",
     "CheckpointError", "PRECISIONS", "autocast", "make_grad_scaler", "module_device", "resolve_precision",
     "use_channels_last", "OptimizerStep", "fused_if_cuda", "progress_bar", "cosine_schedule", "derived_seed",
-    "epoch_permutation", "step_generator",
+    "epoch_permutation", "step_generator", "train_supervised",
 ]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from coursekit.engine.seeding import epoch_permutation
+from coursekit.engine.seeding import derived_seed, epoch_permutation
 
 Data = Tensor | Dataset
 FINGERPRINT_SAMPLES = 16  # images hashed to recognize a data set
@@ -119,7 +119,22 @@ def step_batches(data: Data, sampler: StepIndexBatches, device: torch.device,
         for batch_indices in sampler.on_device(device):
             yield images[batch_indices]
         return
+    # The loader's own generator: without one, starting its iterator draws a seed from the global
+    # RNG and shifts what dropout (and anything else global) draws next.
+    generator = torch.Generator().manual_seed(derived_seed(sampler.seed, "loader", sampler.start_step, sampler.rank))
     loader = DataLoader(data, batch_sampler=sampler, num_workers=num_workers, collate_fn=stack_images,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", generator=generator)
     for batch in loader:
         yield batch.to(device, non_blocking=True)
+
+
+def shuffled_batches(num_items: int, batch_size: int, epochs: int, seed: int,
+                     device: torch.device | str = "cpu") -> Iterator[tuple[int, int, Tensor]]:
+    """The batches of the supervised loops (probe, fine-tuning, transfer): every item once per
+    epoch in the order ``epoch_permutation(num_items, seed, epoch)`` (the last batch of an epoch
+    may be smaller) -> (step, epoch, indices long [B] on ``device``)."""
+    steps_per_epoch = -(-num_items // batch_size)
+    for epoch in range(epochs):
+        order = epoch_permutation(num_items, seed, epoch).to(device)
+        for i in range(steps_per_epoch):
+            yield epoch * steps_per_epoch + i, epoch, order[i * batch_size:(i + 1) * batch_size]

@@ -6,6 +6,8 @@ destroy the last good checkpoint, ``save_checkpoint`` writes a temporary file in
 flushes it to disk and only then renames it over the old one (``os.replace`` is atomic).
 ``load_checkpoint`` refuses a truncated file (no footer) or a corrupt one (digest mismatch) with
 a ``CheckpointError``, and ``check_settings`` refuses a checkpoint made with other settings.
+A process killed mid-write leaves its temporary file (``.checkpoint.pt.tmp<pid>``) behind;
+``remove_stale_temporaries`` deletes those whose process is gone (every save calls it).
 """
 from __future__ import annotations
 
@@ -24,6 +26,36 @@ class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, corrupt or was made with other settings."""
 
 
+def _temporary_prefix(path: Path) -> str:
+    """The name of a save's temporary file is this prefix followed by the writer's process id."""
+    return f".{path.name}.tmp"
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of ``path`` left by killed saves (``.<name>.tmp<pid>`` of a
+    process that no longer runs); a save in progress in a live process is left alone.
+    Returns the deleted paths."""
+    path = Path(path)
+    removed = []
+    prefix = _temporary_prefix(path)
+    for candidate in path.parent.glob(f"{prefix}*"):
+        pid = candidate.name[len(prefix):]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_is_alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) to ``path`` atomically.
 
@@ -32,10 +64,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    temporary = path.with_name(f"{_temporary_prefix(path)}{os.getpid()}")
     try:
         with open(temporary, "wb") as file:
             file.write(data)

@@ -204,7 +204,7 @@ def run_settings(method: nn.Module, data: Data, config: TrainConfig, precision: 
     backbone = getattr(method, "backbone", None)
     return {
         "method": type(method).__name__,
-        "hparams": method.hparams() if hasattr(method, "hparams") else {},
+        "hparams": method.hparams(),
         "backbone": type(backbone).__name__ if backbone is not None else None,
         "architecture": architecture_fingerprint(method),
         "config": {**config.settings(), "precision": precision, "channels_last": channels_last},
@@ -241,10 +241,16 @@ def prepare_method(method: nn.Module, channels_last: bool, device: torch.device)
     if channels_last:
         method.to(memory_format=torch.channels_last)
     if distributed.world_size() > 1 and device.type == "cuda":
-        for name, child in list(method.named_children()):
-            if any(p.requires_grad for p in child.parameters()):
-                setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        sync_trained_batchnorm(method)
     return method
+
+
+def sync_trained_batchnorm(method: nn.Module) -> None:
+    """In place: BatchNorm -> SyncBatchNorm in the children of ``method`` that have trainable
+    parameters; frozen children (EMA teachers, key encoders) keep their BatchNorm."""
+    for name, child in list(method.named_children()):
+        if any(p.requires_grad for p in child.parameters()):
+            setattr(method, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
 
 
 def wrap_for_training(method: nn.Module, config: TrainConfig, device: torch.device) -> nn.Module:
@@ -330,7 +336,13 @@ def fit(method: nn.Module, data: Data, config: TrainConfig, checkpoint_dir: str 
     return _fit(method, data, config, checkpoint_dir, resume, progress, device, settings, on_step)[0]
 
 
+PROTOCOL = ("training_step", "on_before_optimizer_step", "on_after_step", "hparams")
+
+
 def _fit(method, data, config, checkpoint_dir, resume, progress, device, settings, on_step) -> tuple[History, str]:
+    missing = [name for name in PROTOCOL if not callable(getattr(method, name, None))]
+    if missing:
+        raise TypeError(f"{type(method).__name__} lacks {', '.join(missing)}: subclass coursekit.methods.Method")
     num_images, _ = check_data(data)
     device = torch.device(device) if device is not None else module_device(method)
     if device.type == "cuda" and device.index is None:

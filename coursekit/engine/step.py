@@ -43,7 +43,7 @@ def fused_if_cuda(device: torch.device | str) -> dict:
 
 class OptimizerStep:
     """Precision, gradient scaler, learning-rate schedule, clipping and the method's hooks around
-    one ``optimizer.step()``.
+    the optimizer step.
 
     Args:
         optimizer: its parameter groups may carry ``base_lr``; a group without one gets its

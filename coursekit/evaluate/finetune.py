@@ -9,13 +9,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from coursekit import augment
 from coursekit.data.images import check_images
-from coursekit.engine.device import autocast, make_grad_scaler, module_device, resolve_precision
+from coursekit.engine.device import module_device, use_channels_last
 from coursekit.engine.schedules import cosine_schedule
-from coursekit.engine.seeding import derived_seed
+from coursekit.engine.seeding import step_generator
+from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_labels, extract_features, num_classes_of
 from coursekit.evaluate.knn import accuracy
 
@@ -42,13 +43,14 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
               num_classes: int | None = None, epochs: int = 10, lr: float = 1e-3, backbone_lr_scale: float = 0.1,
               weight_decay: float = 1e-4, batch_size: int = 64, seed: int = 0,
               device: torch.device | str | None = None, copy_backbone: bool = True,
-              progress: bool = True) -> FineTuneResult:
+              precision: str = "auto", progress: bool = True) -> FineTuneResult:
     """Train a fresh linear head and the whole backbone on labeled images, then score the test set.
 
     AdamW with two parameter groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``
     (pretrained features should move less than a random head); cosine LR decay over the steps;
-    ``simple_augment`` views; mixed precision on CUDA. The backbone is deep-copied first unless
-    ``copy_backbone`` is False, so the pretrained one stays as it was.
+    ``simple_augment`` views; ``engine.supervised.train_supervised`` (mixed precision on CUDA with
+    ``precision="auto"``, channels-last for convolutional backbones there). The backbone is
+    deep-copied first unless ``copy_backbone`` is False, so the pretrained one stays as it was.
 
     images: uint8 [M, 3, H, W], labels: long [M]; test_images: uint8 [N, 3, H, W], test_labels: long [N].
     """
@@ -65,38 +67,22 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
     model = nn.Sequential(backbone, head).to(device)
+    if use_channels_last(backbone, device):
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW([
-        {"params": backbone.parameters(), "lr": lr * backbone_lr_scale, "base_lr": lr * backbone_lr_scale},
-        {"params": head.parameters(), "lr": lr, "base_lr": lr},
-    ], weight_decay=weight_decay)
-    precision = resolve_precision("auto", device)
-    scaler = make_grad_scaler(precision, device)
-
+        {"params": backbone.parameters(), "lr": lr * backbone_lr_scale},
+        {"params": head.parameters(), "lr": lr},
+    ], weight_decay=weight_decay, **fused_if_cuda(device))
+    total_steps = epochs * -(-len(images) // batch_size)
     images, labels = images.to(device), labels.to(device)
-    steps_per_epoch = -(-len(images) // batch_size)
-    total_steps = epochs * steps_per_epoch
-    losses = []
-    model.train()
-    bar = tqdm(total=total_steps, desc="fine-tune", disable=not progress, leave=False)
-    for step in range(total_steps):
-        epoch, i = divmod(step, steps_per_epoch)
-        if i == 0:
-            order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
-                derived_seed(seed, "epoch", epoch))).to(device)
-        index = order[i * batch_size:(i + 1) * batch_size]
-        views = simple_augment(images[index], torch.Generator().manual_seed(derived_seed(seed, "step", step)))
-        for group in optimizer.param_groups:
-            group["lr"] = cosine_schedule(step, total_steps, 0, group["base_lr"], 0.0)
-        with autocast(precision, device):
-            loss = F.cross_entropy(model(views).float(), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        bar.update()
-    bar.close()
+
+    def batch_loss(step: int, index: Tensor) -> Tensor:
+        views = simple_augment(images[index], step_generator(seed, step, device))
+        return F.cross_entropy(model(views).float(), labels[index])
+
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
+                              schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0),
+                              desc="fine-tune", progress=progress)
     logits = extract_features(model, test_images, batch_size=256, device=device)
     return FineTuneResult(accuracy(logits.argmax(dim=1), test_labels), model, losses)
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from coursekit.data.subsets import stratified_subset
+from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
+from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_features, check_labels, num_classes_of
 from coursekit.evaluate.knn import accuracy
 
@@ -32,25 +34,24 @@ class ProbeResult:
 
 
 def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, weight_decay: float,
-                 epochs: int, batch_size: int, seed: int) -> nn.Linear:
+                 epochs: int, batch_size: int, seed: int, precision: str = "auto",
+                 progress: bool = False) -> nn.Linear:
     """Logistic regression on features [M, D]: a zero-initialized nn.Linear(D, num_classes)
-    trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs``."""
-    classifier = nn.Linear(features.shape[1], num_classes).to(features.device)
+    trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs`` by
+    ``engine.supervised.train_supervised`` (mixed precision on CUDA with ``precision="auto"``)."""
+    device = features.device
+    classifier = nn.Linear(features.shape[1], num_classes).to(device)
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = -(-len(features) // batch_size)
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(epochs):
-        order = torch.randperm(len(features), generator=generator).to(features.device)
-        for i in range(steps_per_epoch):
-            index = order[i * batch_size:(i + 1) * batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_schedule(epoch * steps_per_epoch + i, epochs * steps_per_epoch, 0, lr, 0.0)
-            loss = F.cross_entropy(classifier(features[index]), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay, **fused_if_cuda(device))
+    total_steps = epochs * -(-len(features) // batch_size)
+
+    def batch_loss(step: int, index: Tensor) -> Tensor:
+        return F.cross_entropy(classifier(features[index]).float(), labels[index])
+
+    train_supervised(classifier, len(features), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
+                     schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0), desc="linear probe",
+                     progress=progress)
     return classifier
 
 
@@ -89,13 +90,16 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     fit_index, val_index = fit_index.to(train_x.device), val_index.to(train_x.device)
 
     search = {}
-    for lr, weight_decay in tqdm(list(itertools.product(lrs, weight_decays)), desc="probe search",
-                                 disable=not progress, leave=False):
+    pairs = list(itertools.product(lrs, weight_decays))
+    bar = progress_bar(len(pairs), "probe search", progress)
+    for lr, weight_decay in pairs:
         classifier = train_linear(train_x[fit_index], train_y[fit_index], num_classes, lr, weight_decay,
                                   epochs, batch_size, seed)
         with torch.no_grad():
             predictions = classifier(train_x[val_index]).argmax(dim=1)
         search[(lr, weight_decay)] = accuracy(predictions, train_y[val_index]) if len(val_index) else 0.0
+        bar.update()
+    bar.close()
     (lr, weight_decay), val_accuracy = max(search.items(), key=lambda item: item[1])  # first best wins ties
 
     classifier = train_linear(train_x, train_y, num_classes, lr, weight_decay, epochs, batch_size, seed)

@@ -4,12 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
-                     gradients, leaves, randn)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_no_gradient, expect_scalar, expect_value_first, gradients, randn)
 from .core import CheckFailed, exercise
 
 regression_exercise = exercise("byol.regression_loss", "regression_loss", reference="coursekit.methods.byol:regression_loss")
-HINT = "normalize p and z along dim 1, then (2 - 2 * (p * z).sum(dim=1)).mean(), with z detached"
+HINT = ("the loss is the squared distance between the directions of p and z (a cosine turned into a "
+        "distance), averaged over the batch, with z acting as a fixed target")
 
 
 def _mistakes(p, z):
@@ -34,7 +35,7 @@ def _expect_value(regression_loss, p, z, what):
 
 
 @regression_exercise.checks("returns a single number (0-dim float tensor)", points=1,
-                            hint="average the per-sample losses with .mean()")
+                            hint="the loss is one number: the average of the per-sample losses")
 def _scalar(regression_loss):
     expect_scalar(call(regression_loss, randn(0, 4, 8), randn(1, 4, 8)))
 
@@ -53,7 +54,7 @@ def _random(regression_loss):
 
 
 @regression_exercise.checks("does not assume normalized inputs (scaling p or z leaves the loss unchanged)", points=1,
-                            hint="use F.normalize(x, dim=1) on both p and z")
+                            hint="the loss compares directions, so the length of p or z must not matter")
 def _scale_invariant(regression_loss):
     p, z = F.normalize(randn(3, 6, 8), dim=1), F.normalize(randn(4, 6, 8), dim=1)
     unit = expect_scalar(call(regression_loss, p.clone(), z.clone()))
@@ -63,23 +64,26 @@ def _scale_invariant(regression_loss):
 
 
 @regression_exercise.checks("gradient flows into p and matches the reference", points=1,
-                            hint="p is the online prediction: do not detach it")
+                            hint="p is the online prediction, the branch being trained: the loss must stay "
+                                 "connected to it")
 def _gradient_p(regression_loss):
     p, z = randn(5, 6, 8), randn(6, 6, 8)
-    expected = gradients(lambda a: regression_exercise.reference()(a, z), p)[0]
-    (student_p,) = leaves(p)
-    backward(expect_scalar(call(regression_loss, student_p, z.clone())))
-    expect_gradient(student_p, expected, "p")
+    reference = regression_exercise.reference()
+    value, (grad_p,) = call_backward(regression_loss, p.requires_grad_(), z.clone())
+    expect_value_first(expect_scalar(value), reference(p, z))
+    expect_carries_gradient(value)
+    expect_gradient(grad_p, gradients(lambda a: reference(a, z), p)[0], "p")
 
 
 @regression_exercise.checks("no gradient flows into the target z", points=2,
-                            hint="z comes from the momentum (target) network: use z.detach()")
+                            hint="z comes from the momentum (target) network, which is not trained by this loss")
 def _no_gradient_z(regression_loss):
-    p, z = leaves(randn(7, 6, 8), randn(8, 6, 8))
-    backward(expect_scalar(call(regression_loss, p, z)))
-    expect_no_gradient(z, "target z")
+    p, z = randn(7, 6, 8), randn(8, 6, 8)
+    value, (_, grad_z) = call_backward(regression_loss, p.requires_grad_(), z.requires_grad_())
+    expect_value_first(expect_scalar(value), regression_exercise.reference()(p, z))
+    expect_no_gradient(grad_z, "target z")
 
 
-@regression_exercise.checks("handles a batch of one", points=1, hint="reduce with .mean() over the batch dimension")
+@regression_exercise.checks("handles a batch of one", points=1, hint="average over the batch, whatever its size")
 def _batch_of_one(regression_loss):
     _expect_value(regression_loss, randn(9, 1, 4), randn(10, 1, 4), "the loss for N = 1")

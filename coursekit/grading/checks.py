@@ -1,43 +1,124 @@
 """Helpers shared by the exercise checks of every lesson.
 
-Each helper either returns quietly or raises ``CheckFailed`` with feedback in plain words. When a
-value is wrong, ``expect_close`` compares it with the values that known mistakes give, so the
-feedback can name the mistake ("divided by the temperature twice") instead of just a number.
+Checks call the student's function only through ``call`` / ``call_backward``: the function runs in
+this process (``check()`` in a notebook) or in the student's own kernel (the batch grader), and
+either way the checks see values rebuilt from plain data (``wire``). Each helper either returns
+quietly or raises ``CheckFailed`` with feedback in plain words. When a value is wrong,
+``expect_close`` compares it with the values that known mistakes give, so the feedback can name
+the mistake ("divided by the temperature twice") instead of just a number.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import torch
 
-from .core import CheckFailed, NotImplementedYet
+from . import wire
+from .core import CheckFailed, NotImplementedYet, Unscored
 
 SEEDS = (0, 1, 2)
+_input_salt = 0  # added to every input seed; the batch grader draws it per submission
 
 
-def call(fn: Callable, *args, **kwargs):
-    """Call the student's function; its exceptions become feedback."""
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise NotImplementedYet() from None
-    except SystemExit:
-        raise CheckFailed("your function called sys.exit(): return a value instead") from None
-    except Exception as error:  # noqa: BLE001 - any student exception is feedback
-        message = str(error).strip().splitlines()
-        detail = f": {message[0][:200]}" if message else ""
-        raise CheckFailed(f"your function raised {type(error).__name__}{detail}") from None
+def set_input_salt(salt: int) -> None:
+    """Shift every input the checks draw (``randn``, ``generator``): the batch grader uses a secret
+    salt per submission, so a submission cannot know its inputs in advance."""
+    global _input_salt
+    _input_salt = salt
+
+
+def generator(seed: int) -> torch.Generator:
+    """A seeded generator for drawing check inputs (salted, see ``set_input_salt``)."""
+    return torch.Generator().manual_seed(_input_salt + seed)
 
 
 def randn(seed: int, *shape: int, requires_grad: bool = False) -> torch.Tensor:
-    """A reproducible float32 random tensor (the same numbers in the child process and in tests)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=generator).requires_grad_(requires_grad)
+    """A reproducible float32 random tensor (salted, see ``set_input_salt``)."""
+    return torch.randn(*shape, generator=generator(seed)).requires_grad_(requires_grad)
 
 
-def leaves(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    """Fresh leaf copies that record gradients, so reference and student never share a graph."""
-    return [t.detach().clone().requires_grad_(True) for t in tensors]
+@dataclass
+class Called:
+    """One call of the student's function: the value it returned, the gradients that reached the
+    leaf arguments (``call_backward``), and for each module argument (by position) the flags of its
+    parameters after the call: ``{name: {"requires_grad": bool, "history": bool}}``."""
+
+    value: object
+    grads: list = field(default_factory=list)
+    module_flags: dict = field(default_factory=dict)
+
+
+def run_call(fn: Callable, args: tuple, kwargs: dict, backward: dict | None = None,
+             global_seed: int | None = None) -> Called:
+    """Call the student's function, in this process or in the student's (``fn`` a ``RemoteFunction``).
+
+    Either way the result is rebuilt from plain data (``wire``), tensor and module arguments show
+    the changes the function made to them, and the student's exceptions become feedback.
+    """
+    if hasattr(fn, "remote_call"):
+        outcome, called = fn.remote_call(args, kwargs, backward, global_seed)
+    else:
+        outcome, called = _local_call(fn, args, kwargs, backward, global_seed)
+    if outcome == "ok":
+        return called
+    kind, text = outcome
+    if kind == "not_implemented":
+        raise NotImplementedYet()
+    if kind == "exit":
+        raise CheckFailed("your function called sys.exit(): return a value instead")
+    if kind == "raised":
+        raise CheckFailed(f"your function raised {text}")
+    raise CheckFailed(f"your result could not be read ({text})")
+
+
+def _local_call(fn, args, kwargs, backward, global_seed):
+    if backward is not None:  # fresh leaves, so that gradients never mix between calls
+        args = tuple(_fresh_leaves(a) for a in args)
+    outcome, value, grads = wire.invoke(fn, list(args), dict(kwargs), backward, global_seed)
+    if outcome != "ok":
+        return outcome, None
+    modules = {i: a for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
+    params = {id(p): (i, name) for i, m in modules.items() for name, p in m.named_parameters()}
+    try:
+        arrays: list = []
+        value = wire.decode(wire.encode(value, arrays, params), arrays, modules)
+    except wire.WireError as error:
+        return ("unreadable", str(error)), None
+    grads = [None if g is None else g.detach().clone() for g in grads]
+    flags = {i: {name: {"requires_grad": p.requires_grad, "history": p.grad_fn is not None}
+                 for name, p in m.named_parameters()} for i, m in modules.items()}
+    return "ok", Called(value, grads, flags)
+
+
+def _fresh_leaves(value):
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        return value.detach().clone().requires_grad_(True)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fresh_leaves(v) for v in value)
+    return value
+
+
+def call(fn: Callable, *args, global_seed: int | None = None, **kwargs):
+    """The student's ``fn(*args, **kwargs)``, as if called here (see ``run_call``).
+
+    ``global_seed`` seeds torch's global generator just before the call, in the process where the
+    function runs: results that must come from a ``generator`` argument must not depend on it.
+    """
+    return run_call(fn, args, kwargs, global_seed=global_seed).value
+
+
+def call_backward(fn: Callable, *args, upstream: torch.Tensor | None = None, **kwargs):
+    """``(value, grads)``: call ``fn``, backpropagate from its value (a scalar loss) or from
+    ``sum(value * upstream)``, and return the gradient that reached each tensor argument that
+    requires grad (in order, also inside lists; None where none arrived)."""
+    called = run_call(fn, args, kwargs, backward={"upstream": upstream})
+    return called.value, called.grads
+
+
+def type_name(value) -> str:
+    """The type name of a student's value, also for objects that came back only as a name."""
+    return value.type_name if isinstance(value, wire.Foreign) else type(value).__name__
 
 
 def shape_text(shape) -> str:
@@ -52,7 +133,7 @@ def expect_tensor(value, what: str = "the result", shape=None, dtype: torch.dtyp
                   floating: bool = False) -> torch.Tensor:
     """``value`` is a tensor with the given shape and dtype (or a floating dtype) and no NaN/inf."""
     if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{what} should be a torch.Tensor, got {type(value).__name__}")
+        raise CheckFailed(f"{what} should be a torch.Tensor, got {type_name(value)}")
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise CheckFailed(f"{what} has shape {shape_text(value.shape)}, expected {shape_text(shape)}")
     if dtype is not None and value.dtype != dtype:
@@ -117,31 +198,43 @@ def difference_text(actual, expected) -> str:
     return f"{different} of {expected.numel()} entries differ from the expected values"
 
 
-def backward(loss: torch.Tensor, what: str = "the loss") -> None:
-    """Backpropagate from the student's loss; no graph means the computation was detached."""
-    if not loss.requires_grad:
-        raise CheckFailed(f"{what} carries no gradient: do not detach the inputs or convert to numbers "
-                          "(.item(), .numpy()) inside the function")
-    loss.backward()
+def expect_carries_gradient(value: torch.Tensor, what: str = "the loss") -> None:
+    """The student's result is still connected to the inputs' autograd graph."""
+    if not value.requires_grad:
+        raise CheckFailed(f"{what} carries no gradient: it was cut from the inputs (by .detach(), .item(), "
+                          ".numpy() or a new torch.tensor(...)), so training could not learn from it")
 
 
-def expect_gradient(tensor: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    """The gradient reaching ``tensor`` equals the reference gradient."""
-    if tensor.grad is None or not tensor.grad.abs().sum() > 0:
-        raise CheckFailed(f"no gradient flows into {name}: do not detach it")
-    expect_close(tensor.grad, expected, what=f"the gradient with respect to {name}")
+def expect_gradient(grad: torch.Tensor | None, expected: torch.Tensor, name: str) -> None:
+    """The gradient that reached the input ``name`` equals the reference gradient. Called only
+    once the value itself is right, so a difference means part of the graph was cut."""
+    if grad is None or not grad.abs().sum() > 0:
+        raise CheckFailed(f"no gradient reaches {name} although the value is right: the path from {name} "
+                          "to the loss was cut (.detach(), .data or a copy)")
+    if not is_close(grad, expected):
+        raise CheckFailed(f"the gradient with respect to {name} differs from the reference although the value is "
+                          "right: part of the computation was cut from the graph (.detach(), .data or a copy)")
 
 
-def expect_no_gradient(tensor: torch.Tensor, name: str) -> None:
-    """``tensor`` is a target: no gradient may reach it."""
-    if tensor.grad is not None and tensor.grad.abs().sum() > 0:
-        raise CheckFailed(f"gradient flows into the {name}: it is a target, use .detach() on it")
+def expect_no_gradient(grad: torch.Tensor | None, name: str) -> None:
+    """``name`` is a target: no gradient may reach it."""
+    if grad is not None and grad.abs().sum() > 0:
+        raise CheckFailed(f"gradient flows into the {name}: it is a target, so it must be cut from the graph")
 
 
-def gradients(loss_fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> list[torch.Tensor | None]:
-    """Gradients of ``loss_fn(*copies)`` with respect to fresh copies of ``tensors`` (reference side)."""
-    copies = leaves(*tensors)
-    loss_fn(*copies).backward()
+def expect_value_first(value, expected, what: str = "the loss") -> None:
+    """Checks of gradients and other secondary properties only mean something when the value is
+    right: when it is not, the check is not scored and says nothing (the value check already did)."""
+    if not is_close(value, expected):
+        raise Unscored(f"{what} is wrong")
+
+
+def gradients(loss_fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, upstream=None) -> list[torch.Tensor | None]:
+    """Gradients of ``loss_fn(*copies)`` (or of ``sum(loss_fn(*copies) * upstream)``) with respect to
+    fresh copies of ``tensors`` (the reference side)."""
+    copies = [t.detach().clone().requires_grad_(True) for t in tensors]
+    value = loss_fn(*copies)
+    (value if upstream is None else (value * upstream).sum()).backward()
     return [c.grad for c in copies]
 
 

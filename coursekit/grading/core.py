@@ -1,13 +1,16 @@
 """The grading core: the exercise registry, ``grade``, ``check`` and the text they show.
 
 An exercise is a list of *properties*, each worth some points. A property is a small function
-that receives the student function, calls it (through ``checks.call``) on inputs it builds
-itself, and raises ``CheckFailed("plain words")`` when the behaviour is wrong.
+that receives the student function, calls it (only through ``checks.call`` / ``call_backward``)
+on inputs it builds itself, and raises ``CheckFailed("plain words")`` when the behaviour is
+wrong, or ``Unscored`` when it cannot mean anything because an earlier property failed.
 
-``grade`` runs the properties of one exercise in a forked child process on Linux (so a function
-that loops forever, calls ``os._exit`` or crashes the interpreter cannot take the notebook down),
-or in a thread elsewhere, and turns every outcome into points and feedback. It never raises
-because of the student function.
+``grade`` (``check`` in notebooks) runs the properties of one exercise in a forked child process on
+Linux (so a function that loops forever, calls ``os._exit`` or crashes the interpreter cannot take
+the notebook down), or in a thread elsewhere. ``grade_here`` runs them in this process on a
+``remote.RemoteFunction``: the batch grader's way, where only the student's function runs in the
+student's kernel. Both turn every outcome into points and feedback and never raise because of
+the student function.
 """
 from __future__ import annotations
 
@@ -21,14 +24,28 @@ from typing import Callable
 
 DEFAULT_TIME_LIMIT = 20.0  # seconds for all properties of one exercise
 NOT_IMPLEMENTED_FEEDBACK = "not implemented yet: replace the raise NotImplementedError with your code"
+UNSCORED = object()  # outcome of a property that an earlier failure makes meaningless
 
 
 class CheckFailed(Exception):
     """Raised by a property when the student's function behaves wrongly; the message is the feedback."""
 
 
+class Unscored(CheckFailed):
+    """Raised by a property that cannot mean anything because an earlier one failed (a gradient
+    check when the value is already wrong): no points, and no feedback line of its own."""
+
+
 class NotImplementedYet(Exception):
     """Raised when the student's function still raises ``NotImplementedError``."""
+
+
+class StudentGone(Exception):
+    """The process running the student's function stopped answering: ``kind`` is "timeout" or "died"."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -109,7 +126,8 @@ def get_exercise(exercise_id: str) -> Exercise:
 
 # ---------------------------------------------------------------------------------------------
 # Running the properties. The runner reports through ``send`` one message per property:
-# ("ok", index), ("failed", index, message), ("not_implemented",) and finally ("done",).
+# ("ok", index), ("failed", index, message), ("unscored", index), ("not_implemented",), and finally
+# ("done",) or, when the student's process stopped answering, ("timeout",) or ("died",).
 # ---------------------------------------------------------------------------------------------
 
 
@@ -120,6 +138,11 @@ def _run_properties(ex: Exercise, fn: Callable, send: Callable[[tuple], None]) -
         except NotImplementedYet:
             send(("not_implemented",))
             return
+        except StudentGone as gone:
+            send((gone.kind,))
+            return
+        except Unscored:
+            send(("unscored", index))
         except CheckFailed as failure:
             send(("failed", index, str(failure)))
         except BaseException as error:  # noqa: BLE001 - anything the student's result provokes
@@ -205,9 +228,23 @@ def grade(exercise_id: str, fn: Callable, time_limit: float = DEFAULT_TIME_LIMIT
         return GradeResult(exercise_id, 0, ex.max_score, False,
                            [f"expected a function, got {type(fn).__name__}: pass the function itself, without calling it"])
     messages = _messages_from_fork if _can_fork() else _messages_from_thread
+    return result_from_messages(ex, messages(ex, fn, time_limit), time_limit)
+
+
+def grade_here(ex: Exercise, fn: Callable, time_limit: float) -> GradeResult:
+    """Run the properties in this process: for a ``RemoteFunction`` (the batch grader), whose
+    calls run in the student's process and stop at its own time limit."""
+    messages: list[tuple] = []
+    _run_properties(ex, fn, messages.append)
+    return result_from_messages(ex, messages, time_limit)
+
+
+def result_from_messages(ex: Exercise, messages, time_limit: float) -> GradeResult:
+    """The result from the runner's messages (see ``_run_properties``)."""
+    exercise_id = ex.exercise_id
     outcomes: dict[int, str | None] = {}  # property index -> None (passed) or the failure message
     stopped = None  # why grading stopped early, if it did
-    for message in messages(ex, fn, time_limit):
+    for message in messages:
         kind = message[0]
         if kind == "not_implemented":
             return GradeResult(exercise_id, 0, ex.max_score, False, [NOT_IMPLEMENTED_FEEDBACK])
@@ -215,6 +252,8 @@ def grade(exercise_id: str, fn: Callable, time_limit: float = DEFAULT_TIME_LIMIT
             outcomes[message[1]] = None
         elif kind == "failed":
             outcomes[message[1]] = message[2]
+        elif kind == "unscored":
+            outcomes[message[1]] = UNSCORED
         elif kind in ("timeout", "died"):
             stopped = _stop_reason(kind, time_limit)
     return _result_from_outcomes(ex, outcomes, stopped)
@@ -227,18 +266,24 @@ def _stop_reason(kind: str, time_limit: float) -> str:
 
 
 def _result_from_outcomes(ex: Exercise, outcomes: dict[int, str | None], stopped: str | None) -> GradeResult:
-    """Points for the passed properties; one feedback line per failed property, and when grading
-    stopped early, one line for the property that was running and one for those never run."""
-    score, feedback = 0, []
+    """Points for the passed properties; one feedback line per failed property, one line for the
+    checks not scored because an earlier one failed, and when grading stopped early, one line for
+    the property that was running and one for those never run."""
+    score, feedback, unscored = 0, [], 0
     for index, prop in enumerate(ex.properties):
         if index not in outcomes:
             continue
         failure = outcomes[index]
         if failure is None:
             score += prop.points
+        elif failure is UNSCORED:
+            unscored += prop.points
         else:
             hint = f" Hint: {prop.hint}" if prop.hint else ""
             feedback.append(f"{prop.description} ({prop.points} pt): {failure.rstrip('.')}.{hint}")
+    if unscored:
+        feedback.append(f"{unscored} more point{'s' if unscored != 1 else ''} depend on the checks above "
+                        "(e.g. gradients, once the value is right)")
     running = len(outcomes)
     if stopped is not None and running < len(ex.properties):
         feedback.append(f"{ex.properties[running].description}: {stopped}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
-                     expect_tensor, gradients, leaves, randn, shape_text)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_no_gradient, expect_scalar, expect_tensor, expect_value_first, gradients, randn, shape_text)
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -13,8 +13,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 loss_exercise = exercise("dino.dino_loss", "dino_loss", reference="coursekit.methods.dino:dino_loss")
-LOSS_HINT = ("teacher: softmax((t - center) / teacher_temp) (detached); student: log_softmax(s / student_temp); "
-             "average -(teacher * student).sum(-1).mean() over the pairs (i, j) with i != j")
+LOSS_HINT = ("the teacher gives centered, sharpened probabilities (fixed targets); the student is scored by "
+             "cross-entropy against them, over every pair of a teacher view and a different student view")
 STUDENT_TEMP, TEACHER_TEMP = 0.1, 0.04
 
 
@@ -78,34 +78,40 @@ def _loss_multicrop(dino_loss):
 
 
 @loss_exercise.checks("gradient flows into the student outputs and matches the reference", points=1,
-                      hint="the student is trained: do not detach its outputs")
+                      hint="the student network is the one being trained: the loss must stay connected to "
+                           "its outputs")
 def _loss_student_gradient(dino_loss):
     student, teacher, center = _views(20, 2, 4)
-    expected = gradients(lambda *s: loss_exercise.reference()(list(s), teacher, center, STUDENT_TEMP, TEACHER_TEMP),
-                         *student)
-    student_leaves = leaves(*student)
-    backward(expect_scalar(call(dino_loss, student_leaves, [t.clone() for t in teacher], center.clone(),
-                                STUDENT_TEMP, TEACHER_TEMP)))
-    for index, (leaf, grad) in enumerate(zip(student_leaves, expected)):
-        expect_gradient(leaf, grad, f"student view {index}")
+    reference = loss_exercise.reference()
+    value, grads = call_backward(dino_loss, [s.requires_grad_() for s in student], [t.clone() for t in teacher],
+                                 center.clone(), STUDENT_TEMP, TEACHER_TEMP)
+    expect_value_first(expect_scalar(value), reference(student, teacher, center, STUDENT_TEMP, TEACHER_TEMP))
+    expect_carries_gradient(value)
+    expected = gradients(lambda *s: reference(list(s), teacher, center, STUDENT_TEMP, TEACHER_TEMP), *student)
+    for index, (grad, want) in enumerate(zip(grads, expected)):
+        expect_gradient(grad, want, f"student view {index}")
 
 
 def _loss_input_gradients(dino_loss):
+    """The gradients reaching the teacher outputs (a list) and the center."""
     student, teacher, center = _views(30, 2, 4)
-    student, teacher, (center,) = leaves(*student), leaves(*teacher), leaves(center)
-    backward(expect_scalar(call(dino_loss, student, teacher, center, STUDENT_TEMP, TEACHER_TEMP)))
-    return teacher, center
+    value, grads = call_backward(dino_loss, [s.requires_grad_() for s in student],
+                                 [t.requires_grad_() for t in teacher], center.requires_grad_(),
+                                 STUDENT_TEMP, TEACHER_TEMP)
+    expect_value_first(expect_scalar(value),
+                       loss_exercise.reference()(student, teacher, center, STUDENT_TEMP, TEACHER_TEMP))
+    return grads[len(student):-1], grads[-1]
 
 
 @loss_exercise.checks("no gradient flows into the teacher outputs", points=1,
-                      hint="the teacher is an EMA of the student: detach its outputs (t.detach())")
+                      hint="the teacher is an EMA of the student, not trained by this loss: its outputs are targets")
 def _loss_no_teacher_gradient(dino_loss):
     teacher, _ = _loss_input_gradients(dino_loss)
-    for index, tensor in enumerate(teacher):
-        expect_no_gradient(tensor, f"teacher outputs (view {index})")
+    for index, grad in enumerate(teacher):
+        expect_no_gradient(grad, f"teacher outputs (view {index})")
 
 
-@loss_exercise.checks("no gradient flows into the center", points=1, hint="the center is a running average: detach it")
+@loss_exercise.checks("no gradient flows into the center", points=1, hint="the center is a running average, a constant for this loss")
 def _loss_no_center_gradient(dino_loss):
     _, center = _loss_input_gradients(dino_loss)
     expect_no_gradient(center, "center")
@@ -116,7 +122,8 @@ def _loss_no_center_gradient(dino_loss):
 # ---------------------------------------------------------------------------------------------
 
 center_exercise = exercise("dino.update_center", "update_center", reference="coursekit.methods.dino:update_center")
-CENTER_HINT = "momentum * center + (1 - momentum) * teacher_out.mean(dim=0, keepdim=True)"
+CENTER_HINT = ("the center is a moving average: keep `momentum` of the old center and take the rest from the "
+               "batch's mean teacher output, keeping the shape [1, K]")
 
 
 def _center_value(update_center, center, teacher_out, momentum):

@@ -8,17 +8,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import SEEDS, call, expect_equal, expect_tensor, randn
+from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn
 from .core import CheckFailed, exercise
 
 top_k_exercise = exercise("dinov2.cosine_top_k", "cosine_top_k", reference="coursekit.evaluate.retrieval:cosine_top_k")
 mask_exercise = exercise("dinov2.foreground_mask", "foreground_mask", reference="coursekit.evaluate.patches:foreground_mask")
 
-TOP_K_HINT = ("normalize queries and gallery with F.normalize(..., dim=1), similarity = queries @ gallery.T "
-              "([Q, G]), then similarity.topk(k, dim=1).indices")
-MASK_HINT = ("flatten to [N*L, D], subtract the mean token, take the first right singular vector (torch.linalg.svd), "
-             "project, reshape row-major to [N, h, w], flip the sign if the border patches have the larger mean, "
-             "min-max scale over everything, compare with > threshold")
+TOP_K_HINT = "rank the gallery by the angle to each query (cosine similarity) and keep the k best, best first"
+MASK_HINT = ("project every patch token on the direction along which the tokens vary most (after centering), "
+             "put the projections back on the image grid, orient them so that the border is background, scale "
+             "them to [0, 1] over all images together, and threshold")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,12 +57,12 @@ def _expect_top_k(cosine_top_k, queries, gallery, k, what):
 
 def _scaled_rows(seed: int, rows: int, dim: int):
     """Random directions with very different lengths, so that dot products and cosines rank differently."""
-    lengths = torch.linspace(0.2, 5.0, rows)[torch.randperm(rows, generator=torch.Generator().manual_seed(seed))]
+    lengths = torch.linspace(0.2, 5.0, rows)[torch.randperm(rows, generator=generator(seed))]
     return randn(seed, rows, dim) * lengths[:, None]
 
 
 @top_k_exercise.checks("returns a [Q, k] long tensor of gallery indices", points=1,
-                       hint="topk(...).indices is already a long tensor of shape [Q, k]")
+                       hint="return the gallery indices (integers), one row of k per query")
 def _returns_indices(cosine_top_k):
     _top_k(cosine_top_k, randn(0, 3, 8), randn(1, 10, 8), 4)
 
@@ -77,7 +76,7 @@ def _random_features(cosine_top_k):
 
 
 @top_k_exercise.checks("ranks by cosine similarity: the length of a feature vector does not matter", points=1,
-                       hint="F.normalize(x, dim=1) divides each row by its length")
+                       hint="cosine similarity compares directions: the length of a feature vector must not matter")
 def _cosine(cosine_top_k):
     # gallery row 0 points almost like the query but is short; row 1 is long but at 60 degrees
     queries = torch.tensor([[1.0, 0.0]])
@@ -153,12 +152,12 @@ def _mask_mistakes(features, grid, threshold):
 def _object_scene(seed: int, count: int = 3, grid=(5, 7), dim: int = 12):
     """Patch tokens of images with an 'object' blob near the middle on a noisy background."""
     height, width = grid
-    generator = torch.Generator().manual_seed(seed)
-    background, foreground = torch.randn(dim, generator=generator), torch.randn(dim, generator=generator) * 3
-    features = background + 0.6 * torch.randn(count, height, width, dim, generator=generator)
+    draw = generator(seed)
+    background, foreground = torch.randn(dim, generator=draw), torch.randn(dim, generator=draw) * 3
+    features = background + 0.6 * torch.randn(count, height, width, dim, generator=draw)
     for i in range(count):
-        top = 1 + int(torch.randint(0, height - 3, (1,), generator=generator))
-        left = 1 + int(torch.randint(0, width - 3, (1,), generator=generator))
+        top = 1 + int(torch.randint(0, height - 3, (1,), generator=draw))
+        left = 1 + int(torch.randint(0, width - 3, (1,), generator=draw))
         features[i, top:top + 2, left:left + 2] += foreground
     return features.reshape(count, height * width, dim)
 
@@ -216,7 +215,7 @@ def _sign(foreground_mask):
 
 
 @mask_exercise.checks("leaves the input tensor unchanged", points=1,
-                      hint="x = x - mean makes a new tensor; x -= mean changes the caller's features")
+                      hint="work on new tensors: in-place operations change the caller's features")
 def _no_mutation(foreground_mask):
     features = _object_scene(5)
     before = features.clone()

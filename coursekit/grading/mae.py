@@ -5,17 +5,17 @@ import math
 
 import torch
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_scalar,
-                     expect_tensor, gradients, leaves, randn, shape_text)
-from .core import CheckFailed, exercise
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_scalar, expect_tensor, expect_value_first, generator, gradients, randn, shape_text, type_name)
+from .core import CheckFailed, Unscored, exercise
 
 # ---------------------------------------------------------------------------------------------
 # mae.patchify
 # ---------------------------------------------------------------------------------------------
 
 patchify_exercise = exercise("mae.patchify", "patchify", reference="coursekit.methods.mae:patchify")
-PATCHIFY_HINT = ("reshape to [N, C, h, p, w, p], permute to [N, h, w, p, p, C] "
-                 "(torch.einsum('nchpwq->nhwpqc')), then reshape to [N, h * w, p * p * C]")
+PATCHIFY_HINT = ("cut each image into a grid of p x p squares, read the squares row by row, and lay out each "
+                 "square's pixels row by row with the channels of a pixel together")
 
 
 def _patch_layout(imgs: torch.Tensor, p: int, order: str) -> torch.Tensor:
@@ -55,7 +55,7 @@ def _patchify_values(patchify):
 
 
 @patchify_exercise.checks("handles images that are not square (H != W)", points=1,
-                          hint="compute h = H // p and w = W // p separately")
+                          hint="the number of patches across and down can differ")
 def _patchify_rectangular(patchify):
     _expect_patches(patchify, randn(3, 2, 3, 8, 12), 4, "the patches of 8 x 12 images")
 
@@ -75,9 +75,8 @@ def _patchify_single(patchify):
 # ---------------------------------------------------------------------------------------------
 
 masking_exercise = exercise("mae.random_masking", "random_masking", reference="coursekit.methods.mae:random_masking")
-MASKING_HINT = ("noise = torch.rand(N, L, generator=generator); ids_shuffle = noise.argsort(1); "
-                "ids_restore = ids_shuffle.argsort(1); keep the first L_keep of ids_shuffle; "
-                "mask = ones, first L_keep set to 0, then gathered with ids_restore")
+MASKING_HINT = ("a random order of the tokens per sample decides which ones stay; remember that order so that it "
+                "can be undone, and express the mask in the original token order")
 N, L, D = 4, 14, 3
 MASK_TOKEN = 1.0e4
 
@@ -86,10 +85,10 @@ def _tokens(seed: int = 0) -> torch.Tensor:
     return randn(seed, N, L, D)
 
 
-def _masking(random_masking, x, mask_ratio=0.75, generator_seed: int | None = 0):
+def _masking(random_masking, x, mask_ratio=0.75, generator_seed: int | None = 0, global_seed: int | None = None):
     """The student's (x_visible, mask, ids_restore), checked for types and shapes."""
-    generator = None if generator_seed is None else torch.Generator().manual_seed(generator_seed)
-    value = call(random_masking, x.clone(), mask_ratio, generator)
+    seeded = None if generator_seed is None else generator(1000 + generator_seed)
+    value = call(random_masking, x.clone(), mask_ratio, seeded, global_seed=global_seed)
     if not isinstance(value, (tuple, list)) or len(value) != 3:
         raise CheckFailed("return a tuple of three tensors: (x_visible, mask, ids_restore)")
     x_visible, mask, ids_restore = value
@@ -123,7 +122,7 @@ def _masking_types(random_masking):
 
 
 @masking_exercise.checks("keeps L_keep = int(L * (1 - mask_ratio)) tokens", points=1,
-                         hint="int() rounds down: L = 14 and mask_ratio 0.75 keep 3 tokens")
+                         hint="the number kept is rounded down, as the notebook says")
 def _masking_keep_count(random_masking):
     for mask_ratio in (0.75, 0.5, 0.6):
         expected = int(L * (1 - mask_ratio))
@@ -166,13 +165,13 @@ def _masking_visible_tokens(random_masking):
 
 
 @masking_exercise.checks("ids_restore puts every kept token back at its original position", points=2,
-                         hint="ids_restore = torch.argsort(ids_shuffle, dim=1)")
+                         hint="ids_restore undoes the shuffle: it is the inverse permutation")
 def _masking_restore(random_masking):
     x = _tokens(2)
-    x_visible, mask, ids_restore = _masking(random_masking, x)
+    x_visible, _, ids_restore = _masking(random_masking, x)
     if not torch.equal(ids_restore.sort(dim=1).values, torch.arange(L).expand(N, L)):
         raise CheckFailed("each row of ids_restore must be a permutation of 0..L-1")
-    kept = (mask == 0).unsqueeze(-1)
+    kept = _kept_in(x, x_visible).unsqueeze(-1)  # as x_visible shows it: a wrong mask does not fail this check too
     if torch.allclose(_restored(x_visible, ids_restore)[kept.expand_as(x)], x[kept.expand_as(x)]):
         return
     if torch.allclose(_restored(x_visible, ids_restore.argsort(dim=1))[kept.expand_as(x)], x[kept.expand_as(x)]):
@@ -181,31 +180,44 @@ def _masking_restore(random_masking):
                       "original positions")
 
 
+def _kept_in(x, x_visible) -> torch.Tensor:
+    """[N, L] bool: which tokens of x each sample kept, read from x_visible (so that the checks that
+    do not test the mask do not depend on it being right)."""
+    sources = _source_positions(x, x_visible)
+    kept = torch.zeros(x.shape[:2], dtype=torch.bool)
+    for n in range(len(x)):
+        kept[n, sources[n][sources[n] >= 0]] = True
+    return kept
+
+
+def _kept_positions(random_masking, x, **options) -> torch.Tensor:
+    return _kept_in(x, _masking(random_masking, x, **options)[0])
+
+
 @masking_exercise.checks("draws an independent random mask for every sample", points=1,
-                         hint="draw noise of shape [N, L], one row per sample, not [L]")
+                         hint="each sample needs random numbers of its own, one per token")
 def _masking_per_sample(random_masking):
-    _, mask, _ = _masking(random_masking, randn(3, 8, 16, 2), 0.5)
-    if all(torch.equal(mask[0], row) for row in mask[1:]):
-        raise CheckFailed("every sample got the same mask: same noise for all samples")
+    kept = _kept_positions(random_masking, randn(3, 8, 16, 2), mask_ratio=0.5)
+    if all(torch.equal(kept[0], row) for row in kept[1:]):
+        raise CheckFailed("every sample kept the same tokens: same noise for all samples")
 
 
 @masking_exercise.checks("all randomness comes from the generator (same seed, same masks; other seed, other masks)",
-                         points=1, hint="pass generator=generator to torch.rand")
+                         points=1, hint="every random number must be drawn from the generator argument")
 def _masking_generator(random_masking):
     x = _tokens(4)
-    torch.manual_seed(1)
-    first = _masking(random_masking, x, generator_seed=5)[1]
-    torch.manual_seed(2)
-    again = _masking(random_masking, x, generator_seed=5)[1]
-    other = _masking(random_masking, x, generator_seed=6)[1]
+    # the same generator seed under different global random states, then another generator seed
+    first = _kept_positions(random_masking, x, generator_seed=5, global_seed=1)
+    again = _kept_positions(random_masking, x, generator_seed=5, global_seed=2)
+    other = _kept_positions(random_masking, x, generator_seed=6, global_seed=1)
     if not torch.equal(first, again):
-        raise CheckFailed("the same generator seed gave different masks: randomness not drawn from the generator")
+        raise CheckFailed("the same generator seed kept different tokens: randomness not drawn from the generator")
     if torch.equal(first, other):
-        raise CheckFailed("different generator seeds gave the same mask: the generator is not used")
+        raise CheckFailed("different generator seeds kept the same tokens: the generator is not used")
 
 
 @masking_exercise.checks("works without a generator (generator=None)", points=1,
-                         hint="torch.rand(..., generator=None) draws from the global random state")
+                         hint="when no generator is given, draw from the global random state")
 def _masking_no_generator(random_masking):
     x_visible, mask, _ = _masking(random_masking, _tokens(), generator_seed=None)
     if x_visible.shape[1] != int(L * 0.25) or not (mask.sum(1) == L - x_visible.shape[1]).all():
@@ -217,15 +229,15 @@ def _masking_no_generator(random_masking):
 # ---------------------------------------------------------------------------------------------
 
 loss_exercise = exercise("mae.loss", "mae_loss", reference="coursekit.methods.mae:mae_loss")
-LOSS_HINT = ("per_patch = ((pred - target) ** 2).mean(dim=-1); loss = (per_patch * mask).sum() / mask.sum(); "
-             "with norm_pix, normalize each target patch first")
+LOSS_HINT = ("the error of a patch is the mean squared error over its values; the loss averages it over the "
+             "removed patches only, across the whole batch")
 
 
 def _loss_inputs(seed: int, n: int = 3, length: int = 8, p: int = 12):
     """pred, target (some patches nearly constant, where the 1e-6 matters) and a mask with 1 = removed."""
     pred, target = randn(seed, n, length, p), randn(seed + 10, n, length, p)
     target[:, 0] = 0.5 + 1e-4 * target[:, 0]
-    mask = (torch.rand(n, length, generator=torch.Generator().manual_seed(seed + 20)) < 0.6).float()
+    mask = (torch.rand(n, length, generator=generator(seed + 20)) < 0.6).float()
     mask[:, 0] = 1.0
     mask[:, 1] = 0.0
     return pred, target, mask
@@ -280,24 +292,25 @@ def _loss_plain(mae_loss):
 
 
 @loss_exercise.checks("matches the MAE loss with norm_pix (3 seeds)", points=2,
-                      hint="target = (target - mean) / (var + 1e-6) ** 0.5 with mean and var over the last dimension")
+                      hint="with norm_pix, each target patch is standardized by its own mean and variance (with the small epsilon inside the square root)")
 def _loss_norm_pix(mae_loss):
     for seed in SEEDS:
         _expect_loss(mae_loss, *_loss_inputs(seed), True, f"the loss (norm_pix=True, seed {seed})")
 
 
 @loss_exercise.checks("gradient flows into pred and matches the reference", points=1,
-                      hint="do not detach pred; target is data")
+                      hint="pred is the decoder's output, the part being trained: the loss must stay connected to it")
 def _loss_gradient(mae_loss):
     pred, target, mask = _loss_inputs(3)
-    expected = gradients(lambda a: loss_exercise.reference()(a, target, mask, True), pred)[0]
-    (student_pred,) = leaves(pred)
-    backward(expect_scalar(call(mae_loss, student_pred, target.clone(), mask.clone(), True)))
-    expect_gradient(student_pred, expected, "pred")
+    reference = loss_exercise.reference()
+    value, (grad_pred,) = call_backward(mae_loss, pred.requires_grad_(), target.clone(), mask.clone(), True)
+    expect_value_first(expect_scalar(value), reference(pred, target, mask, True))
+    expect_carries_gradient(value)
+    expect_gradient(grad_pred, gradients(lambda a: reference(a, target, mask, True), pred)[0], "pred")
 
 
 @loss_exercise.checks("a sample without removed patches is handled (one average over all removed patches)", points=1,
-                      hint="divide the masked sum over the whole batch by mask.sum(), not per sample")
+                      hint="average over all removed patches of the batch together, not per sample")
 def _loss_empty_row(mae_loss):
     pred, target, mask = _loss_inputs(4)
     mask[0] = 0.0
@@ -319,31 +332,33 @@ def _loss_empty_row(mae_loss):
 # ---------------------------------------------------------------------------------------------
 
 block_exercise = exercise("mae.block_mask", "block_mask", reference="coursekit.lessons.masking:block_mask")
-BLOCK_HINT = ("n = L - int(L * (1 - ratio)); bw = min(grid_w, max(ceil(sqrt(n)), ceil(n / grid_h))); bh = ceil(n / bw); draw top in "
-              "[0, grid_h - bh] and left in [0, grid_w - bw] with torch.randint(..., generator=generator); "
-              "fill the first n cells of the bh x bw block row by row")
+BLOCK_HINT = ("count the patches to remove as random_masking does, shape them into the most square block that "
+              "fits the grid, place it at a random corner drawn from the generator, and fill it row by row")
 
 
 def _removed_count(length: int, ratio: float) -> int:
     return length - int(length * (1 - ratio))
 
 
-def _block(block_mask, grid_h, grid_w, ratio, seed=0):
-    """The student's mask as a float [L] tensor of 0/1, checked for type and shape."""
-    value = call(block_mask, grid_h, grid_w, ratio, torch.Generator().manual_seed(seed))
-    mask = expect_tensor(value, "the mask", shape=(grid_h * grid_w,))
+def _block(block_mask, grid_h, grid_w, ratio, seed=0, global_seed=None, floating=False):
+    """The student's mask as a float [L] tensor of 0/1, checked for type and shape (and for a
+    floating dtype, the notebook's contract, only where ``floating``: one check scores it)."""
+    value = call(block_mask, grid_h, grid_w, ratio, generator(1000 + seed), global_seed=global_seed)
+    mask = expect_tensor(value, "the mask", shape=(grid_h * grid_w,), floating=floating)
     if not ((mask == 0) | (mask == 1)).all():
         raise CheckFailed("the mask holds values other than 0 and 1")
     return mask.float()
 
 
-@block_exercise.checks("returns a [L] tensor of 0 and 1", points=1, hint="return mask.flatten() of a [grid_h, grid_w] mask")
+@block_exercise.checks("returns a float tensor [L] of 0 and 1", points=1,
+                       hint="a mask here is a float tensor (the lesson computes 1 - mask and products with it), "
+                            "flattened row by row")
 def _block_type(block_mask):
-    _block(block_mask, 6, 6, 0.5)
+    _block(block_mask, 6, 6, 0.5, floating=True)
 
 
 @block_exercise.checks("removes exactly L - int(L * (1 - ratio)) patches (1 = removed)", points=1,
-                       hint="the same count as random_masking: L_keep = int(L * (1 - ratio)) patches stay visible")
+                       hint="the same count as random_masking: the number of visible patches is rounded down")
 def _block_count(block_mask):
     for grid_h, grid_w, ratio in ((8, 8, 0.75), (8, 8, 0.9), (5, 7, 0.6), (6, 6, 0.5)):
         length = grid_h * grid_w
@@ -365,7 +380,7 @@ def _block_shape(block_mask):
         mask = _block(block_mask, grid_h, grid_w, ratio, seed).reshape(grid_h, grid_w)
         n = _removed_count(grid_h * grid_w, ratio)
         if int(mask.sum()) != n:
-            raise CheckFailed("the number of removed patches is wrong (see the count check)")
+            raise Unscored("the number of removed patches is wrong")  # the count check says so
         bw = min(grid_w, max(math.ceil(math.sqrt(n)), math.ceil(n / grid_h)))
         bh = math.ceil(n / bw)
         rows, cols = torch.nonzero(mask, as_tuple=True)
@@ -382,17 +397,20 @@ def _block_shape(block_mask):
 
 
 @block_exercise.checks("the block's place is random, drawn from the generator", points=1,
-                       hint="torch.randint(high, (1,), generator=generator) for the top and the left corner")
+                       hint="the corner is random, and every random number comes from the generator argument")
 def _block_random_place(block_mask):
-    first = _block(block_mask, 8, 8, 0.5, seed=3)
-    if not torch.equal(first, _block(block_mask, 8, 8, 0.5, seed=3)):
-        raise CheckFailed("the same generator seed gave different masks: draw the position from the generator")
-    masks = {tuple(_block(block_mask, 8, 8, 0.5, seed=seed).tolist()) for seed in range(8)}
+    # 16 patches on 8 x 8: a 4 x 4 block with 25 places. The same generator seed under different
+    # global random states must give the same place; different generator seeds, different places.
+    first = _block(block_mask, 8, 8, 0.25, seed=3, global_seed=1)
+    for global_seed in (2, 3, 4):
+        if not torch.equal(first, _block(block_mask, 8, 8, 0.25, seed=3, global_seed=global_seed)):
+            raise CheckFailed("the same generator seed gave different masks: draw the position from the generator")
+    masks = {tuple(_block(block_mask, 8, 8, 0.25, seed=seed, global_seed=1).tolist()) for seed in range(8)}
     if len(masks) == 1:
         raise CheckFailed("the block is always at the same place: draw its corner at random with the generator")
 
 
-@block_exercise.checks("ratio 0 removes nothing", points=1, hint="n = 0: return a mask of zeros")
+@block_exercise.checks("ratio 0 removes nothing", points=1, hint="with nothing to remove, the mask removes nothing")
 def _block_zero(block_mask):
     if _block(block_mask, 4, 4, 0.0).sum() != 0:
         raise CheckFailed("with ratio 0 some patches are removed")
@@ -400,8 +418,8 @@ def _block_zero(block_mask):
 
 difficulty_exercise = exercise("mae.masking_difficulty", "nearest_visible_distance",
                                reference="coursekit.lessons.masking:nearest_visible_distance")
-DIFFICULTY_HINT = ("positions (row, col) = divmod(index, grid_w); for every removed patch, the smallest Euclidean "
-                   "distance to a visible patch (torch.cdist); then the mean over removed patches")
+DIFFICULTY_HINT = ("give every patch its (row, column) position on the grid; a removed patch is as hard as its "
+                   "distance to the closest visible patch; average over the removed patches")
 
 
 def _positions(grid_h, grid_w):
@@ -445,7 +463,7 @@ def _expect_difficulty(fn, mask, grid_h, grid_w, what):
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
     if not isinstance(value, (int, float)):
-        raise CheckFailed(f"return a number (a Python float), got {type(value).__name__}")
+        raise CheckFailed(f"return a number (a Python float), got {type_name(value)}")
     expected = difficulty_exercise.reference()(mask, grid_h, grid_w)
     expect_close(float(value), expected, _difficulty_mistakes(mask, grid_h, grid_w), what=what)
 
@@ -461,14 +479,13 @@ def _difficulty_fixed(fn):
 @difficulty_exercise.checks("matches the reference on random masks (3 seeds)", points=2, hint=DIFFICULTY_HINT)
 def _difficulty_random(fn):
     for seed in SEEDS:
-        generator = torch.Generator().manual_seed(seed)
-        mask = (torch.rand(36, generator=generator) < 0.7).float()
+        mask = (torch.rand(36, generator=generator(seed)) < 0.7).float()
         mask[0] = 0.0
         _expect_difficulty(fn, mask, 6, 6, f"the difficulty (seed {seed})")
 
 
 @difficulty_exercise.checks("handles grids that are not square (row = i // grid_w, column = i % grid_w)", points=1,
-                            hint="patch i sits at row i // grid_w and column i % grid_w")
+                            hint="the patches are numbered row by row: a row holds grid_w patches")
 def _difficulty_rectangular(fn):
     mask = torch.ones(4 * 7)
     mask[[0, 13, 27]] = 0

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import (SEEDS, backward, call, expect_close, expect_gradient, expect_no_gradient, expect_scalar,
-                     gradients, leaves, randn)
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_no_gradient, expect_scalar, expect_value_first, gradients, randn, run_call, type_name)
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -14,8 +14,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 momentum_exercise = exercise("moco.momentum_update", "momentum_update", reference="coursekit.methods.ema:momentum_update")
-UPDATE_HINT = ("inside torch.no_grad(), for each pair of parameters do "
-               "p_target.mul_(m).add_(p_online, alpha=1 - m)")
+UPDATE_HINT = ("the target keeps the fraction m of itself and takes 1 - m from the online network, changing its "
+               "own parameters in place and outside autograd")
 
 
 def _network(seed: int) -> nn.Module:
@@ -44,6 +44,12 @@ def _student_update(momentum_update, m: float, requires_grad: bool = False):
     return online, target, returned
 
 
+def _target_flags(momentum_update, m: float) -> dict:
+    """The flags of the target's parameters after the update of a target that requires grad."""
+    online, target = _pair(requires_grad=True)
+    return run_call(momentum_update, (online, target, m), {}).module_flags[1]
+
+
 def _expected_parameters(m: float) -> torch.Tensor:
     online, target = _pair()
     momentum_exercise.reference()(online, target, m)
@@ -58,7 +64,7 @@ def _in_place(momentum_update):
     if returned is not None and torch.equal(_flat(target.parameters()), _flat(untouched.parameters())):
         raise CheckFailed("returned a new network instead of updating target in place")
     if returned is not None:
-        raise CheckFailed(f"returned {type(returned).__name__}: the update works in place and returns None")
+        raise CheckFailed(f"returned {type_name(returned)}: the update works in place and returns None")
 
 
 @momentum_exercise.checks("target parameters become m * target + (1 - m) * online", points=3, hint=UPDATE_HINT)
@@ -85,7 +91,7 @@ def _online_unchanged(momentum_update):
 
 
 @momentum_exercise.checks("updates parameters only, not buffers (BatchNorm statistics)", points=1,
-                          hint="iterate over .parameters(), not over .state_dict() (which holds the buffers too)")
+                          hint="only parameters are averaged: buffers such as BatchNorm statistics stay as they are")
 def _buffers_untouched(momentum_update):
     _, target, _ = _student_update(momentum_update, 0.9)
     if not torch.equal(_flat(target.buffers()), _flat(_network(1).buffers())):
@@ -93,18 +99,18 @@ def _buffers_untouched(momentum_update):
 
 
 @momentum_exercise.checks("records no gradient (the update is not part of the autograd graph)", points=1,
-                          hint="decorate the function with @torch.no_grad() or update inside `with torch.no_grad():`")
+                          hint="the update is bookkeeping, not part of training: autograd must not record it")
 def _no_gradient(momentum_update):
     try:
-        _, target, _ = _student_update(momentum_update, 0.9, requires_grad=True)
+        flags = _target_flags(momentum_update, 0.9)
     except CheckFailed as failure:
         if "requires grad" in str(failure):
             raise CheckFailed("the update is recorded by autograd (in-place change of a parameter that requires "
                               "grad): wrap it in torch.no_grad()") from None
         raise
-    if any(not p.is_leaf or p.grad_fn is not None for p in target.parameters()):
+    if any(flag["history"] for flag in flags.values()):
         raise CheckFailed("the target parameters carry autograd history: update them under torch.no_grad()")
-    if not all(p.requires_grad for p in target.parameters()):
+    if not all(flag["requires_grad"] for flag in flags.values()):
         raise CheckFailed("the update switched off requires_grad of the target parameters")
 
 
@@ -121,8 +127,8 @@ def _edge_momenta(momentum_update):
 # ---------------------------------------------------------------------------------------------
 
 infonce_exercise = exercise("moco.infonce", "infonce", reference="coursekit.methods.moco:infonce")
-INFONCE_HINT = ("logits = cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / temperature, then "
-                "cross-entropy with target 0 for every row")
+INFONCE_HINT = ("each query is a classification problem: its key is the right answer, the queue holds the wrong "
+                "ones, and the logits are similarities sharpened by the temperature")
 
 
 def _unit(seed: int, *shape: int) -> torch.Tensor:
@@ -152,7 +158,7 @@ def _expect_infonce(infonce, q, k, queue, temperature, what):
 
 
 @infonce_exercise.checks("returns a single number (0-dim float tensor)", points=1,
-                         hint="F.cross_entropy averages over the batch and returns a 0-dim tensor")
+                         hint="the loss is one number: the average over the batch")
 def _infonce_scalar(infonce):
     expect_scalar(call(infonce, _unit(0, 4, 8), _unit(1, 4, 8), _unit(2, 16, 8), 0.2))
 
@@ -175,34 +181,36 @@ def _infonce_random(infonce):
 
 
 @infonce_exercise.checks("gradient flows into q and matches the reference", points=1,
-                         hint="q is the output of the network being trained: do not detach it")
+                         hint="q is the output of the network being trained: the loss must stay connected to it")
 def _infonce_grad_q(infonce):
     q, k, queue = _unit(3, 6, 8), _unit(4, 6, 8), _unit(5, 12, 8)
-    expected = gradients(lambda a: infonce_exercise.reference()(a, k, queue, 0.2), q)[0]
-    (student_q,) = leaves(q)
-    backward(expect_scalar(call(infonce, student_q, k.clone(), queue.clone(), 0.2)))
-    expect_gradient(student_q, expected, "q")
+    reference = infonce_exercise.reference()
+    value, (grad_q,) = call_backward(infonce, q.requires_grad_(), k.clone(), queue.clone(), 0.2)
+    expect_value_first(expect_scalar(value), reference(q, k, queue, 0.2))
+    expect_carries_gradient(value)
+    expect_gradient(grad_q, gradients(lambda a: reference(a, k, queue, 0.2), q)[0], "q")
 
 
 def _target_receives_no_gradient(infonce, which: int, name: str) -> None:
-    inputs = leaves(_unit(6, 6, 8), _unit(7, 6, 8), _unit(8, 12, 8))
-    backward(expect_scalar(call(infonce, *inputs, 0.2)))
-    expect_no_gradient(inputs[which], name)
+    inputs = [_unit(6, 6, 8), _unit(7, 6, 8), _unit(8, 12, 8)]
+    value, grads = call_backward(infonce, *[t.requires_grad_() for t in inputs], 0.2)
+    expect_value_first(expect_scalar(value), infonce_exercise.reference()(*inputs, 0.2))
+    expect_no_gradient(grads[which], name)
 
 
 @infonce_exercise.checks("no gradient flows into the keys k", points=1,
-                         hint="k comes from the momentum encoder: use k.detach()")
+                         hint="k comes from the momentum encoder, which this loss does not train")
 def _infonce_no_grad_k(infonce):
     _target_receives_no_gradient(infonce, 1, "keys k")
 
 
-@infonce_exercise.checks("no gradient flows into the queue", points=1, hint="use queue.detach()")
+@infonce_exercise.checks("no gradient flows into the queue", points=1, hint="the queue holds keys of earlier batches: they are constants for this loss")
 def _infonce_no_grad_queue(infonce):
     _target_receives_no_gradient(infonce, 2, "queue")
 
 
 @infonce_exercise.checks("handles a batch of one and a queue of one", points=1,
-                         hint="build the target with torch.zeros(len(q), dtype=torch.long)")
+                         hint="nothing in the code should assume more than one query or more than one key in the queue")
 def _infonce_tiny(infonce):
     _expect_infonce(infonce, _unit(9, 1, 4), _unit(10, 1, 4), _unit(11, 1, 4), 0.2, "the loss for N = 1, K = 1")
 
@@ -214,8 +222,8 @@ def _infonce_tiny(infonce):
 from .checks import expect_tensor  # noqa: E402 - used by the checks below
 
 ema_exercise = exercise("moco.simulate_ema", "simulate_ema", reference="coursekit.lessons.analysis:simulate_ema")
-EMA_HINT = ("start with target[0] = signal[0], then for t = 1 .. T-1: "
-            "target[t] = m * target[t - 1] + (1 - m) * signal[t]")
+EMA_HINT = ("the target starts as a copy of the signal, then at each step keeps m of its previous value and "
+            "takes 1 - m from the current signal")
 
 
 def _ema_variant(signal: torch.Tensor, m: float, start=None, late: bool = False) -> torch.Tensor:
@@ -256,7 +264,7 @@ def _step_signal(length: int = 40, jump_at: int = 5) -> torch.Tensor:
 
 
 @ema_exercise.checks("returns a float tensor of the same shape as the signal", points=1,
-                     hint="allocate the result with torch.empty_like(signal) (or build a list and torch.stack it)")
+                     hint="return one target value per signal value, as a float tensor of the same shape")
 def _ema_shape(fn):
     signal = randn(0, 12)
     expect_tensor(call(fn, signal.clone(), 0.9), "the result", shape=signal.shape, floating=True)
@@ -281,7 +289,7 @@ def _ema_batched(fn):
 
 
 @ema_exercise.checks("edge cases: m = 0 copies the signal, m = 1 never moves, a single step; signal unchanged",
-                     points=1, hint="do not write into the signal; start from signal[0] even when T = 1")
+                     points=1, hint="leave the signal unchanged, and handle a signal of a single step")
 def _ema_edges(fn):
     signal = randn(6, 10)
     copy_of_signal = signal.clone()

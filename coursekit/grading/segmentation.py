@@ -6,12 +6,13 @@ import numbers
 
 import torch
 
-from .checks import SEEDS, call, expect_close
-from .core import CheckFailed, exercise
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+                     expect_value_first, generator, type_name)
+from .core import CheckFailed, Unscored, exercise
 
 iou_exercise = exercise("segmentation.mean_iou", "mean_iou", reference="coursekit.transfer.segmentation:mean_iou")
-HINT = ("drop the pixels where target == ignore_index, then for each class sum intersection and union over the "
-        "whole set; average IoU over the classes whose union is not empty")
+HINT = ("ignored pixels do not count; per class, add up intersections and unions over the whole set of "
+        "images, then average the IoU over the classes that occur")
 
 
 def _intersection_union(pred, target, num_classes, ignore_index):
@@ -53,7 +54,7 @@ def _value(mean_iou, pred, target, num_classes, ignore_index):
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
     if not isinstance(value, numbers.Real):
-        raise CheckFailed(f"the result should be a float, got {type(value).__name__}")
+        raise CheckFailed(f"the result should be a float, got {type_name(value)}")
     return float(value)
 
 
@@ -66,21 +67,21 @@ def _expect_iou(mean_iou, pred, target, num_classes, ignore_index, what):
 def _random_masks(seed: int, n: int = 3, size: int = 6, num_classes: int = 5):
     """A prediction that agrees with the target on most pixels, images of different class mixes,
     a few ignored pixels, and class 4 absent from both."""
-    generator = torch.Generator().manual_seed(seed)
-    target = torch.randint(0, num_classes - 1, (n, size, size), generator=generator)
+    draw = generator(seed)
+    target = torch.randint(0, num_classes - 1, (n, size, size), generator=draw)
     target[0] = target[0].clamp(max=1)  # image 0 holds only classes 0 and 1
-    noise = torch.randint(0, num_classes - 1, target.shape, generator=generator)
-    pred = torch.where(torch.rand(target.shape, generator=generator) < 0.6, target, noise)
-    target[torch.rand(target.shape, generator=generator) < 0.1] = 255
+    noise = torch.randint(0, num_classes - 1, target.shape, generator=draw)
+    pred = torch.where(torch.rand(target.shape, generator=draw) < 0.6, target, noise)
+    target[torch.rand(target.shape, generator=draw) < 0.1] = 255
     return pred, target
 
 
-@iou_exercise.checks("returns a Python float", points=1, hint="convert the result with .item()")
+@iou_exercise.checks("returns a Python float", points=1, hint="return a plain Python number, not a tensor")
 def _returns_float(mean_iou):
     pred, target = _random_masks(0)
     value = call(mean_iou, pred, target, 5, 255)
     if not isinstance(value, numbers.Real):
-        raise CheckFailed(f"returned {type(value).__name__}: return a Python float (use .item())")
+        raise CheckFailed(f"returned {type_name(value)}: return a Python float (use .item())")
 
 
 @iou_exercise.checks("matches mIoU on a small fixed example", points=2, hint=HINT)
@@ -104,7 +105,7 @@ def _custom_ignore_index(mean_iou):
     _expect_iou(mean_iou, pred, target, 4, 4, "the mIoU with ignore_index = 4")
 
 
-@iou_exercise.checks("ignore_index defaults to 255", points=1, hint="def mean_iou(pred, target, num_classes, ignore_index=255)")
+@iou_exercise.checks("ignore_index defaults to 255", points=1, hint="the notebook gives ignore_index a default value of 255")
 def _default_ignore_index(mean_iou):
     pred, target = _random_masks(4)
     expected = iou_exercise.reference()(pred, target, 5)
@@ -128,8 +129,8 @@ from .checks import shape_text  # noqa: E402 - used by the exercise below only
 
 tokens_exercise = exercise("segmentation.tokens_to_feature_map", "tokens_to_feature_map",
                            reference="coursekit.evaluate.patches:tokens_to_feature_map")
-TOKENS_HINT = ("token i sits at row i // w and column i % w: move the channels first with "
-               "patch_tokens.transpose(1, 2) ([N, D, L]), then reshape to [N, D, h, w]")
+TOKENS_HINT = ("the tokens were read row by row from the grid of patches: put them back in that order, with the "
+               "channels as the map's first axis")
 
 
 def _token_mistakes(tokens, grid):
@@ -144,8 +145,7 @@ def _token_mistakes(tokens, grid):
 
 
 def _tokens(seed: int, n: int, length: int, dim: int, requires_grad: bool = False):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, length, dim, generator=generator).requires_grad_(requires_grad)
+    return torch.randn(n, length, dim, generator=generator(seed)).requires_grad_(requires_grad)
 
 
 def _expect_map(tokens_to_feature_map, tokens, grid, what):
@@ -153,7 +153,7 @@ def _expect_map(tokens_to_feature_map, tokens, grid, what):
     h, w = grid
     value = call(tokens_to_feature_map, tokens.detach().clone(), grid)
     if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{what} should be a torch.Tensor, got {type(value).__name__}")
+        raise CheckFailed(f"{what} should be a torch.Tensor, got {type_name(value)}")
     shapes = {(n, dim, w, h): "height and width are swapped: the grid is (h, w)",
               (n, h, w, dim): "the channels are last: the map is [N, D, h, w], channels first",
               (n, dim, length): "the map is still flat: reshape [N, D, L] to [N, D, h, w]"}
@@ -176,7 +176,7 @@ def _expect_map_shape_only(tokens_to_feature_map, tokens, grid):
     h, w = grid
     value = call(tokens_to_feature_map, tokens.clone(), grid)
     if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"the feature map should be a torch.Tensor, got {type(value).__name__}")
+        raise CheckFailed(f"the feature map should be a torch.Tensor, got {type_name(value)}")
     shapes = {(n, dim, w, h): "height and width are swapped: the grid is (h, w)",
               (n, h, w, dim): "the channels are last: the map is [N, D, h, w], channels first",
               (n, dim, length): "the map is still flat: reshape [N, D, L] to [N, D, h, w]"}
@@ -202,15 +202,15 @@ def _tokens_random(tokens_to_feature_map):
 
 
 @tokens_exercise.checks("lets gradients flow back into the tokens", points=1,
-                        hint="use tensor operations only: no .detach(), .numpy() or torch.tensor(...) copies")
+                        hint="the decoder trains the backbone through this map: build it from the tokens with "
+                             "tensor operations that autograd can follow")
 def _tokens_gradient(tokens_to_feature_map):
-    tokens = _tokens(3, 2, 6, 4, requires_grad=True)
-    value = call(tokens_to_feature_map, tokens, (2, 3))
-    if not isinstance(value, torch.Tensor) or not value.requires_grad:
-        raise CheckFailed("the feature map carries no gradient: the decoder could not train the backbone through it")
-    weights = torch.arange(value.numel(), dtype=value.dtype).view_as(value)
-    (value * weights).sum().backward()
+    tokens = _tokens(3, 2, 6, 4)
     # The gradient of token (n, i, d) is the weight at map position (n, d, i // w, i % w).
-    want = weights.flatten(2).transpose(1, 2)
-    if tokens.grad is None or not torch.equal(tokens.grad, want):
-        raise CheckFailed("the gradient reaching the tokens is not the one of a pure reshape")
+    weights = torch.arange(2 * 4 * 6, dtype=torch.float32).view(2, 4, 2, 3)
+    value, (grad,) = call_backward(tokens_to_feature_map, tokens.clone().requires_grad_(), (2, 3), upstream=weights)
+    if not isinstance(value, torch.Tensor) or value.shape != weights.shape:
+        raise Unscored("the map is wrong")
+    expect_value_first(value, tokens_exercise.reference()(tokens, (2, 3)), "the feature map")
+    expect_carries_gradient(value, "the feature map")
+    expect_gradient(grad, weights.flatten(2).transpose(1, 2), "the tokens")

@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .checks import SEEDS, backward, call, expect_close, expect_gradient, expect_scalar, gradients, leaves, randn
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient, expect_scalar,
+                     expect_value_first, gradients, randn, type_name)
 from .core import CheckFailed, exercise
 
 nt_xent_exercise = exercise("simclr.nt_xent", "nt_xent", reference="coursekit.methods.simclr:nt_xent")
-HINT = ("normalize z1 and z2, stack them into 2N rows, take the 2N x 2N similarity matrix divided by the "
-        "temperature, mask the diagonal with -inf, and use cross-entropy with the other view as the target")
+HINT = ("each of the 2N views is an anchor whose positive is the other view of its image; every other "
+        "view is a negative, the anchor itself is not a candidate at all; compare directions (cosine), "
+        "sharpened by the temperature")
 
 
 def _mistaken_nt_xent(z1, z2, temperature, normalize=True, self_logit=None, z1_anchors_only=False):
@@ -52,7 +54,7 @@ def _expect_reference_value(nt_xent, z1, z2, temperature, what):
 
 
 @nt_xent_exercise.checks("returns a single number (0-dim float tensor)", points=1,
-                         hint="average the per-anchor losses with .mean() (F.cross_entropy does it)")
+                         hint="the loss is one number: the average over all anchors")
 def _returns_scalar(nt_xent):
     expect_scalar(call(nt_xent, randn(0, 4, 8), randn(1, 4, 8), 0.5))
 
@@ -74,7 +76,7 @@ def _random_inputs(nt_xent):
 
 
 @nt_xent_exercise.checks("does not assume normalized inputs (scaling z1 and z2 leaves the loss unchanged)", points=1,
-                         hint="use F.normalize(z, dim=1) so that the similarity is the cosine similarity")
+                         hint="the similarity is a cosine: the length of the embeddings must not matter")
 def _scale_invariant(nt_xent):
     z1, z2 = F.normalize(randn(3, 6, 8), dim=1), F.normalize(randn(4, 6, 8), dim=1)
     unit = expect_scalar(call(nt_xent, z1.clone(), z2.clone(), 0.2))
@@ -94,18 +96,21 @@ def _symmetric(nt_xent):
 
 
 @nt_xent_exercise.checks("gradients flow into both z1 and z2 and match the reference", points=1,
-                         hint="do not detach either view; both are outputs of the network being trained")
+                         hint="both views are outputs of the network being trained: the loss must stay connected "
+                              "to each of them")
 def _gradients(nt_xent):
     z1, z2 = randn(7, 5, 8), randn(8, 5, 8)
-    expected = gradients(lambda a, b: nt_xent_exercise.reference()(a, b, 0.2), z1, z2)
-    student_z1, student_z2 = leaves(z1, z2)
-    backward(expect_scalar(call(nt_xent, student_z1, student_z2, 0.2)))
-    expect_gradient(student_z1, expected[0], "z1")
-    expect_gradient(student_z2, expected[1], "z2")
+    reference = nt_xent_exercise.reference()
+    value, (grad_z1, grad_z2) = call_backward(nt_xent, z1.requires_grad_(), z2.requires_grad_(), 0.2)
+    expect_value_first(expect_scalar(value), reference(z1, z2, 0.2))
+    expect_carries_gradient(value)
+    expected = gradients(lambda a, b: reference(a, b, 0.2), z1, z2)
+    expect_gradient(grad_z1, expected[0], "z1")
+    expect_gradient(grad_z2, expected[1], "z2")
 
 
 @nt_xent_exercise.checks("handles a batch of one image (N = 1: a positive and no negatives)", points=1,
-                         hint="build the masks and targets from N = len(z1), without assuming N > 1")
+                         hint="nothing in the code should assume more than one image in the batch")
 def _batch_of_one(nt_xent):
     _expect_reference_value(nt_xent, randn(9, 1, 4), randn(10, 1, 4), 0.5, "the loss for N = 1")
 
@@ -116,8 +121,8 @@ def _batch_of_one(nt_xent):
 
 pair_exercise = exercise("simclr.augmentation_pair_similarity", "augmentation_pair_similarity",
                          reference="coursekit.lessons.analysis:augmentation_pair_similarity")
-PAIR_HINT = ("for each pair from itertools.combinations(view_features, 2), normalize both [N, D] tensors "
-             "with F.normalize(..., dim=1), take the row-wise dot product and its mean, and .item() it")
+PAIR_HINT = ("for every pair of different augmentations, compare each image's two views by the angle between "
+             "their features, then average over the images")
 
 
 def _pair_inputs(seed: int, names=("crop", "color", "gray"), n: int = 6, d: int = 5) -> dict:
@@ -155,7 +160,7 @@ def _expect_pairs(fn, features: dict, what: str) -> None:
     expected = pair_exercise.reference()(features)
     result = call(fn, {name: value.clone() for name, value in features.items()})
     if not isinstance(result, dict):
-        raise CheckFailed(f"returned {type(result).__name__}: return a dict {{(a, b): similarity}}")
+        raise CheckFailed(f"returned {type_name(result)}: return a dict {{(a, b): similarity}}")
     missing = [key for key in expected if key not in result]
     if missing:
         raise CheckFailed(f"{what}: the pair {missing[0]} is missing")
@@ -168,12 +173,12 @@ def _expect_pairs(fn, features: dict, what: str) -> None:
 
 
 @pair_exercise.checks("returns one entry per pair of different augmentations, keyed (a, b) in order", points=1,
-                      hint="use itertools.combinations(view_features, 2): no (a, a) pairs, no (b, a) duplicates")
+                      hint="each unordered pair of different augmentations once, in the order of the dict")
 def _pair_keys(fn):
     features = _pair_inputs(0, names=("crop", "color", "gray", "flip"))
     result = call(fn, features)
     if not isinstance(result, dict):
-        raise CheckFailed(f"returned {type(result).__name__}: return a dict {{(a, b): similarity}}")
+        raise CheckFailed(f"returned {type_name(result)}: return a dict {{(a, b): similarity}}")
     expected = list(pair_exercise.reference()(features))
     keys = list(result)
     if any(isinstance(key, tuple) and len(key) == 2 and key[0] == key[1] for key in keys):
@@ -200,18 +205,18 @@ def _pair_random(fn):
 
 
 @pair_exercise.checks("values are Python floats", points=1,
-                      hint="turn each 0-dim tensor into a number with .item()")
+                      hint="each value is a plain Python float, not a tensor")
 def _pair_floats(fn):
     result = call(fn, _pair_inputs(3))
     if not isinstance(result, dict) or not result:
         raise CheckFailed("the result is not a non-empty dict")
     value = next(iter(result.values()))
     if not isinstance(value, float):
-        raise CheckFailed(f"a value is a {type(value).__name__}, expected a Python float (use .item())")
+        raise CheckFailed(f"a value is a {type_name(value)}, expected a Python float (use .item())")
 
 
 @pair_exercise.checks("handles a single image (N = 1) and leaves the features unchanged", points=1,
-                      hint="average with .mean() over the images; normalize into new tensors, not in place")
+                      hint="average over the images, and leave the input features unchanged")
 def _pair_edge(fn):
     features = _pair_inputs(4, n=1)
     copies = {name: value.clone() for name, value in features.items()}

@@ -31,8 +31,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from coursekit.engine.device import module_device
 from coursekit.evaluate.patches import tokens_to_feature_map
-from coursekit.transfer.optim import (epoch_generator, freeze_frozen_batchnorm, make_optimizer, optimizer_step,
-                                      set_backbone_trainable)
+from coursekit.engine.supervised import epoch_means, train_supervised
+from coursekit.transfer.optim import freeze_frozen_batchnorm, make_optimizer, set_backbone_trainable, to_training_device
 
 __all__ = [
     "FeaturePyramidBackbone",
@@ -182,38 +182,35 @@ def train_detector(
     optimizer: torch.optim.Optimizer | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train a Faster R-CNN on uint8 images with ImageSet-style boxes (xyxy pixels) and 0-based labels.
 
     The encoder trains or not as :func:`freeze_backbone` / :func:`unfreeze_backbone` left it; the
     optimizer is built by ``make_optimizer`` unless given. Batches are drawn in an order seeded by
-    ``(seed, epoch)``.
+    ``(seed, epoch)``; steps through ``engine.OptimizerStep`` (mixed precision on CUDA with
+    ``precision="auto"``).
 
     Returns:
         ``{"loss": [mean summed loss per epoch]}`` (RPN + box classification + box regression).
     """
-    from tqdm.auto import tqdm
-
     from coursekit.augment import to_float
 
     _check_detection_data(images, boxes, labels)
-    device = torch.device(device) if device is not None else module_device(model)
-    model.to(device)
+    device = to_training_device(model, device)
     images = images.to(device)
     targets = _targets(boxes, labels, device)
     optimizer = optimizer or make_optimizer(model, lr, backbone_lr_scale)
-    history: dict[str, list[float]] = {"loss": []}
-    for epoch in tqdm(range(epochs), desc="detector", disable=not progress):
-        model.train()
-        order = torch.randperm(len(images), generator=epoch_generator(seed, epoch))
-        losses = []
-        for start in range(0, len(images), batch_size):
-            idx = order[start:start + batch_size].tolist()
-            batch = list(to_float(images[idx]))  # B x [3, H, W] in [0, 1]
-            losses.append(optimizer_step(optimizer, sum(model(batch, [targets[i] for i in idx]).values())))
-        history["loss"].append(sum(losses) / len(losses))
-    return history
+
+    def batch_loss(step: int, indices: Tensor) -> Tensor:
+        batch = list(to_float(images[indices]))  # B x [3, H, W] in [0, 1]
+        batch_targets = [targets[i] for i in indices.tolist()]  # per-image box lists: torchvision's API
+        return sum(loss.float() for loss in model(batch, batch_targets).values())
+
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
+                              precision, desc="detector", progress=progress)
+    return {"loss": epoch_means(losses, epochs)}
 
 
 @torch.no_grad()

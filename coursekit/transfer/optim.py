@@ -1,10 +1,14 @@
 """What every transfer loop shares: which backbone parameters train (freeze, unfreeze the last
-blocks), the two learning-rate groups of fine-tuning (head and backbone), and the seeded shuffle
-of an epoch. Used by segmentation (lesson 10) and detection (lesson 09)."""
+blocks), the two learning-rate groups of fine-tuning (head and backbone), and the placement of a
+model for training. Used by segmentation (lesson 10) and detection (lesson 09); both train with
+``engine.supervised.train_supervised``."""
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from coursekit.engine.device import module_device, use_channels_last
+from coursekit.engine.step import fused_if_cuda
 
 
 def freeze_frozen_batchnorm(model: nn.Module) -> None:
@@ -94,7 +98,7 @@ def make_optimizer(
     groups = param_groups(model, lr, backbone_lr_scale)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **fused_if_cuda(module_device(model)))
 
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
@@ -117,14 +121,11 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) ->
     return [g for g in groups if g["params"]]
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The CPU generator of one epoch's shuffle (and random flips): fixed by ``seed`` and ``epoch``."""
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
-    """One gradient step on ``loss``; returns its value."""
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return loss.item()
+def to_training_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """Move a transfer model to ``device`` (default: where it is), channels-last for a
+    convolutional backbone on CUDA. Returns the device."""
+    device = torch.device(device) if device is not None else module_device(model)
+    model.to(device)
+    if use_channels_last(_encoder(model), device):
+        model.to(memory_format=torch.channels_last)
+    return device

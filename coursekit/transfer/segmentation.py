@@ -17,8 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine.device import module_device
+from coursekit.engine.seeding import step_generator
+from coursekit.engine.supervised import epoch_means, train_supervised
 from coursekit.evaluate.patches import tokens_to_feature_map
-from coursekit.transfer.optim import epoch_generator, freeze_frozen_batchnorm, make_optimizer, optimizer_step
+from coursekit.transfer.optim import freeze_frozen_batchnorm, make_optimizer, to_training_device
 
 __all__ = [
     "mean_iou",
@@ -200,14 +202,16 @@ def train_segmentation(
     mean=None,
     std=None,
     device: str | torch.device | None = None,
+    precision: str = "auto",
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train a segmentation model with per-pixel cross-entropy (``ignore_index`` pixels count for nothing).
 
     The backbone trains or not as ``set_backbone_trainable`` left it; the optimizer is built by
-    ``make_optimizer`` unless one is given. Images and masks are moved to the device once; each
-    batch is flipped horizontally at random (image and mask together), drawn from a generator
-    seeded by ``(seed, epoch)``.
+    ``make_optimizer`` unless one is given. Images and masks are moved to the device once; batches
+    come in an order seeded by ``(seed, epoch)``, each flipped horizontally at random (image and
+    mask together) by a generator seeded by ``(seed, step)``; steps through
+    ``engine.OptimizerStep`` (mixed precision on CUDA with ``precision="auto"``).
 
     Args:
         images: ``[N, 3, H, W]`` uint8 (or float in [0, 1]); normalized with ``mean``/``std``
@@ -217,26 +221,19 @@ def train_segmentation(
     Returns:
         ``{"loss": [mean loss of every epoch]}``.
     """
-    from tqdm.auto import tqdm
-
     _check_pairs(images, masks)
     mean, std = _stats(mean, std)
-    device = (torch.device(device) if device is not None else module_device(model))
-    model.to(device)
+    device = to_training_device(model, device)
     images, masks = images.to(device), masks.to(device).long()
     optimizer = optimizer or make_optimizer(model, lr, backbone_lr_scale)
-    history: dict[str, list[float]] = {"loss": []}
-    for epoch in tqdm(range(epochs), desc="segmentation", disable=not progress):
-        model.train()
-        generator = epoch_generator(seed, epoch)
-        order = torch.randperm(len(images), generator=generator).to(device)
-        losses = []
-        for start in range(0, len(images), batch_size):
-            idx = order[start:start + batch_size]
-            x, y = _random_flip(_prepare(images[idx], mean, std), masks[idx], generator)
-            losses.append(optimizer_step(optimizer, F.cross_entropy(model(x), y, ignore_index=ignore_index)))
-        history["loss"].append(sum(losses) / len(losses))
-    return history
+
+    def batch_loss(step: int, indices: Tensor) -> Tensor:
+        x, y = _random_flip(_prepare(images[indices], mean, std), masks[indices], step_generator(seed, step, device))
+        return F.cross_entropy(model(x).float(), y, ignore_index=ignore_index)
+
+    losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
+                              precision, desc="segmentation", progress=progress)
+    return {"loss": epoch_means(losses, epochs)}
 
 
 def _check_pairs(images: Tensor, masks: Tensor) -> None:
@@ -256,7 +253,7 @@ def _stats(mean, std):
 
 def _random_flip(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """Flip each (image, mask) pair horizontally with probability 1/2."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)  # [B]
+    flip = (torch.rand(len(x), generator=generator, device=generator.device) < 0.5).to(x.device)  # [B]
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None], y.flip(-1), y)
     return x, y

@@ -1,15 +1,17 @@
-"""Graded exercises of lesson 07 (evaluation protocols): ``probe.knn_predict``."""
+"""Graded exercises of homework 07_linear_probe (evaluation protocols): ``probe.knn_predict`` and
+``probe.ridge_classifier`` (the ids keep their published ``probe.`` prefix)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .checks import SEEDS, call, expect_equal, expect_tensor, randn
+from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn, type_name
 from .core import CheckFailed, exercise
 
 knn_exercise = exercise("probe.knn_predict", "knn_predict", reference="coursekit.evaluate:knn_predict")
-HINT = ("normalize both feature sets, similarity = test @ train.T, take topk(k), weights = exp(sim / temperature), "
-        "add each weight to its label's vote (scatter_add_), argmax")
+HINT = ("compare directions (cosine), find the k most similar training samples, and let each vote for "
+        "its label with a weight that grows quickly with similarity (exponential, sharpened by the "
+        "temperature)")
 
 
 def _votes(train_f, train_l, test_f, num_classes, k, temperature, normalize=True, weight="exp", nearest=True):
@@ -63,7 +65,7 @@ def _unit_vectors(*angles: float) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], dim=1)
 
 
-@knn_exercise.checks("returns a [N] long tensor of class indices", points=1, hint="return votes.argmax(dim=1)")
+@knn_exercise.checks("returns a [N] long tensor of class indices", points=1, hint="return one predicted class index (an integer) per test sample")
 def _returns_classes(knn_predict):
     train_f, train_l, test_f = _clustered(0)
     _predict(knn_predict, train_f, train_l, test_f, 4, 5, 0.1)
@@ -87,7 +89,7 @@ def _weighted_votes(knn_predict):
 
 
 @knn_exercise.checks("uses cosine similarity (the length of a feature vector does not matter)", points=1,
-                     hint="F.normalize(features, dim=1) on both train and test features")
+                     hint="cosine similarity compares directions: the length of a feature vector must not matter")
 def _cosine(knn_predict):
     train_f = _unit_vectors(0.05, 0.5) * torch.tensor([[1.0], [10.0]])
     train_l = torch.tensor([0, 1])
@@ -98,7 +100,7 @@ def _cosine(knn_predict):
                      hint="select the neighbours with topk over all training samples, and use their own labels")
 def _order_invariant(knn_predict):
     train_f, train_l, test_f = _clustered(5)
-    order = torch.randperm(len(train_l), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(train_l), generator=generator(0))
     first = _predict(knn_predict, train_f, train_l, test_f, 4, 5, 0.1)
     shuffled = _predict(knn_predict, train_f[order], train_l[order], test_f, 4, 5, 0.1)
     if not torch.equal(first, shuffled):
@@ -119,8 +121,8 @@ def _nearest_neighbour(knn_predict):
 from .checks import expect_close  # noqa: E402 - this section was added after the kNN exercise
 
 ridge_exercise = exercise("probe.ridge_classifier", "ridge_classifier", reference="coursekit.evaluate.linear:ridge_classifier")
-RIDGE_HINT = ("Y = F.one_hot(labels, num_classes).float(); center X and Y by their column means; "
-              "W = torch.linalg.solve(Xc.T @ Xc + l2 * I, Xc.T @ Yc); b = Y.mean(0) - X.mean(0) @ W")
+RIDGE_HINT = ("fit one-hot labels by least squares with an l2 penalty on the weights only; centering features "
+              "and labels lets the bias be fitted separately, without penalty")
 
 
 def _ridge_variant(x, labels, num_classes, l2, intercept="centered", l2_scale=1.0, bias_shift=True):
@@ -155,7 +157,7 @@ def _ridge_mistakes(x, labels, num_classes, l2):
 def _ridge_call(ridge_classifier, x, labels, num_classes, l2):
     value = call(ridge_classifier, x.clone(), labels.clone(), num_classes, l2)
     if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise CheckFailed(f"expected a pair (weight, bias), got {type(value).__name__}")
+        raise CheckFailed(f"expected a pair (weight, bias), got {type_name(value)}")
     weight = expect_tensor(value[0], "the weight", floating=True)
     bias = expect_tensor(value[1], "the bias", floating=True)
     dim = x.shape[1]
@@ -221,7 +223,7 @@ def _ridge_shift(ridge_classifier):
 
 
 @ridge_exercise.checks("uses num_classes, also when a class has no sample", points=1,
-                       hint="F.one_hot(labels, num_classes) makes num_classes columns whatever labels occur")
+                       hint="there are num_classes classes, even when some have no sample")
 def _ridge_missing_class(ridge_classifier):
     x, labels = _shifted_clusters(5)
     _expect_ridge(ridge_classifier, x, labels, 5, 1.0, "5 classes, two of them absent")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import call, expect_tensor
+from .checks import call, expect_tensor, generator
 from .core import CheckFailed, exercise
 
 subset_exercise = exercise("bottleneck.stratified_subset", "stratified_subset",
@@ -15,13 +15,13 @@ CLASS_SIZES = (40, 20, 7, 3)
 
 def _labels() -> torch.Tensor:
     labels = torch.cat([torch.full((size,), c, dtype=torch.long) for c, size in enumerate(CLASS_SIZES)])
-    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
+    return labels[torch.randperm(len(labels), generator=generator(0))]
 
 
-def _indices(stratified_subset, fraction: float, seed: int) -> torch.Tensor:
+def _indices(stratified_subset, fraction: float, seed: int, global_seed: int | None = None) -> torch.Tensor:
     """The student's indices, checked to be a 1-D long tensor of valid positions."""
     labels = _labels()
-    value = call(stratified_subset, labels.clone(), fraction, seed)
+    value = call(stratified_subset, labels.clone(), fraction, seed, global_seed=global_seed)
     if isinstance(value, torch.Tensor) and value.dtype == torch.bool:
         raise CheckFailed("returned a boolean mask: return the indices of the chosen images")
     indices = expect_tensor(value, "the result", dtype=torch.long)
@@ -33,13 +33,13 @@ def _indices(stratified_subset, fraction: float, seed: int) -> torch.Tensor:
 
 
 @subset_exercise.checks("returns a 1-D long tensor of valid indices", points=1,
-                        hint="return positions into labels (torch.long), e.g. from torch.nonzero(labels == c)")
+                        hint="return the positions of the chosen images in labels, as integers (not a mask)")
 def _returns_indices(stratified_subset):
     _indices(stratified_subset, 0.25, 0)
 
 
 @subset_exercise.checks("has no duplicate indices", points=1,
-                        hint="draw without replacement: shuffle each class with torch.randperm and take the first ones")
+                        hint="each image may be chosen once: draw without replacement")
 def _no_duplicates(stratified_subset):
     for fraction in (0.25, 0.5, 1.0):
         indices = _indices(stratified_subset, fraction, 0)
@@ -62,7 +62,7 @@ def _fraction_per_class(stratified_subset):
 
 
 @subset_exercise.checks("keeps at least one image of every class", points=1,
-                        hint="a small class rounds to 0 images: keep max(1, ...) of each class")
+                        hint="a small class can round down to no image at all: every class keeps at least one")
 def _every_class_present(stratified_subset):
     labels = _labels()
     present = torch.unique(labels[_indices(stratified_subset, 0.05, 2)])
@@ -72,18 +72,18 @@ def _every_class_present(stratified_subset):
 
 
 @subset_exercise.checks("the same seed gives the same subset", points=1,
-                        hint="draw from torch.Generator().manual_seed(seed), not from the global random state")
+                        hint="all randomness must come from a generator seeded with `seed`, not from the global random state")
 def _reproducible(stratified_subset):
     for seed in (3, 4):
-        first = _indices(stratified_subset, 0.25, seed).sort().values
-        torch.manual_seed(1000 + seed)  # a different global state must not matter
-        second = _indices(stratified_subset, 0.25, seed).sort().values
+        # the same seed under two different global random states: only the seed may matter
+        first = _indices(stratified_subset, 0.25, seed, global_seed=1000 + seed).sort().values
+        second = _indices(stratified_subset, 0.25, seed, global_seed=2000 + seed).sort().values
         if not torch.equal(first, second):
             raise CheckFailed(f"seed {seed} gave two different subsets: not reproducible from the seed")
 
 
 @subset_exercise.checks("other seeds give other subsets", points=1,
-                        hint="choose the images at random (torch.randperm with the seeded generator)")
+                        hint="choose the images at random, with the seeded generator")
 def _random(stratified_subset):
     subsets = {tuple(_indices(stratified_subset, 0.25, seed).sort().values.tolist()) for seed in range(4)}
     if len(subsets) == 1:

@@ -1,5 +1,5 @@
-"""Graded exercises of lesson 09 (detection): ``detection.box_iou``, ``detection.xyxy_to_yolo``
-and ``detection.param_groups``.
+"""Graded exercises of homework 09_yolo_transfer: ``detection.box_iou``, ``detection.xyxy_to_yolo``
+and ``detection.param_groups`` (the ids keep their published ``detection.`` prefix).
 
 References: ``torchvision.ops.box_iou`` (re-exported as ``coursekit.data.boxes.box_iou``),
 ``coursekit.data.boxes.xyxy_to_yolo`` and ``coursekit.transfer.segmentation.param_groups``.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import SEEDS, call, expect_close, expect_tensor, shape_text
+from .checks import SEEDS, call, expect_close, expect_tensor, generator, shape_text, type_name
 from .core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
@@ -17,9 +17,8 @@ from .core import CheckFailed, exercise
 # ---------------------------------------------------------------------------------------------
 
 iou_exercise = exercise("detection.box_iou", "box_iou", reference="coursekit.data.boxes:box_iou")
-IOU_HINT = ("intersection corners: max of the top-left corners, min of the bottom-right corners; clamp the "
-            "intersection width and height at 0; union = area_a + area_b - intersection; broadcast [N, 1] "
-            "against [1, M] to get every pair")
+IOU_HINT = ("the overlap of two boxes is itself a box (it may be empty); IoU divides its area by the area "
+            "both boxes cover together, for every pair of boxes")
 
 
 def _area(boxes):
@@ -62,9 +61,9 @@ def _iou_mistakes(a, b):
 
 
 def _random_boxes(seed: int, n: int, size: float = 20.0):
-    generator = torch.Generator().manual_seed(seed)
-    corner = torch.rand(n, 2, generator=generator) * size
-    extent = torch.rand(n, 2, generator=generator) * size / 2 + 1.0
+    draw = generator(seed)
+    corner = torch.rand(n, 2, generator=draw) * size
+    extent = torch.rand(n, 2, generator=draw) * size / 2 + 1.0
     return torch.cat([corner, corner + extent], dim=1)
 
 
@@ -85,7 +84,7 @@ FIXED_B = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 15.0, 10.0], [2.0, 2.
                         [12.0, 12.0, 30.0, 14.0]])
 
 
-@iou_exercise.checks("returns a float tensor [N, M] of every pair", points=1, hint="broadcast a[:, None] against b[None]")
+@iou_exercise.checks("returns a float tensor [N, M] of every pair", points=1, hint="compare every box of the first set with every box of the second")
 def _iou_shape(box_iou):
     a, b = _random_boxes(0, 3), _random_boxes(1, 5)
     value = call(box_iou, a, b)
@@ -122,7 +121,8 @@ def _iou_disjoint(box_iou):
 # ---------------------------------------------------------------------------------------------
 
 yolo_exercise = exercise("detection.xyxy_to_yolo", "xyxy_to_yolo", reference="coursekit.data.boxes:xyxy_to_yolo")
-YOLO_HINT = "cx = (x1 + x2) / 2 / width, cy = (y1 + y2) / 2 / height, w = (x2 - x1) / width, h = (y2 - y1) / height"
+YOLO_HINT = ("YOLO describes a box by its center and its size, each measured as a fraction of the image's "
+             "width (x values) or height (y values)")
 
 
 def _yolo_mistakes(boxes, width, height):
@@ -151,7 +151,7 @@ def _expect_yolo(xyxy_to_yolo, boxes, width, height, what):
     expect_close(value, expected, _yolo_mistakes(boxes, width, height), what=what, atol=1e-6)
 
 
-@yolo_exercise.checks("returns a float tensor [K, 4]", points=1, hint="torch.stack([...], dim=1) of four [K] tensors")
+@yolo_exercise.checks("returns a float tensor [K, 4]", points=1, hint="one row of four numbers per box, as floats")
 def _yolo_shape(xyxy_to_yolo):
     boxes = torch.tensor([[1, 2, 5, 8], [0, 0, 10, 4]])  # integer pixel boxes
     value = call(xyxy_to_yolo, boxes, 10, 8)
@@ -183,8 +183,8 @@ def _yolo_empty(xyxy_to_yolo):
 
 groups_exercise = exercise("detection.param_groups", "param_groups",
                            reference="coursekit.transfer.optim:param_groups")
-GROUPS_HINT = ("split [p for p in model.parameters() if p.requires_grad] by whether p belongs to model.backbone; "
-               "the head at lr, the backbone at lr * backbone_lr_scale")
+GROUPS_HINT = ("only trainable parameters go to the optimizer; the pretrained backbone learns at a scaled-down "
+               "rate, the new head at the full rate")
 
 
 class _TinyDetector(nn.Module):
@@ -214,7 +214,7 @@ def _student_groups(param_groups, model, lr, scale):
     if isinstance(groups, tuple):
         groups = list(groups)
     if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-        raise CheckFailed(f"return a list of dicts (one per group), got {type(groups).__name__}")
+        raise CheckFailed(f"return a list of dicts (one per group), got {type_name(groups)}")
     for group in groups:
         if "params" not in group or "lr" not in group:
             raise CheckFailed(f"every group needs the keys 'params' and 'lr'; got a group with keys {sorted(group)}")

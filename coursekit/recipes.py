@@ -1,0 +1,282 @@
+"""Training recipes: every method's hyperparameters for every profile, in one place.
+
+The notebooks, ``coursekit pretrain`` and the benchmarks read the same recipe::
+
+    from coursekit.recipes import get_recipe
+    recipe = get_recipe("byol", "demo")
+    print(recipe.describe())
+    method = recipe.build_method(recipe.build_backbone())  # options and views of the recipe
+    history = fit(method, images, recipe.train_config(seed=0))
+
+A recipe holds the optimizer, the learning rate for a batch of 256 (``base_lr``; the rate used is
+``base_lr * batch_size / 256``, the linear scaling rule), warmup, weight decay, epochs, batch, the
+method's own options (EMA momentum start, temperatures, multi-crop, mask ratio, head sizes) and its
+view options (crop scale, jitter strength, color on or off), plus the evaluation protocol that
+suits the method (kNN for the joint-embedding methods, a linear probe for MAE).
+
+How the demo recipes were chosen (Fashion-MNIST, 4,096 images, ResNet-18 of width 16, a 2-core
+CPU, at most 300 CPU-seconds of pretraining each; ``benchmarks/knn_methods.py`` measures them,
+the README's "Measured results" shows what was measured and what was not):
+
+- Fashion-MNIST is gray: saturation, hue and random grayscale do nothing (``color=False``).
+- A 32 px garment survives a crop of a third of its area, not the 8% of ImageNet's recipes:
+  crops of scale (0.3..0.4, 1) keep the object recognizable.
+- Short budgets want many small steps (batch 128) and a fast teacher: the EMA momentum starts at
+  0.99 (0.996 in the papers' 100+ epoch runs) and rises to 1 with a cosine.
+- DINO: a small output (256 prototypes, not 65,536), no local crops (two 32 px global crops; 16 px
+  local crops of a 32 px garment hold too little of it), teacher temperature 0.04 warming to 0.07.
+  Measured on seed 0 this still collapses (uniform teacher): the DINO demo recipe is unfinished.
+- MAE's features are not made for kNN (they are linear-probe / fine-tuning features, and the
+  pixel-reconstruction objective keeps low-level detail): its protocol is the linear probe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from coursekit.augment import BYOLViews, DINOViews, MAEViews, SimCLRViews, Views
+from coursekit.data import ImageSet
+from coursekit.engine import TrainConfig
+from coursekit.evaluate import extract_features, knn_accuracy, linear_probe
+from coursekit.methods import build_method
+from coursekit.models import build_backbone
+from coursekit.profile import PROFILE_NAMES, get_profile
+
+KNN_K, KNN_TEMPERATURE = 200, 0.1  # the weighted kNN of every coursekit report (Wu et al. 2018)
+REFERENCE_BATCH = 256  # base_lr is the learning rate of a batch of this size
+PROTOCOLS = ("knn", "linear")
+VIT_METHODS = ("mae",)
+VIEW_CLASSES = {"simclr": SimCLRViews, "moco": SimCLRViews, "byol": BYOLViews, "dino": DINOViews, "mae": MAEViews}
+MULTICROP_OPTIONS = ("local_size", "n_local")  # DINO options that are also its views' geometry  # methods that need a ViT backbone; the others use the profile's ResNet
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to pretrain one method under one profile.
+
+    Attributes:
+        method: method name (``coursekit.methods.METHODS``).
+        profile: profile name; its dataset, image size and number of images are the data.
+        backbone: backbone name for ``coursekit.models.build_backbone``.
+        backbone_kwargs: its constructor options (ResNet width; ViT image size, patch, depth).
+        epochs, batch_size: passes over the profile's images, images per step.
+        base_lr: peak learning rate for a batch of 256; scaled linearly with the batch.
+        optimizer: "adamw" or "sgd" (momentum 0.9).
+        weight_decay: decoupled (AdamW) or L2 (SGD), never on biases and norm weights.
+        warmup_epochs: linear learning-rate warmup, then a cosine decay to 0.
+        method_kwargs: options of the method's constructor (temperatures, momentum, heads...).
+        view_options: options of the method's view recipe (``coursekit.augment``: crop scale,
+            jitter strength, color on or off).
+        protocol: the evaluation that suits the method: "knn" (weighted kNN, k=200, t=0.1) or
+            "linear" (linear probe on frozen features).
+        why: one line on why these values.
+    """
+
+    method: str
+    profile: str
+    backbone: str
+    backbone_kwargs: dict
+    epochs: int
+    batch_size: int
+    base_lr: float
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    method_kwargs: dict = field(default_factory=dict)
+    view_options: dict = field(default_factory=dict)
+    protocol: str = "knn"
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"recipe {self.method}/{self.profile}: protocol must be one of {PROTOCOLS}")
+
+    @property
+    def image_size(self) -> int:
+        return get_profile(self.profile, device="cpu").image_size
+
+    def lr(self, batch_size: int | None = None) -> float:
+        """The peak learning rate for ``batch_size`` (default the recipe's): base_lr * batch / 256."""
+        return self.base_lr * (batch_size or self.batch_size) / REFERENCE_BATCH
+
+    def train_config(self, epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
+                     **fields) -> TrainConfig:
+        """The TrainConfig of this recipe; any argument overrides it (``lr`` the scaled rate itself,
+        other ``fields`` are TrainConfig fields such as seed, precision, checkpoint_every)."""
+        batch_size = batch_size or self.batch_size
+        return TrainConfig(epochs=epochs or self.epochs, batch_size=batch_size, lr=lr or self.lr(batch_size),
+                           optimizer=self.optimizer, weight_decay=self.weight_decay,
+                           warmup_epochs=self.warmup_epochs, **fields)
+
+    def build_backbone(self) -> nn.Module:
+        """The recipe's backbone at a fresh random initialization (seed it with torch.manual_seed)."""
+        return build_backbone(self.backbone, **self.backbone_kwargs)
+
+    def build_views(self) -> Views:
+        """The method's view recipe with the recipe's view options (DINO's n_local and local_size
+        come from method_kwargs, where the method reads them too)."""
+        multicrop = {key: self.method_kwargs[key] for key in MULTICROP_OPTIONS if key in self.method_kwargs}
+        return VIEW_CLASSES[self.method](self.image_size, **multicrop, **self.view_options)
+
+    def build_method(self, backbone: nn.Module) -> nn.Module:
+        """The method on ``backbone`` with the recipe's options, its views replaced by ``build_views()``."""
+        method = build_method(self.method, backbone, image_size=self.image_size, **self.method_kwargs)
+        method.views = self.build_views()
+        return method
+
+    def to_dict(self) -> dict:
+        """Every field, plus the scaled learning rate: JSON-ready."""
+        return {**dataclasses.asdict(self), "lr": self.lr()}
+
+    def describe(self) -> str:
+        """A few lines to print before training: what will be run, with which values."""
+        options = json.dumps(self.method_kwargs, sort_keys=True)
+        views = json.dumps(self.view_options, sort_keys=True)
+        return (f"recipe {self.method}/{self.profile}: {self.backbone} {json.dumps(self.backbone_kwargs)}, "
+                f"{self.epochs} epochs, batch {self.batch_size}, {self.optimizer} lr {self.lr():.3g} "
+                f"(base {self.base_lr:g} per {REFERENCE_BATCH}), weight decay {self.weight_decay:g}, "
+                f"warmup {self.warmup_epochs:g} epochs, evaluated by {self.protocol}\n"
+                f"  method options: {options}\n  view options: {views}\n  why: {self.why}")
+
+
+# The view options of gray 32 px garments: no color ops, crops that keep most of the object.
+GRAY_32PX = {"color": False, "min_scale": 0.3}
+
+# Per method and profile. smoke only has to run (one short epoch on synthetic shapes); demo is
+# measured (benchmarks/knn_methods.py); full is the GPU profile (CIFAR-10, or the dataset named by
+# COURSEKIT_DATASET), after solo-learn's and lightly's CIFAR-10 recipes, with plain SGD where they
+# use LARS; it is not measured yet.
+_RECIPES: dict[str, dict[str, dict]] = {
+    "simclr": {
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, method_kwargs={"temperature": 0.2}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0, method_kwargs={"temperature": 0.2},
+                     view_options=GRAY_32PX,
+                     why="many small AdamW steps; temperature 0.2 (0.5 in the paper's long runs learns slower)"),
+        "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
+                     method_kwargs={"temperature": 0.2}, view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 SimCLR (lr 0.3 per 256, temperature 0.2)"),
+    },
+    "moco": {
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
+                      method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 256}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=8e-3, warmup_epochs=1.0,
+                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 1024}, view_options=GRAY_32PX,
+                     why="a queue of 8 batches, so that few of its negatives are stale or random; fast key encoder; "
+                         "seed 0: lr 4e-3 at batch 128 +4.5 kNN points, 2e-3 +3.9"),
+        "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
+                     method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096},
+                     view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 MoCo v2+ (lr 0.3 per 256, temperature 0.2, queue 4096)"),
+    },
+    "byol": {
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, method_kwargs={"momentum": 0.99}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=8e-3, warmup_epochs=1.0, method_kwargs={"momentum": 0.99},
+                     view_options=GRAY_32PX,
+                     why="a target that moves within a few hundred steps (momentum 0.99 -> 1); seed 0, 6 epochs: "
+                         "-1.0 kNN points against random init, vs -3.6 with lr 2e-3, momentum 0.98, color views"),
+        "full": dict(epochs=30, batch_size=512, base_lr=1.0, optimizer="sgd", weight_decay=1e-5, warmup_epochs=3.0,
+                     method_kwargs={"momentum": 0.99}, view_options={"min_scale": 0.08},
+                     why="solo-learn's CIFAR-10 BYOL (lr 1.0 per 256, weight decay 1e-5, momentum 0.99)"),
+    },
+    "dino": {
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0,
+                      method_kwargs={"out_dim": 256, "n_local": 2, "momentum": 0.99}),
+        "demo": dict(epochs=8, batch_size=128, base_lr=4e-3, warmup_epochs=1.0,
+                     method_kwargs={"out_dim": 256, "n_local": 0, "momentum": 0.99, "teacher_temp": 0.07,
+                                    "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
+                     view_options={"color": False, "global_scale": (0.3, 1.0)},
+                     why="256 prototypes and no local crops (two 32 px global crops); fast teacher. NOT yet good: "
+                         "on seed 0 the teacher went uniform (loss = ln 256) with teacher 0.04 -> 0.07 and with 0.04"),
+        "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=1e-4, warmup_epochs=3.0,
+                     method_kwargs={"out_dim": 4096, "n_local": 6, "local_size": 16, "momentum": 0.99,
+                                    "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "center_momentum": 0.9},
+                     view_options={"global_scale": (0.3, 1.0), "local_scale": (0.1, 0.3)},
+                     why="solo-learn's CIFAR-10 DINO (out_dim 4096, teacher 0.04 -> 0.07), 6 local crops of 16 px"),
+    },
+    "mae": {
+        "smoke": dict(epochs=1, batch_size=64, base_lr=2e-3, warmup_epochs=0.0, weight_decay=0.05, protocol="linear",
+                      method_kwargs={"mask_ratio": 0.75, "norm_pix": True}),
+        "demo": dict(epochs=20, batch_size=128, base_lr=3e-3, warmup_epochs=0.5, weight_decay=0.05, protocol="linear",
+                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.3},
+                     why="the encoder sees a quarter of the patches, so steps are cheap: more epochs; seed 0: "
+                         "linear probe 0.698 -> 0.759, kNN 0.577 -> 0.624, 283 CPU-s"),
+        "full": dict(epochs=30, batch_size=512, base_lr=1.5e-3, weight_decay=0.05, warmup_epochs=3.0, protocol="linear",
+                     method_kwargs={"mask_ratio": 0.75, "norm_pix": True}, view_options={"min_scale": 0.2},
+                     why="MAE's AdamW recipe (1.5e-4 per 256 for 800+ epochs) raised tenfold for 30 epochs"),
+    },
+}
+
+
+def _backbone_for(method: str, profile_name: str) -> tuple[str, dict]:
+    """The profile's ResNet (width) or, for ViT methods, its ViT (image size, patch size)."""
+    profile = get_profile(profile_name, device="cpu")
+    if method in VIT_METHODS:
+        return profile.vit, {"img_size": profile.image_size, "patch_size": profile.patch_size}
+    return profile.backbone, {"width": profile.width}
+
+
+def get_recipe(method: str, profile_name: str | None = None) -> Recipe:
+    """The recipe of ``method`` under ``profile_name`` (default: the current profile, see
+    ``coursekit.profile.get_profile``).
+
+    Raises:
+        ValueError: an unknown method or profile, naming the valid ones.
+    """
+    if method not in _RECIPES:
+        raise ValueError(f"no recipe for method {method!r}; methods with recipes: {', '.join(_RECIPES)}")
+    profile = get_profile(profile_name, device="cpu").name
+    backbone, backbone_kwargs = _backbone_for(method, profile)
+    return Recipe(method=method, profile=profile, backbone=backbone, backbone_kwargs=backbone_kwargs,
+                  **_RECIPES[method][profile])
+
+
+def recipe_names() -> list[tuple[str, str]]:
+    """Every (method, profile) pair that has a recipe."""
+    return [(method, profile) for method in _RECIPES for profile in PROFILE_NAMES]
+
+
+def protocol_scores(backbone: nn.Module, protocol: str, bank: ImageSet, test: ImageSet,
+                    device: torch.device | str = "cpu", seed: int = 0) -> dict[str, float]:
+    """Accuracy of a backbone's frozen features on ``test``, with ``bank`` as the labeled training set.
+
+    Returns {"knn": weighted kNN accuracy (k=200, t=0.1)} and, when ``protocol`` is "linear", also
+    {"linear": linear-probe accuracy} (lr and weight decay picked on a held-out fifth of the bank).
+    Run it on the backbone at random init and after pretraining to fill ``build_report``'s scores.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    bank_features = extract_features(backbone, bank.images, device=device)  # [M, D]
+    test_features = extract_features(backbone, test.images, device=device)  # [T, D]
+    num_classes = bank.num_classes
+    scores = {"knn": knn_accuracy(bank_features, bank.labels.to(bank_features.device), test_features,
+                                  test.labels.to(test_features.device), num_classes=num_classes,
+                                  k=KNN_K, temperature=KNN_TEMPERATURE)}
+    if protocol == "linear":
+        scores["linear"] = linear_probe(bank_features, bank.labels.to(bank_features.device), test_features,
+                                        test.labels.to(test_features.device), num_classes=num_classes,
+                                        seed=seed).accuracy
+    return scores
+
+
+def build_report(recipe: Recipe, dataset: str, seed: int, steps: int, seconds: float,
+                 scores: dict[str, dict[str, float]], **extra) -> dict:
+    """The ``coursekit pretrain --report`` JSON of one run.
+
+    scores: per protocol, ``{"random_init": accuracy, "pretrained": accuracy}`` of the same
+    backbone before and after pretraining; it must hold "knn" and the recipe's protocol.
+    extra: further JSON-ready entries (e.g. cpu_seconds, num_test).
+    Returns ``{"method", "profile", "dataset", "seed", "steps", "seconds", "protocol", "knn",
+    <protocol>, "recipe", **extra}``.
+    """
+    for protocol in dict.fromkeys(("knn", recipe.protocol)):
+        pair = scores.get(protocol)
+        if not isinstance(pair, dict) or set(pair) != {"random_init", "pretrained"}:
+            raise ValueError(f"scores[{protocol!r}] must be {{'random_init': float, 'pretrained': float}}, got {pair!r}")
+    report = {"method": recipe.method, "profile": recipe.profile, "dataset": dataset, "seed": seed,
+              "steps": steps, "seconds": round(seconds, 1), "protocol": recipe.protocol}
+    report.update({protocol: {name: float(value) for name, value in pair.items()} for protocol, pair in scores.items()})
+    return {**report, "recipe": recipe.to_dict(), **extra}
