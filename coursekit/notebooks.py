@@ -352,8 +352,9 @@ def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
 def run_publish(args: argparse.Namespace) -> int:
     for path in args.paths:  # check every path first: a typo must not surface after an hour of running
         if Path(path).suffix != ".ipynb" or not Path(path).is_file():
-            print(f"publish: {path} is not a notebook file")
-            return 2
+            from coursekit.cli import UsageError  # printed as one line, status 2, by the coursekit command
+
+            raise UsageError(f"{path} is not a notebook file: give the .ipynb path of a lesson (e.g. notebooks/02_simclr.ipynb)")
     for path in args.paths:
         print(f"publishing {path} ({args.profile} profile)", flush=True)
         stamp = publish(path, args.profile, args.timeout)

@@ -117,3 +117,13 @@ def test_publish_refuses_a_compared_cell_that_depends_on_the_profile(tmp_path):
 def test_publish_rejects_a_path_that_is_not_a_notebook(tmp_path):
     with pytest.raises(ValueError, match="not a notebook"):
         publish(tmp_path / "missing.ipynb")
+
+
+def test_coursekit_publish_refuses_a_path_that_is_not_a_notebook_in_one_line(tmp_path, capsys):
+    from coursekit.cli import main
+
+    status = main(["publish", str(tmp_path / "lesson.txt")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert lines == [f"coursekit: error: {tmp_path / 'lesson.txt'} is not a notebook file: give the .ipynb path "
+                     "of a lesson (e.g. notebooks/02_simclr.ipynb)"]
