@@ -14,11 +14,24 @@ Solutions are the single source of the homework. ``coursekit exercises`` turns e
 ``coursekit exercises --check`` exits with 1 when ``exercises/`` differs from what the solutions
 generate (the test suite runs it). ``python -m coursekit.notebooks store-outputs PATH...`` executes
 notebooks under the smoke profile and keeps only the outputs of the cells nbval compares.
+
+Lessons are *published*: ``python -m coursekit.notebooks publish notebooks/02_simclr.ipynb`` runs a
+lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
+small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
+``coursekit.outputs = {"profile", "device", "date", "source_sha256"}``. ``source_sha256`` is the
+sha256 of the code cells' sources joined by ``"\\0"``; a test fails when a published lesson's code
+changed since its outputs were made. nbval still compares only the marked cells under ``smoke``, so
+publishing refuses a marked cell whose output differs from the one committed (it must not depend on
+the profile).
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
+import datetime
+import hashlib
+import io
 import os
 import re
 import sys
@@ -55,19 +68,30 @@ def colab_badge(notebook_path: str) -> str:
 def setup_cell() -> str:
     """Source of the setup cell every notebook starts with.
 
-    It installs coursekit from the repository only when it is missing (Colab), never touching
-    the torch that Colab brings, then prints the run profile's banner.
+    It keeps the checkpoint cache on Google Drive when it runs on Colab (so a disconnect loses no
+    training; the learner can decline), installs coursekit from the repository only when it is missing,
+    never touching the torch that Colab brings, then prints the run profile's banner and the cache.
     """
     settings = repository_settings()
     return (
         "# Setup: installs coursekit when it is missing (e.g. on Colab) and keeps the installed torch.\n"
-        "import importlib.util, subprocess, sys\n"
+        "# Training cells save checkpoints in the cache folder as they go and resume from them: after a\n"
+        "# disconnect, rerun the cells and training continues where it stopped. Colab wipes its disk on a\n"
+        "# disconnect, so there the cache goes to Google Drive (Colab asks for permission once; set\n"
+        "# KEEP_CACHE_ON_DRIVE = False to keep it on the machine). Elsewhere set COURSEKIT_CACHE to move it.\n"
+        "KEEP_CACHE_ON_DRIVE = True\n"
+        "import importlib.util, os, subprocess, sys\n"
+        'if "google.colab" in sys.modules and KEEP_CACHE_ON_DRIVE:\n'
+        "    from google.colab import drive\n"
+        '    drive.mount("/content/drive")\n'
+        '    os.environ.setdefault("COURSEKIT_CACHE", "/content/drive/MyDrive/coursekit-cache")\n'
         'if importlib.util.find_spec("coursekit") is None:\n'
         "    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\",\n"
         f"                    \"coursekit[notebook] @ git+{settings['repository']}@{settings['branch']}\"], check=True)\n"
-        "from coursekit.profile import get_profile\n"
+        "from coursekit.profile import cache_dir, get_profile\n"
         "profile = get_profile()\n"
-        "print(profile.banner())"
+        "print(profile.banner())\n"
+        'print("checkpoints are kept in", cache_dir())'
     )
 
 
@@ -159,21 +183,144 @@ def generate_exercises(solutions_dir: Path, exercises_dir: Path, check_only: boo
     return sorted(stale)
 
 
-def store_outputs(path: Path, timeout: int = 600) -> None:
-    """Execute a notebook under the smoke profile and keep only the outputs of compared cells."""
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures become stored PNG outputs
+
+
+def _execute(notebook: nbformat.NotebookNode, path: Path, profile: str, timeout: int,
+             mpl_backend: str = "Agg") -> None:
+    """Run every cell of ``notebook`` in a fresh kernel under ``profile``, in the notebook's folder.
+
+    The kernel gets this process's environment with the profile, offline YOLO and the given
+    matplotlib backend set (this process's own environment is left alone).
+    Raises nbclient's CellExecutionError at the first cell that fails.
+    """
     from nbclient import NotebookClient
 
-    notebook = nbformat.read(path, as_version=4)
-    os.environ["COURSEKIT_PROFILE"] = "smoke"
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    env = {**os.environ, "COURSEKIT_PROFILE": profile, "MPLBACKEND": mpl_backend}
+    env.setdefault("YOLO_OFFLINE", "1")
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(Path(path).parent)}}).execute()
+                   resources={"metadata": {"path": str(Path(path).parent)}}).execute(env=env)
     for cell in notebook.cells:
         cell.get("metadata", {}).pop("execution", None)
+
+
+def store_outputs(path: Path, timeout: int = 600) -> None:
+    """Execute a notebook under the smoke profile and keep only the outputs of compared cells."""
+    notebook = nbformat.read(path, as_version=4)
+    _execute(notebook, path, "smoke", timeout)
+    for cell in notebook.cells:
         if cell.cell_type == "code" and COMPARE_TAG not in _tags(cell):
             cell.outputs, cell.execution_count = [], None
     nbformat.write(notebook, path)
+
+
+# --- Published lessons -----------------------------------------------------------------------------
+
+PUBLISHED_KEY = "outputs"  # notebook.metadata["coursekit"]["outputs"]
+MAX_PNG_WIDTH = 900  # pixels: wide enough for a two-panel figure on GitHub, small enough to commit
+
+
+def source_sha256(notebook: nbformat.NotebookNode) -> str:
+    """sha256 of the code cells' sources joined by ``"\\0"``: what the stored outputs were made from."""
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    return hashlib.sha256("\0".join(sources).encode("utf-8")).hexdigest()
+
+
+def publication(notebook: nbformat.NotebookNode) -> dict | None:
+    """The ``coursekit.outputs`` stamp of a published notebook, or None if it was never published."""
+    return notebook.metadata.get("coursekit", {}).get(PUBLISHED_KEY)
+
+
+def is_stale(notebook: nbformat.NotebookNode) -> bool:
+    """True when a published notebook's code changed since its outputs were made."""
+    stamp = publication(notebook)
+    return stamp is not None and stamp.get("source_sha256") != source_sha256(notebook)
+
+
+def shrink_png(data: str, max_width: int = MAX_PNG_WIDTH) -> str:
+    """A base64 PNG scaled down to ``max_width`` pixels (never up) and stored with a 256-colour palette.
+
+    Plots use few colours, so the palette keeps them sharp at a fraction of the size; the smaller of the
+    original and the shrunk encoding is returned.
+    """
+    from PIL import Image
+
+    original = base64.b64decode(data)
+    image = Image.open(io.BytesIO(original))
+    if image.width > max_width:
+        image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+    if image.mode not in ("RGB", "RGBA", "L", "P"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGB", "RGBA"):
+        method = Image.Quantize.FASTOCTREE if image.mode == "RGBA" else Image.Quantize.MEDIANCUT
+        image = image.quantize(colors=256, method=method)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    shrunk = buffer.getvalue()
+    return base64.b64encode(shrunk if len(shrunk) < len(original) else original).decode("ascii")
+
+
+def _last_progress_state(text: str) -> str:
+    """A progress bar's stream text reduced to what a terminal shows at the end (``\\r`` overwrites)."""
+    return "\n".join(([part for part in line.split("\r") if part] or [""])[-1] for line in text.split("\n"))
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _tidy_outputs(cell) -> None:
+    """Shrink the pictures, collapse text progress bars, drop progress widgets.
+
+    A widget's stored text is its *first* state ("0%"), which would misreport the run; without the
+    kernel the widget itself shows nothing on GitHub or Colab, so it goes.
+    """
+    cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            output.text = _last_progress_state(output.text)
+        data = output.get("data", {})
+        if "image/png" in data:
+            data["image/png"] = shrink_png(data["image/png"])
+
+
+def _output_texts(cell) -> list:
+    return [(o.get("name"), o.get("text")) for o in cell.get("outputs", []) if o.output_type == "stream"]
+
+
+def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
+    """Run a lesson top to bottom under ``profile``, keep all its outputs and stamp its metadata.
+
+    The notebook on disk is replaced only when every cell ran and every cell nbval compares printed
+    what was committed before (those cells are checked under ``smoke`` and must not depend on the
+    profile). Returns the stamp.
+
+    Raises:
+        ValueError: the path is not a notebook, or a compared cell's output changed.
+        nbclient.exceptions.CellExecutionError: a cell failed (the file is left as it was).
+    """
+    from coursekit.profile import get_profile
+
+    path = Path(path)
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise ValueError(f"publish: {path} is not a notebook file")
+    device = get_profile(profile).device  # also rejects an unknown profile name before the long run
+    notebook = nbformat.read(path, as_version=4)
+    committed = {i: _output_texts(c) for i, c in enumerate(notebook.cells)
+                 if c.cell_type == "code" and COMPARE_TAG in _tags(c) and c.get("outputs")}
+    _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND)
+    for index, expected in committed.items():
+        if _output_texts(notebook.cells[index]) != expected:
+            raise ValueError(f"publish: cell {index} of {path} is compared by nbval under smoke but printed "
+                             f"something else under {profile!r}; make its output independent of the profile")
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            _tidy_outputs(cell)
+    stamp = {"profile": profile, "device": device,
+             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
+             "source_sha256": source_sha256(notebook)}
+    notebook.metadata.setdefault("coursekit", {})[PUBLISHED_KEY] = stamp
+    nbformat.write(notebook, path)
+    return stamp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,11 +342,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``coursekit publish`` (and ``python -m coursekit.notebooks publish``)."""
+    parser.add_argument("paths", nargs="+", type=Path, help="lesson notebooks to run and publish")
+    parser.add_argument("--profile", default="demo", help="run profile of the published outputs (default: demo)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    for path in args.paths:  # check every path first: a typo must not surface after an hour of running
+        if Path(path).suffix != ".ipynb" or not Path(path).is_file():
+            from coursekit.cli import UsageError  # printed as one line, status 2, by the coursekit command
+
+            raise UsageError(f"{path} is not a notebook file: give the .ipynb path of a lesson (e.g. notebooks/02_simclr.ipynb)")
+    for path in args.paths:
+        print(f"publishing {path} ({args.profile} profile)", flush=True)
+        stamp = publish(path, args.profile, args.timeout)
+        print(f"  {stamp['date']} on {stamp['device']}, source {stamp['source_sha256'][:12]}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coursekit.notebooks")
-    parser.add_argument("command", choices=["store-outputs"])
-    parser.add_argument("paths", nargs="+", type=Path)
+    commands = parser.add_subparsers(dest="command", required=True)
+    store = commands.add_parser("store-outputs", help="run under smoke, keep only the compared cells' outputs")
+    store.add_argument("paths", nargs="+", type=Path)
+    add_publish_arguments(commands.add_parser("publish", help="run a lesson under a profile and keep all outputs"))
     args = parser.parse_args(argv)
+    if args.command == "publish":
+        return run_publish(args)
     for path in args.paths:
         print(f"executing {path} (smoke profile)", flush=True)
         store_outputs(path)

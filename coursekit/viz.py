@@ -26,7 +26,7 @@ from coursekit.evaluate.patches import first_component_map, principal_components
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
-    "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps",
+    "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps", "attention_snapshots",
     "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
 ]
 
@@ -143,6 +143,8 @@ def augmentation_grid(originals: Tensor, views_list: Sequence[Tensor], view_name
 
 
 X_AXES = ("step", "metrics_step", "throughput_step", "epoch")  # series that serve as x axes
+X_LABELS = {"step": "optimizer step", "metrics_step": "optimizer step", "throughput_step": "optimizer step",
+            "epoch": "epoch"}
 
 
 def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
@@ -159,8 +161,9 @@ def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
     return series, {name: x_axes.get(name, "epoch" if name.startswith("epoch") else "step") for name in series}
 
 
-def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
-    """One panel per recorded series (loss, learning rate, accuracy...) against the step.
+def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
+                 xlabel: str | None = None) -> Figure:
+    """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
         history: a mapping ``name -> list of numbers`` (or an object whose attributes are such
@@ -168,6 +171,10 @@ def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
             entropy...) become series too, against ``metrics_step``). A ``step`` (or ``epoch``)
             series of the same length becomes the x axis of the others.
         keys: the series to plot (default: all numeric ones except the x axes).
+        ylabels: y-axis label of each series, with its unit (default: the series name).
+        xlabel: x-axis label for series that have no x series to plot against (their x values are
+            then 0, 1, 2...; say what one of them is, e.g. ``"epoch"``). Required for such series,
+            except ``epoch_*`` series, which count epochs.
     """
     series, x_axes = _numeric_series(history)
     keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
@@ -178,9 +185,13 @@ def plot_history(history, keys: Sequence[str] | None = None) -> Figure:
     for ax, key in zip(axes[0], keys):
         values = series[key]
         x_name = x_axes[key] if len(series.get(x_axes[key], ())) == len(values) else None
+        if x_name is None and xlabel is None and x_axes[key] != "epoch":
+            raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
+                             "pass xlabel (what one x unit is, e.g. 'epoch')")
         ax.plot(series[x_name] if x_name else range(len(values)), values)
         ax.set_title(key)
-        ax.set_xlabel(x_name or x_axes[key])
+        ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
+        ax.set_ylabel((ylabels or {}).get(key, key))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -233,36 +244,59 @@ def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_n
         name = class_names[label] if class_names else str(label)
         ax.scatter(projected[chosen, 0], projected[chosen, 1], s=6, color=colors[label], label=name)
     ax.set_title(f"{method.upper()} of {points.shape[1]}-d features")
-    ax.legend(markerscale=2, fontsize=7, loc="best")
-    ax.set_xticks([])
+    ax.legend(markerscale=2, fontsize=7, loc="best", title="class")
+    ax.set_xticks([])  # the units of a projection carry no meaning; only distances between points do
     ax.set_yticks([])
+    ax.set_xlabel(f"{method.upper()} component 1")
+    ax.set_ylabel(f"{method.upper()} component 2")
     fig.tight_layout()
     return fig
 
 
-def similarity_matrix(z1: Tensor, z2: Tensor, title: str = "cosine similarity") -> Figure:
-    """Heat map of cosine similarities ``[N, N]`` between ``z1[i]`` and ``z2[j]`` (positives on the diagonal)."""
+def similarity_matrix(z1: Tensor, z2: Tensor, title: str = "cosine similarity",
+                      names: Sequence[str] | None = None) -> Figure:
+    """Heat map of cosine similarities ``[N, N]`` between ``z1[i]`` and ``z2[j]`` (positives on the diagonal).
+
+    ``names`` (N strings, e.g. the class name of each image) label the rows and columns, so that bright
+    off-diagonal cells between images of one class can be told from failures. The mean off-diagonal
+    similarity goes into the title: near 1, every image lands in the same direction.
+    """
     _same_length(z1=z1, z2=z2)
+    count = len(z1)
+    if names is not None and len(names) != count:
+        raise ValueError(f"similarity_matrix: {len(names)} names for {count} images")
     sims = F.normalize(z1.detach().float().cpu(), dim=1) @ F.normalize(z2.detach().float().cpu(), dim=1).T
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    off_diagonal = sims[~torch.eye(count, dtype=torch.bool)].mean().item() if count > 1 else float("nan")
+    fig, ax = plt.subplots(figsize=(5.5, 4.8) if names else (4.5, 4))
     shown = ax.imshow(sims.numpy(), cmap="viridis", vmin=-1, vmax=1)
-    fig.colorbar(shown, ax=ax)
-    ax.set_xlabel("z2 (view 2)")
-    ax.set_ylabel("z1 (view 1)")
-    ax.set_title(title)
+    fig.colorbar(shown, ax=ax, label="cosine similarity")
+    if names is not None:
+        ax.set_xticks(range(count), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(count), names, fontsize=7)
+    ax.set_xlabel("image j, view 2")
+    ax.set_ylabel("image i, view 1")
+    ax.set_title(f"{title}\n(diagonal mean {sims.diagonal().mean():.2f}, off-diagonal mean {off_diagonal:.2f})",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max_heads: int = 6,
-                   normalized: bool = True) -> Figure:
-    """The CLS token's attention to the patches, over each image: the mean over heads, then each head.
+                   normalized: bool = True, outlines: Tensor | None = None) -> Figure:
+    """The CLS token's attention to the patches: the image, then the mean over heads and each head.
+
+    Each map is the share of the CLS token's attention that goes to each patch, min-max scaled per map
+    (0 = the least attended patch of that map, 1 = the most attended one; see the colorbar). Maps are
+    drawn as what they are, one square per patch (a ``h x w`` grid, white lines at patch edges), next to
+    the image at full brightness. ``outlines`` (``[N, H, W]`` bool object masks), when given, are drawn
+    as cyan contours on every map, so that one sees whether the bright patches cover the object.
 
     Args:
         images: ``[N, C, H, W]``.
         attention: ``[N, heads, 1 + L, 1 + L]`` (a ViT's last block; token 0 is CLS).
         grid: ``(h, w)`` patch grid with ``h * w == L``.
         max_heads: show at most this many heads.
+        outlines: optional ``[N, H, W]`` object masks to outline.
     """
     height, width = grid
     if attention.dim() != 4 or attention.shape[-1] != 1 + height * width or attention.shape[-2] != attention.shape[-1]:
@@ -270,19 +304,79 @@ def attention_maps(images: Tensor, attention: Tensor, grid: tuple[int, int], max
                          f"got shape {list(attention.shape)}")
     rgb = to_rgb(images, normalized)
     _same_length(images=rgb, attention=attention)
+    if outlines is not None:
+        outlines = outlines.detach().cpu().float().numpy()
+        if outlines.shape != rgb.shape[:3]:
+            raise ValueError(f"attention_maps: outlines must be [N, H, W] = {list(rgb.shape[:3])}; got {list(outlines.shape)}")
     cls_to_patches = attention[:, :, 0, 1:].detach().float().cpu().reshape(len(rgb), -1, height, width)
     maps = torch.cat([cls_to_patches.mean(dim=1, keepdim=True), cls_to_patches[:, :max_heads]], dim=1)
     maps = maps - maps.amin(dim=(2, 3), keepdim=True)
     maps = (maps / maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)).numpy()
     names = ["image", "mean of heads"] + [f"head {h}" for h in range(maps.shape[1] - 1)]
     fig, axes = _image_grid(len(rgb), len(names))
+    shown = None
     for row, image in enumerate(rgb):
         _show(axes[row, 0], image, names[0] if row == 0 else None)
         for col in range(maps.shape[1]):
             ax = axes[row, col + 1]
-            _show(ax, image * 0.35, names[col + 1] if row == 0 else None)
-            ax.imshow(maps[row, col], cmap="inferno", alpha=0.75, extent=(0, image.shape[1], image.shape[0], 0))
-    fig.tight_layout()
+            extent = (0, image.shape[1], image.shape[0], 0)
+            shown = ax.imshow(maps[row, col], cmap="inferno", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+            if outlines is not None and 0 < outlines[row].mean() < 1:
+                centers_x, centers_y = np.arange(image.shape[1]) + 0.5, np.arange(image.shape[0]) + 0.5
+                ax.contour(centers_x, centers_y, outlines[row], levels=[0.5], colors="cyan", linewidths=0.8)
+            for edge in range(1, width):
+                ax.axvline(edge * image.shape[1] / width, color="white", linewidth=0.3, alpha=0.5)
+            for edge in range(1, height):
+                ax.axhline(edge * image.shape[0] / height, color="white", linewidth=0.3, alpha=0.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlim(0, image.shape[1])
+            ax.set_ylim(image.shape[0], 0)
+            if row == 0:
+                ax.set_title(names[col + 1], fontsize=8)
+    fig.set_figwidth(fig.get_figwidth() + 1.0)  # room for the colorbar and its label
+    fig.tight_layout(w_pad=0.8)
+    fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
+                 label="CLS attention (scaled per map)")
+    return fig
+
+
+def attention_snapshots(images: Tensor, maps: Mapping[str, Tensor], outlines: Tensor | None = None,
+                        normalized: bool = True) -> Figure:
+    """How attention changes over training: one row per image, the image, then one map per snapshot.
+
+    Args:
+        images: ``[N, C, H, W]``.
+        maps: snapshot title (e.g. ``"step 40"``) -> ``[N, h, w]`` attention maps (e.g. from
+            ``coursekit.lessons.attention.cls_attention_maps``); each map is min-max scaled for display.
+        outlines: optional ``[N, H, W]`` object masks, drawn as cyan contours on every map.
+    """
+    rgb = to_rgb(images, normalized)
+    if not maps:
+        raise ValueError("attention_snapshots: no snapshots given")
+    _same_length(images=rgb, **{f"snapshot_{i}": m for i, m in enumerate(maps.values())})
+    if outlines is not None:
+        outlines = outlines.detach().cpu().float().numpy()
+    fig, axes = _image_grid(len(rgb), 1 + len(maps))
+    extent = (0, rgb.shape[2], rgb.shape[1], 0)
+    shown = None
+    for row, image in enumerate(rgb):
+        _show(axes[row, 0], image, "image" if row == 0 else None)
+        for col, (title, snapshot) in enumerate(maps.items(), start=1):
+            values = snapshot[row].detach().float().cpu()
+            values = (values - values.min()) / (values.max() - values.min()).clamp_min(1e-12)
+            ax = axes[row, col]
+            shown = ax.imshow(values.numpy(), cmap="inferno", vmin=0, vmax=1, extent=extent, interpolation="nearest")
+            if outlines is not None and 0 < outlines[row].mean() < 1:
+                centers_x, centers_y = np.arange(rgb.shape[2]) + 0.5, np.arange(rgb.shape[1]) + 0.5
+                ax.contour(centers_x, centers_y, outlines[row], levels=[0.5], colors="cyan", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+    fig.set_figwidth(fig.get_figwidth() + 1.0)  # room for the colorbar and its label
+    fig.tight_layout(w_pad=0.8)
+    fig.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="CLS attention (scaled per map)")
     return fig
 
 
@@ -399,11 +493,13 @@ def _mask_colors(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = None, num_classes: int | None = None,
-                 alpha: float = 0.55, normalized: bool = True) -> Figure:
+                 alpha: float = 0.55, normalized: bool = True, class_names: Sequence[str] | None = None) -> Figure:
     """One row per image: the image, its mask over it and, when given, the predicted mask over it.
 
     Masks are ``[N, H, W]`` integers: 0 = background (not colored), ``c + 1`` = class ``c``,
-    255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value).
+    255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value). A legend
+    below the grid names each color (``class_names``, default "class 0", "class 1"...), so that a
+    prediction that is all background (nothing colored: it looks like the input) reads as such.
     """
     rgb = to_rgb(images, normalized)
     columns = {"ground truth": masks.detach().cpu().long().numpy()}
@@ -415,13 +511,22 @@ def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = Non
             raise ValueError(f"mask_overlay: {name} masks are {list(values.shape)}, images {list(rgb.shape[:3])}")
     if num_classes is None:
         num_classes = max(int(v[v != IGNORE_INDEX].max(initial=0)) for v in columns.values())
+    num_classes = max(num_classes, 1)
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"mask_overlay: {len(class_names)} class names for {num_classes} classes")
     fig, axes = _image_grid(len(rgb), 1 + len(columns))
     for row, image in enumerate(rgb):
         _show(axes[row, 0], image, "image" if row == 0 else None)
         for col, (name, values) in enumerate(columns.items(), start=1):
-            overlay = _mask_colors(values[row], max(num_classes, 1))
+            overlay = _mask_colors(values[row], num_classes)
             overlay[..., 3] *= alpha
             _show(axes[row, col], image, name if row == 0 else None)
             axes[row, col].imshow(overlay, extent=(0, image.shape[1], image.shape[0], 0), interpolation="nearest")
-    fig.tight_layout()
+    names = list(class_names or [f"class {c}" for c in range(num_classes)])
+    handles = [Rectangle((0, 0), 1, 1, facecolor=color, alpha=alpha) for color in _class_colors(num_classes)]
+    handles += [Rectangle((0, 0), 1, 1, facecolor="none", edgecolor="black"),
+                Rectangle((0, 0), 1, 1, facecolor=(0.6, 0.6, 0.6), alpha=alpha)]
+    names += ["background (no color)", "ignored"]
+    fig.tight_layout(rect=(0, 0.12 if len(rgb) < 3 else 0.06, 1, 1))
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
     return fig

@@ -170,3 +170,16 @@ def test_augment_runs(tmp_path):
     result = read(tmp_path, "augment")
     assert result["settings"]["clock"] == "cpu" and result["torch_threads"] == 1
     assert result["images_per_s"]["coursekit_batched"] > 0 and result["images_per_s"]["torchvision_v2_per_image_cpu"] > 0
+
+
+def test_folder_streaming_runs(tmp_path):
+    import folder_streaming
+
+    folder_streaming.main(["--device", "cpu", "--sizes", "32", "--num-images", "24", "--batch-size", "4",
+                           "--width", "2", "--warmup", "1", "--rounds", "1", "--steps", "1", "--counts", "20",
+                           "--memory-size", "32", "--memory-batch-size", "4", "--workers", "0",
+                           "--results-dir", str(tmp_path)])
+    result = read(tmp_path, "folder_streaming")
+    assert set(result["throughput"]["32px"]) == {"in_memory", "folder", "in_memory_data_only", "folder_data_only",
+                                                  "folder_over_in_memory"}
+    assert set(result["peak_rss_mb"]["20"]) == {"folder", "in_memory"}

@@ -1,11 +1,16 @@
-"""Faster R-CNN on an SSL backbone: build, train step, inference, freezing, mAP50."""
+"""Faster R-CNN on an SSL backbone: build, train step, inference, freezing; COCO mAP (torchmetrics)
+checked by hand and against ultralytics' validator."""
+import os
 
-import pytest
-import torch
+os.environ.setdefault("YOLO_OFFLINE", "1")
 
-from coursekit.models import build_backbone
-from coursekit.transfer.detection import (
-    average_precision,
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from coursekit.data import make_shapes  # noqa: E402
+from coursekit.models import build_backbone  # noqa: E402
+from coursekit.transfer.detection import (  # noqa: E402
     build_faster_rcnn,
     evaluate_map,
     freeze_backbone,
@@ -13,7 +18,7 @@ from coursekit.transfer.detection import (
     train_detector,
     unfreeze_backbone,
 )
-from coursekit.transfer.optim import make_optimizer
+from coursekit.transfer.optim import make_optimizer  # noqa: E402
 
 SIZE = 64
 
@@ -62,24 +67,84 @@ def test_frozen_encoder_does_not_change_and_unfreezing_gives_a_smaller_lr():
     assert {id(p) for p in groups["backbone"]["params"]} == {id(p) for p in encoder.parameters()}
 
 
-def test_average_precision_hand_computed():
+def test_map_hand_computed_coco_101_points():
     gt_boxes = [torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]])]
     gt_labels = [torch.tensor([0, 0])]
-    # score order: hit, miss, hit -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> AP = 1/2 + 1/2 * 2/3
+    # score order: hit (IoU 1), miss, hit (IoU 100/110 = 0.91): precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1.
+    # COCO's AP samples the precision envelope at 101 recalls: 51 at recall <= 0.5 (precision 1), 50 above (2/3).
     pred = [{
         "boxes": torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 31]]),
         "scores": torch.tensor([0.9, 0.8, 0.7]),
         "labels": torch.tensor([0, 0, 0]),
     }]
-    assert average_precision(pred, gt_boxes, gt_labels, cls=0) == pytest.approx(0.5 + 0.5 * 2 / 3)
-    result = evaluate_map(pred, gt_boxes, gt_labels, num_classes=2)
-    assert result["per_class"][1] != result["per_class"][1]  # no ground truth: nan, left out
-    assert result["mAP"] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    ap50 = (51 + 50 * 2 / 3) / 101
+    ap95 = 51 / 101  # at IoU 0.95 the second hit misses: only recall 1/2 is reached
+    result = evaluate_map(pred, gt_boxes, gt_labels)
+    assert result["mAP50"] == pytest.approx(ap50, abs=1e-6)
+    assert result["mAP50-95"] == pytest.approx((9 * ap50 + ap95) / 10, abs=1e-6)  # 0.50 ... 0.90 hit, 0.95 not
+    assert result["per_class"] == {0: pytest.approx((9 * ap50 + ap95) / 10, abs=1e-6)}
 
 
 def test_duplicate_detections_count_once():
     gt_boxes, gt_labels = [torch.tensor([[0.0, 0, 10, 10]])], [torch.tensor([0])]
     pred = [{"boxes": torch.tensor([[0.0, 0, 10, 10]] * 2), "scores": torch.tensor([0.9, 0.8]), "labels": torch.tensor([0, 0])}]
-    assert average_precision(pred, gt_boxes, gt_labels, cls=0) == pytest.approx(1.0)
+    assert evaluate_map(pred, gt_boxes, gt_labels)["mAP50-95"] == pytest.approx(1.0)
     pred[0]["labels"] = torch.tensor([1, 1])  # right box, wrong class
-    assert evaluate_map(pred, gt_boxes, gt_labels, num_classes=2)["mAP"] == pytest.approx(0.0)
+    result = evaluate_map(pred, gt_boxes, gt_labels)
+    assert result["mAP50"] == 0.0 and list(result["per_class"]) == [0]  # class 1 has no ground truth: left out
+    with pytest.raises(ValueError, match="one entry per image"):
+        evaluate_map(pred, gt_boxes * 2, gt_labels * 2)
+
+
+def _ultralytics_map(predictions, gt_boxes, gt_labels, num_classes):
+    """(mAP50, mAP50-95) of ultralytics' validator on the same predictions: its matching
+    (DetectionValidator._process_batch) and its AP (DetMetrics, ap_per_class)."""
+    from ultralytics.models.yolo.detect.val import DetectionValidator
+    from ultralytics.utils.metrics import DetMetrics
+
+    validator = DetectionValidator()
+    metrics = DetMetrics(names={c: str(c) for c in range(num_classes)})
+    for i, (pred, boxes, labels) in enumerate(zip(predictions, gt_boxes, gt_labels)):
+        order = pred["scores"].argsort(descending=True)  # the validator expects descending confidence
+        detections = {"bboxes": pred["boxes"][order].float(), "cls": pred["labels"][order].float()}
+        tp = validator._process_batch(detections, {"bboxes": boxes.float().reshape(-1, 4), "cls": labels.float()})["tp"]
+        metrics.update_stats({"tp": tp, "conf": pred["scores"][order].numpy(), "pred_cls": detections["cls"].numpy(),
+                              "target_cls": labels.float().numpy(), "target_img": np.unique(labels.numpy()),
+                              "im_name": str(i)})
+    metrics.process()
+    return float(metrics.box.map50), float(metrics.box.map)
+
+
+def _noisy_predictions(data, seed: int, noise: float) -> list[dict]:
+    """Ground-truth boxes moved by Gaussian noise (std ``noise`` px), 15% missed, 10% with the wrong
+    class, 0-2 random false positives per image, random scores."""
+    g = torch.Generator().manual_seed(seed)
+    size = data.image_size[0]
+    predictions = []
+    for boxes, labels in zip(data.boxes, data.box_labels):
+        keep = torch.rand(len(boxes), generator=g) > 0.15
+        found = boxes[keep] + noise * torch.randn(int(keep.sum()), 4, generator=g)
+        classes = labels[keep].clone()
+        wrong = torch.rand(len(classes), generator=g) < 0.1
+        classes[wrong] = (classes[wrong] + 1) % len(data.classes)
+        n_false = int(torch.randint(0, 3, (1,), generator=g))
+        corner = torch.rand(n_false, 2, generator=g) * size * 0.7
+        false = torch.cat([corner, corner + 4 + torch.rand(n_false, 2, generator=g) * size * 0.3], 1)
+        predictions.append({"boxes": torch.cat([found, false]), "scores": torch.rand(len(found) + n_false, generator=g),
+                            "labels": torch.cat([classes, torch.randint(0, len(data.classes), (n_false,), generator=g)])})
+    return predictions
+
+
+@pytest.mark.parametrize("noise", [0.5, 2.0, 4.0])
+def test_map_agrees_with_ultralytics_validator(noise):
+    """Same predictions, two implementations: within 0.01 (they differ in how the 101-point curve is
+    integrated and COCO keeps 100 detections per image), here at mAP from 0.08 to 0.57."""
+    pytest.importorskip("ultralytics")
+    data = make_shapes(60, image_size=64, seed=5, num_objects=(1, 3))
+    for seed in range(2):
+        predictions = _noisy_predictions(data, seed, noise)
+        ours = evaluate_map(predictions, data.boxes, data.box_labels)
+        map50, map50_95 = _ultralytics_map(predictions, data.boxes, data.box_labels, len(data.classes))
+        assert 0.05 < map50_95 < map50 < 0.9  # a range where disagreements would show
+        assert ours["mAP50"] == pytest.approx(map50, abs=0.01)
+        assert ours["mAP50-95"] == pytest.approx(map50_95, abs=0.01)

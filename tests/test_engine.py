@@ -24,7 +24,6 @@ SIZE = 16
 
 # Loops that other branches are replacing with the engine path; remove an entry when it lands.
 PENDING = {
-    "coursekit/transfer/yolo.py": "pretrain_yolo_backbone's own lightly loop (being replaced by engine.fit)",
 }
 
 

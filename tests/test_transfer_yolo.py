@@ -1,4 +1,4 @@
-"""The lightly + ultralytics recipe: backbone cut, DINO pretraining, transfer, save/reload, fine-tune."""
+"""The ultralytics recipe: backbone cut, DINO pretraining through the engine, transfer, save/reload, fine-tune."""
 
 import os
 
@@ -8,7 +8,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 pytest.importorskip("ultralytics")
-pytest.importorskip("lightly")
+
+from coursekit.engine import TrainConfig  # noqa: E402
+from coursekit.models import build_backbone  # noqa: E402
 
 from coursekit.transfer.yolo import (  # noqa: E402
     YOLO,
@@ -84,32 +86,48 @@ def test_fused_models_are_rejected():
 
 @pytest.fixture(scope="module")
 def pretrained(family):
-    """A backbone after 2 DINO steps on 16 random images at 64px, and its weights before."""
+    """A backbone after 2 DINO steps (engine.fit) on 16 random images at 64px, and its weights before."""
+    torch.manual_seed(0)
     backbone = yolo_backbone(load_yolo(family))
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     images = torch.randint(0, 256, (16, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    history = pretrain_yolo_backbone(
-        backbone, images, epochs=1, batch_size=8, global_crop_size=64, local_crop_size=32,
-        n_local_views=2, hidden_dim=64, bottleneck_dim=16, output_dim=128, progress=False,
-    )
+    config = TrainConfig(epochs=1, batch_size=8, precision="fp32")
+    history = pretrain_yolo_backbone(backbone, images, config, progress=False, n_local=2, out_dim=128)
     return backbone, before, history
 
 
 def test_pretraining_runs_and_changes_the_weights(pretrained):
     backbone, before, history = pretrained
-    assert len(history["loss"]) == 2 and len(history["epoch_loss"]) == 1
-    assert all(torch.isfinite(torch.tensor(history["loss"])))
+    assert len(history.loss) == 2 and len(history.epoch_loss) == 1
+    assert all(torch.isfinite(torch.tensor(history.loss)))
     changed = [k for k, v in backbone.state_dict().items() if not torch.equal(before[k], v)]
     assert len(changed) > len(before) // 2
 
 
-def test_pretraining_rejects_bad_input():
+def test_pretraining_rejects_sizes_off_the_stride():
     backbone = yolo_backbone(load_yolo("yolo11n.yaml"))
-    with pytest.raises(ValueError):
-        pretrain_yolo_backbone(backbone, torch.rand(4, 3, 64, 64), epochs=1, progress=False)
-    with pytest.raises(ValueError):
-        images = torch.zeros(4, 3, 64, 64, dtype=torch.uint8)
-        pretrain_yolo_backbone(backbone, images, epochs=1, global_crop_size=50, progress=False)
+    config = TrainConfig(epochs=1, batch_size=2)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        pretrain_yolo_backbone(backbone, torch.zeros(4, 3, 48, 48, dtype=torch.uint8), config, progress=False)
+    with pytest.raises(ValueError, match="local_size must be a positive multiple of 32"):
+        pretrain_yolo_backbone(backbone, torch.zeros(4, 3, 64, 64, dtype=torch.uint8), config, progress=False,
+                               local_size=16)
+
+
+def test_yolo_backbones_are_coursekit_backbones(family):
+    """build_backbone("yolo11n") is the cut of the yaml; forward takes normalized images like any backbone."""
+    from coursekit.augment import normalize
+
+    name = family.removesuffix(".yaml")
+    torch.manual_seed(0)
+    backbone = build_backbone(name).eval()
+    x = torch.rand(2, 3, 64, 64)
+    features = backbone.forward_features(normalize(x))
+    assert features["grid"] == (2, 2) and features["patch"].shape == (2, 4, backbone.feature_dim)
+    torch.testing.assert_close(features["global"], backbone.forward_map(x).mean(dim=(2, 3)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(backbone(normalize(x)), features["global"])
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("yolo13n")
 
 
 def test_transfer_reports_every_backbone_tensor(pretrained, family):

@@ -55,10 +55,16 @@ def test_image_pictures(shapes):
 
 def test_curve_pictures():
     history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
-    fig = viz.plot_history(history)
+    fig = viz.plot_history(history, ylabels={"loss": "NT-Xent loss (nats)"})
     assert _drawn(fig) and [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["NT-Xent loss (nats)", "lr"]
+    assert {ax.get_xlabel() for ax in fig.axes} == {"optimizer step"}
     with pytest.raises(ValueError, match="accuracy"):
         viz.plot_history(history, keys=["accuracy"])
+    per_epoch = {"loss": [1.0, 0.5]}  # no x series: the caller must say what the x values count
+    with pytest.raises(ValueError, match="pass xlabel"):
+        viz.plot_history(per_epoch)
+    assert viz.plot_history(per_epoch, xlabel="epoch").axes[0].get_xlabel() == "epoch"
     from coursekit.engine import History
 
     history = History(step=[1, 2, 3, 4], loss=[3.0, 2.0, 1.5, 1.2], lr=[0.1] * 4, throughput_step=[2, 4],
@@ -66,7 +72,7 @@ def test_curve_pictures():
                       metrics={"embedding_std": [0.08, 0.09]})
     fig = viz.plot_history(history)
     assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "images_per_sec", "epoch_loss", "embedding_std"]
-    assert [ax.get_xlabel() for ax in fig.axes] == ["step", "step", "throughput_step", "epoch", "metrics_step"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step", "optimizer step", "optimizer step", "epoch", "optimizer step"]
     assert list(fig.axes[-1].lines[0].get_xdata()) == [2, 4]
     assert _drawn(viz.plot_curves([1, 10, 100], {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]},
                                   "labels per class", "accuracy", logx=True))
@@ -81,8 +87,21 @@ def test_embedding_map(method):
 def test_feature_pictures(shapes):
     generator = torch.Generator().manual_seed(0)
     assert _drawn(viz.similarity_matrix(torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)))
+    same_direction = torch.ones(3, 4)
+    fig = viz.similarity_matrix(same_direction, same_direction, names=["a", "b", "c"])
+    assert "off-diagonal mean 1.00" in fig.axes[0].get_title()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["a", "b", "c"]
+    assert fig.axes[1].get_ylabel() == "cosine similarity"  # the colorbar says what the colors mean
     attention = torch.rand(4, 3, 17, 17, generator=generator).softmax(dim=-1)
-    assert _drawn(viz.attention_maps(shapes.images, attention, grid=(4, 4)))
+    fig = viz.attention_maps(shapes.images, attention, grid=(4, 4), outlines=shapes.masks > 0)
+    assert _drawn(fig) and fig.axes[-1].get_ylabel() == "CLS attention (scaled per map)"
+    snapshots = {f"step {s}": torch.rand(4, 4, 4, generator=generator) for s in (0, 10)}
+    fig = viz.attention_snapshots(shapes.images, snapshots, outlines=shapes.masks > 0)
+    assert _drawn(fig) and [ax.get_title() for ax in fig.axes[:3]] == ["image", "step 0", "step 10"]
+    with pytest.raises(ValueError, match="same number"):
+        viz.attention_snapshots(shapes.images, {"step 0": torch.rand(2, 4, 4)})
+    with pytest.raises(ValueError, match="outlines"):
+        viz.attention_maps(shapes.images, attention, grid=(4, 4), outlines=shapes.masks[:2] > 0)
     with pytest.raises(ValueError, match="L = 3\\*3"):
         viz.attention_maps(shapes.images, attention, grid=(3, 3))
     patches = torch.randn(4, 16, 8, generator=generator)
@@ -95,5 +114,8 @@ def test_detection_and_segmentation_pictures(shapes):
     assert _drawn(fig) and sum(len(ax.patches) for ax in fig.axes) == sum(len(b) for b in shapes.boxes)
     masks = shapes.masks.clone()
     masks[:, 0, :] = 255  # an ignored row is drawn too
-    fig = viz.mask_overlay(shapes.images, masks, predictions=shapes.masks, num_classes=len(shapes.classes))
+    fig = viz.mask_overlay(shapes.images, masks, predictions=shapes.masks, num_classes=len(shapes.classes),
+                           class_names=shapes.classes)
     assert _drawn(fig) and len(fig.axes) == 4 * 3
+    legend = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert legend == list(shapes.classes) + ["background (no color)", "ignored"]

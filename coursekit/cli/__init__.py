@@ -21,6 +21,8 @@ COMMANDS = {
     "grade": ("coursekit.grading.batch", "grade a folder of submitted homework notebooks into CSV/JSON"),
     "exercises": ("coursekit.notebooks", "regenerate exercises/ from solutions/ (or --check that it is in sync)"),
     "profile": ("coursekit.cli.profile", "print the run profile that would be used"),
+    "export": ("coursekit.cli.export", "write a pretrained backbone as a YOLO .pt (ultralytics) or a state_dict"),
+    "publish": ("coursekit.cli.publish", "run lessons under a profile and keep their stamped outputs"),
 }
 USER_ERROR_STATUS = 2
 

@@ -21,6 +21,14 @@ the images picked, their order, the augmentations. The same command gives the sa
 and a run killed at any moment and started again with ``--resume`` ends with the same checkpoint
 as a run never interrupted.
 
+``--data DIR`` trains on a folder of your own images instead (``coursekit.data.folder``): they are
+read from disk as training goes by ``--workers`` DataLoader processes per training process, never
+held in memory; each process reads its share, in the same order as in-memory data. A folder has
+no labels: the run ends without an evaluation unless ``--eval-dataset NAME`` names a labeled
+dataset (its train and test splits). ``--backbone yolo11n`` (any YOLO11 or YOLO12 size) trains the
+backbone of that ultralytics model with the method's own views (crops on YOLO's stride of 32);
+``coursekit export`` writes it back.
+
 Everything the run needs is checked before the first step (values, device, data, checkpoint
 folder, the checkpoint to resume); a problem is a ``UsageError`` that ``coursekit`` prints as one
 line. For tests, ``COURSEKIT_STOP_AFTER_STEP=k`` makes the process stop itself (SIGSTOP) after
@@ -48,7 +56,7 @@ from coursekit.engine import PRECISIONS, TrainConfig, derived_seed, distributed,
 from coursekit.engine.checkpoint import remove_stale_temporaries
 from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.methods import METHODS, build_method
-from coursekit.models import BACKBONES, build_backbone
+from coursekit.models import BACKBONES, YOLO_BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
 from coursekit.recipes import VIT_METHODS, Recipe, build_report, get_recipe, protocol_scores
 
@@ -63,12 +71,22 @@ METHOD_OPTIONS = {
 MIN_BATCH = {"moco": 4}
 DEFAULT_MIN_BATCH = 2
 STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
+YOLO_STRIDE = 32  # input sides of YOLO backbones are multiples of it (coursekit.models.yolo)
+MAX_DATA_WORKERS = 4
 PROTOCOL_NAMES = {"knn": "kNN accuracy (k=200, temperature=0.1)", "linear": "linear-probe accuracy"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``coursekit pretrain``; sizes default to the run profile's."""
     parser.add_argument("--method", required=True, choices=sorted(METHODS), help="self-supervised method")
+    parser.add_argument("--data", type=Path, metavar="DIR",
+                        help="pretrain on your own images: a folder (nested) of JPEG/PNG/WebP files, read from disk "
+                             "as training goes (instead of --dataset)")
+    parser.add_argument("--eval-dataset", choices=DATASET_NAMES,
+                        help="with --data: a labeled dataset to evaluate on (default: no evaluation)")
+    parser.add_argument("--workers", type=int,
+                        help="with --data: processes that decode images per training process "
+                             f"(default: the CPU cores per training process, at most {MAX_DATA_WORKERS})")
     parser.add_argument("--dataset", choices=DATASET_NAMES, help="dataset (default: the profile's)")
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the recipe's)")
     parser.add_argument("--checkpoint-dir", type=Path,
@@ -81,7 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help="weight decay (default: the recipe's)")
     parser.add_argument("--warmup-epochs", type=float, help="linear warmup of the learning rate (default: the recipe's)")
     parser.add_argument("--backbone", choices=sorted(BACKBONES),
-                        help="backbone (default: the recipe's: the profile's ResNet, or its ViT for MAE)")
+                        help="backbone (default: the recipe's: the profile's ResNet, or its ViT for MAE); yolo11n ... "
+                             "yolo12x: the backbone of that ultralytics YOLO model (needs the yolo extra; export it "
+                             "with coursekit export --format ultralytics)")
     parser.add_argument("--width", type=int, help="ResNet width (default: the recipe's)")
     parser.add_argument("--patch-size", type=int, help="ViT patch size (default: the recipe's)")
     parser.add_argument("--num-images", type=int, help="training images (default: the profile's)")
@@ -158,6 +178,12 @@ def backbone_settings(args: argparse.Namespace, recipe: Recipe, profile, image_s
     is_vit = name.startswith("vit")
     if args.method in VIT_METHODS and not is_vit:
         raise UsageError(f"{args.method} needs a ViT backbone (vit_tiny, vit_small); got --backbone {name}")
+    if name in YOLO_BACKBONES:
+        if args.width is not None or args.patch_size is not None:
+            raise UsageError(f"--width and --patch-size do not apply to {name}: its size is the letter in its name")
+        if image_size % YOLO_STRIDE:
+            raise UsageError(f"{name} needs --image-size a multiple of {YOLO_STRIDE} (its stride); got {image_size}")
+        return name, {}
     if is_vit:
         if args.width is not None:
             raise UsageError(f"--width sets a ResNet's width; {name} is a ViT (its option is --patch-size)")
@@ -270,7 +296,8 @@ class Plan:
     """What a run will do: the recipe, every value it did not set filled in, every value checked."""
 
     recipe: Recipe
-    dataset: str
+    dataset: str | None  # the labeled dataset; with --data: --eval-dataset or None
+    folder: object  # the ImageFolder of --data, or None
     image_size: int
     num_images: int
     num_test: int
@@ -281,20 +308,51 @@ class Plan:
 
     @property
     def recipe_views(self) -> bool:
-        """The recipe's views are made for the profile's image size; another size keeps the method's own."""
-        return self.image_size == self.recipe.image_size
+        """The recipe's views are made for the profile's image size and its backbones; another size,
+        or a YOLO backbone (crops on its stride), keeps the method's own."""
+        return self.image_size == self.recipe.image_size and self.backbone not in YOLO_BACKBONES
 
     def describe(self, args: argparse.Namespace) -> str:
         """The recipe, then the values this run uses and the flags that changed them."""
         changed = [flag(name) for name in (*RECIPE_FLAGS, *METHOD_OPTIONS) if getattr(args, name) is not None]
-        views = ("the recipe's views" if self.recipe_views else
-                 f"the method's own views at {self.image_size} px (the recipe's are for {self.recipe.image_size} px)")
+        if self.recipe_views:
+            views = "the recipe's views"
+        elif self.backbone in YOLO_BACKBONES:
+            views = f"the method's own views at {self.image_size} px (crops on YOLO's stride)"
+        else:
+            views = f"the method's own views at {self.image_size} px (the recipe's are for {self.recipe.image_size} px)"
         config = self.config
         return (f"{self.recipe.describe()}\n"
                 f"this run: {self.backbone} {self.backbone_kwargs}, {config.epochs} epochs, batch {config.batch_size}, "
                 f"{config.optimizer} lr {config.lr:.3g}, weight decay {config.weight_decay:g}, warmup "
                 f"{config.warmup_epochs:g} epochs, method options {self.method_options}, {views}; "
                 f"changed on the command line: {', '.join(changed) or 'nothing'}")
+
+
+def open_folder(args: argparse.Namespace, image_size: int):
+    """``--data DIR`` as an ``ImageFolder`` (scanned once, decoded on demand); refuses mixing it with
+    ``--dataset``/``--num-images``, and ``--eval-dataset`` without it."""
+    from coursekit.data.folder import ImageFolder
+
+    if args.data is None:
+        if args.eval_dataset is not None:
+            raise UsageError("--eval-dataset goes with --data (a --dataset run is evaluated on its own test split)")
+        return None
+    if args.dataset is not None or args.num_images is not None:
+        raise UsageError("--data DIR trains on every image in DIR: leave out --dataset and --num-images")
+    try:
+        return ImageFolder(args.data, image_size)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def data_workers(args: argparse.Namespace, folder, world: int) -> int:
+    """DataLoader workers of each process: ``--workers``, or the cores per process (1 to 4) for a folder."""
+    if args.workers is not None:
+        if folder is None or args.workers < 0:
+            raise UsageError(f"--workers goes with --data and must be 0 or more; got {args.workers}")
+        return args.workers
+    return 0 if folder is None else max(1, min(MAX_DATA_WORKERS, (os.cpu_count() or 1) // world))
 
 
 def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
@@ -304,26 +362,36 @@ def plan_run(args: argparse.Namespace, profile, world: int) -> Plan:
     recipe = get_recipe(args.method, profile.name)
     options = {**recipe.method_kwargs, **given_method_options(args)}
     image_size = profile.image_size if args.image_size is None else args.image_size
-    num_images = profile.num_train if args.num_images is None else args.num_images
+    folder = open_folder(args, image_size)  # None unless --data
+    if folder is not None:
+        num_images = len(folder)
+    else:
+        num_images = profile.num_train if args.num_images is None else args.num_images
     batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
     min_batch = MIN_BATCH.get(args.method, DEFAULT_MIN_BATCH)
     if batch_size < min_batch:
         raise UsageError(f"--batch-size {batch_size} is too small for {args.method}: it needs at least {min_batch}")
     if batch_size > num_images // world:
+        more = "add images to --data" if folder is not None else "raise --num-images"
         raise UsageError(f"--batch-size {batch_size} is larger than the {num_images // world} images per process "
-                         f"({num_images} images, {world} process(es)): lower --batch-size or raise --num-images")
+                         f"({num_images} images, {world} process(es)): lower --batch-size or {more}")
     if "queue_size" in options and options["queue_size"] < batch_size * world:
         raise UsageError(f"MoCo's queue of {options['queue_size']} cannot hold one step's {batch_size * world} keys: "
                          f"give --queue-size {batch_size * world} or more")
     backbone, backbone_kwargs = backbone_settings(args, recipe, profile, image_size)
+    if args.method == "dino" and backbone in YOLO_BACKBONES:
+        from coursekit.models.yolo import dino_local_size
+        options = {**options, "local_size": dino_local_size(image_size)}  # local crops on YOLO's stride too
     config = TrainConfig(
         epochs=recipe.epochs if args.epochs is None else args.epochs, batch_size=batch_size,
         lr=recipe.lr(batch_size) if args.lr is None else args.lr, optimizer=recipe.optimizer,
         weight_decay=recipe.weight_decay if args.weight_decay is None else args.weight_decay,
         warmup_epochs=recipe.warmup_epochs if args.warmup_epochs is None else args.warmup_epochs,
         precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        num_workers=data_workers(args, folder, world),
     )
-    return Plan(recipe=recipe, dataset=args.dataset or profile.dataset, image_size=image_size,
+    dataset = args.eval_dataset if folder is not None else args.dataset or profile.dataset
+    return Plan(recipe=recipe, dataset=dataset, folder=folder, image_size=image_size,
                 num_images=num_images, num_test=profile.num_test if args.num_test is None else args.num_test,
                 backbone=backbone, backbone_kwargs=backbone_kwargs, method_options=options, config=config)
 
@@ -365,17 +433,26 @@ def run(args: argparse.Namespace) -> int:
         check_outputs(args)
         print(profile.banner())
         print(plan.describe(args))
-        print(f"pretrain {args.method} on {plan.dataset}, {world} process(es) on {device}, seed {args.seed}")
+        source = plan.folder.summary() if plan.folder is not None else plan.dataset
+        print(f"pretrain {args.method} on {source}, {world} process(es) on {device}, seed {args.seed}")
         if args.resume and not (args.checkpoint_dir / CHECKPOINT_NAME).exists():
             print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
-    train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
-    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if is_main else None
+    if plan.folder is None:
+        train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
+    elif is_main and plan.dataset is not None:  # --eval-dataset: its train split is the labeled train set
+        train_set = load_split(plan.dataset, "train", profile.num_train, plan.image_size, args.seed)
+    else:  # --data alone: no labels, no evaluation
+        train_set = None
+    has_labels = is_main and plan.dataset is not None
+    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if has_labels else None
     backbone, method = build_seeded(args, plan)
     random_init_backbone = copy.deepcopy(backbone) if args.report is not None else None
-    settings = {"dataset": plan.dataset, "backbone": plan.backbone, "backbone_kwargs": plan.backbone_kwargs}
+    settings = {"dataset": "folder" if plan.folder is not None else plan.dataset, "backbone": plan.backbone,
+                "backbone_kwargs": plan.backbone_kwargs}
+    images = plan.folder if plan.folder is not None else train_set.images  # a folder streams: fit reads it
     start = time.perf_counter()
-    history = fit(method, train_set.images, plan.config, args.checkpoint_dir, resume=args.resume, device=device,
+    history = fit(method, images, plan.config, args.checkpoint_dir, resume=args.resume, device=device,
                   settings=settings, on_step=stop_after_step_hook())
     seconds = time.perf_counter() - start
 
@@ -383,17 +460,22 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoint_dir is not None:
             (args.checkpoint_dir / "history.json").write_text(json.dumps(history.to_dict()))
         protocol = plan.recipe.protocol
-        pretrained = protocol_scores(method.backbone, protocol, train_set, test_set, device=device, seed=args.seed)
         print(f"final loss {history.loss[-1]:.4f}" if history.loss else "no training steps")
+        if test_set is None:
+            print("no labels: no evaluation (--eval-dataset NAME evaluates on a labeled dataset)")
+            pretrained = {}
+        else:
+            pretrained = protocol_scores(method.backbone, protocol, train_set, test_set, device=device, seed=args.seed)
         for name, accuracy in pretrained.items():
             print(f"{PROTOCOL_NAMES[name]} on {plan.dataset} test ({len(test_set)} images): {accuracy:.2%}")
         if args.report is not None:
-            random_init = protocol_scores(random_init_backbone.to(device), protocol, train_set, test_set,
-                                          device=device, seed=args.seed)
+            random_init = {} if test_set is None else protocol_scores(
+                random_init_backbone.to(device), protocol, train_set, test_set, device=device, seed=args.seed)
             scores = {name: {"random_init": random_init[name], "pretrained": pretrained[name]} for name in pretrained}
             report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
                                   seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
-                                  num_images=plan.num_images, num_test=len(test_set), processes=world)
+                                  num_images=plan.num_images, num_test=0 if test_set is None else len(test_set),
+                                  processes=world)
             args.report.write_text(json.dumps(report, indent=2))
             print(f"report written to {args.report}")
     if distributed.is_distributed():

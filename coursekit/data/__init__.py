@@ -12,7 +12,9 @@ Files live in ``data_root()`` (``$COURSEKIT_DATA`` or ``~/.cache/coursekit/data`
 must be downloaded and can't be raises ``DatasetUnavailableError``; nothing is silently swapped.
 ``ImageSet`` lives in ``images.py``, ``stratified_subset`` in ``subsets.py``, box formats in
 ``boxes.py``; ``export_yolo`` writes shapes in the
-ultralytics YOLO layout (``yolo_export.py``).
+ultralytics YOLO layout (``yolo_export.py``), ``export_coco`` as COCO JSON and ``coco_to_yolo``
+converts COCO with ultralytics' converter (``coco.py``). Your own images: ``folder.ImageFolder``
+streams a folder from disk (a Dataset for ``engine.fit``; ``coursekit pretrain --data``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .shapes import SHAPE_CLASSES, make_shapes
 from .images import ImageSet, resize_images
 from .subsets import seeded_first, stratified_subset
 from .yolo_export import export_yolo
+from .coco import coco_to_yolo, export_coco
 
 SPLITS = {
     "shapes": ("train", "test"),
@@ -81,4 +84,5 @@ def load_images(name: str, split: str = "train", n: int | None = None, image_siz
 __all__ = [
     "DATASET_NAMES", "SPLITS", "SHAPE_CLASSES", "FASHION_MNIST_CLASSES", "ImageSet", "DatasetUnavailableError",
     "load_images", "make_shapes", "data_root", "stratified_subset", "export_yolo", "resize_images",
+    "export_coco", "coco_to_yolo",
 ]

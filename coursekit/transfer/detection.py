@@ -41,7 +41,6 @@ __all__ = [
     "unfreeze_backbone",
     "train_detector",
     "predict_boxes",
-    "average_precision",
     "evaluate_map",
 ]
 
@@ -236,63 +235,41 @@ def predict_boxes(
     return results
 
 
-def average_precision(
-    predictions: list[dict[str, Tensor]],
-    gt_boxes: list[Tensor],
-    gt_labels: list[Tensor],
-    cls: int,
-    iou_threshold: float = 0.5,
-) -> float:
-    """VOC-style AP of one class: all-point interpolated area under the precision-recall curve.
-
-    Detections of the class, sorted by score over the whole set, are matched greedily to the
-    unmatched ground-truth box of the class with the highest IoU in the same image (a match needs
-    IoU >= ``iou_threshold``). ``nan`` when the class has no ground-truth box.
-    """
-    scores, hits = [], []
-    num_gt = 0
-    for pred, boxes, labels in zip(predictions, gt_boxes, gt_labels):
-        gt = boxes.reshape(-1, 4)[labels == cls].float()
-        num_gt += len(gt)
-        mine = pred["labels"] == cls
-        p_boxes, p_scores = pred["boxes"][mine].float(), pred["scores"][mine].float()
-        order = p_scores.argsort(descending=True)
-        ious = box_iou(p_boxes[order], gt) if len(gt) and len(order) else torch.zeros(len(order), len(gt))
-        taken = torch.zeros(len(gt), dtype=torch.bool)
-        for row, score in zip(ious, p_scores[order]):
-            row = row.masked_fill(taken, -1.0)
-            hit = len(gt) > 0 and row.max() >= iou_threshold
-            if hit:
-                taken[row.argmax()] = True
-            scores.append(score.item())
-            hits.append(bool(hit))
-    if num_gt == 0:
-        return float("nan")
-    order = torch.tensor(scores).argsort(descending=True)
-    tp = torch.tensor(hits, dtype=torch.float64)[order].cumsum(0)
-    precision = tp / torch.arange(1, len(tp) + 1, dtype=torch.float64)
-    recall = tp / num_gt
-    # Precision envelope (max precision at any recall >= r), integrated over recall steps.
-    precision = torch.cat([torch.zeros(1, dtype=torch.float64), precision, torch.zeros(1, dtype=torch.float64)])
-    recall = torch.cat([torch.zeros(1, dtype=torch.float64), recall, torch.ones(1, dtype=torch.float64)])
-    envelope = precision.flip(0).cummax(0).values.flip(0)
-    return float(((recall[1:] - recall[:-1]) * envelope[1:]).sum())
-
-
 def evaluate_map(
     predictions: list[dict[str, Tensor]],
     gt_boxes: list[Tensor],
     gt_labels: list[Tensor],
-    num_classes: int,
-    iou_threshold: float = 0.5,
 ) -> dict:
-    """mAP at one IoU threshold (mAP50 by default): the mean AP over classes with ground truth.
+    """COCO box mAP of detections, computed by torchmetrics' ``MeanAveragePrecision`` (pycocotools inside).
+
+    The COCO protocol: detections of a class, by descending score, are matched greedily to unmatched
+    ground-truth boxes at IoU >= t; AP is the 101-point interpolated area under the precision-recall
+    curve; mAP is the mean over the classes that have ground truth; at most 100 detections per image.
+    ``mAP50`` uses t = 0.5, ``mAP50-95`` averages t = 0.50, 0.55, ..., 0.95. Boxes are xyxy pixels
+    (exclusive right/bottom edges, as ``ImageSet.boxes``: width = x2 - x1, as COCO counts it).
+
+    Args:
+        predictions: per image ``{"boxes": [K, 4], "scores": [K], "labels": [K]}`` (``predict_boxes``).
+        gt_boxes, gt_labels: per image ``[M, 4]`` xyxy and ``[M]`` 0-based classes.
 
     Returns:
-        ``{"mAP": float, "per_class": [AP or nan per class]}``.
+        ``{"mAP50": float, "mAP50-95": float, "per_class": {class: mAP50-95}}`` (classes with
+        ground truth only); ``nan`` everywhere when no image has a ground-truth box.
     """
+    from torchmetrics.detection import MeanAveragePrecision
+
     if len(predictions) != len(gt_boxes) or len(gt_boxes) != len(gt_labels):
         raise ValueError("predictions, gt_boxes and gt_labels need one entry per image")
-    per_class = [average_precision(predictions, gt_boxes, gt_labels, c, iou_threshold) for c in range(num_classes)]
-    valid = [ap for ap in per_class if ap == ap]  # drop nan (no ground truth)
-    return {"mAP": sum(valid) / len(valid) if valid else float("nan"), "per_class": per_class}
+    metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=True, backend="pycocotools")
+    metric.update(
+        [{"boxes": p["boxes"].float().reshape(-1, 4), "scores": p["scores"].float(), "labels": p["labels"].long()}
+         for p in predictions],
+        [{"boxes": b.float().reshape(-1, 4), "labels": l.long()} for b, l in zip(gt_boxes, gt_labels)],
+    )
+    result = metric.compute()
+    missing = float("nan")  # torchmetrics reports -1 where there is no ground truth
+    per_class = {int(c): float(ap) for c, ap in zip(result["classes"].reshape(-1), result["map_per_class"].reshape(-1))
+                 if ap >= 0}
+    return {"mAP50": float(result["map_50"]) if result["map_50"] >= 0 else missing,
+            "mAP50-95": float(result["map"]) if result["map"] >= 0 else missing,
+            "per_class": per_class}

@@ -1,0 +1,129 @@
+"""Published lessons: outputs of a real run, stamped, never stale; homework stays without outputs."""
+import base64
+import hashlib
+import io
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from coursekit.notebooks import COMPARE_TAG, is_stale, publication, publish, shrink_png, source_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSONS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=str)
+def test_published_lesson_outputs_come_from_its_current_code(path):
+    notebook = nbformat.read(ROOT / path, as_version=4)
+    stamp = publication(notebook)
+    if stamp is None:
+        pytest.skip("not published yet")
+    assert set(stamp) == {"profile", "device", "date", "source_sha256"}
+    assert not is_stale(notebook), (
+        f"{path}: code changed since its outputs were made ({stamp['date']}); "
+        f"run `python -m coursekit.notebooks publish {path}`")
+
+
+def test_source_sha256_is_of_the_code_cells_joined_by_nul():
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("a = 1"), nbformat.v4.new_markdown_cell("text"), nbformat.v4.new_code_cell("b = 2")])
+    assert source_sha256(notebook) == hashlib.sha256(b"a = 1\0b = 2").hexdigest()
+    notebook.cells[1].source = "other text"  # prose may change without republishing
+    assert source_sha256(notebook) == hashlib.sha256(b"a = 1\0b = 2").hexdigest()
+
+
+def test_changed_code_makes_a_published_notebook_stale():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1")])
+    assert not is_stale(notebook)  # never published: nothing to be stale
+    notebook.metadata["coursekit"] = {"outputs": {"source_sha256": source_sha256(notebook)}}
+    assert not is_stale(notebook)
+    notebook.cells[0].source = "a = 2"
+    assert is_stale(notebook)
+
+
+def _png(width: int, height: int) -> str:
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height), "white")
+    for x in range(width):  # a gradient: many colours, as in a photo-like panel
+        image.putpixel((x, height // 2), (x % 256, 0, 255 - x % 256))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_shrink_png_scales_wide_pictures_down_and_never_up():
+    from PIL import Image
+
+    def size(data):
+        return Image.open(io.BytesIO(base64.b64decode(data))).size
+
+    assert size(shrink_png(_png(1800, 600), max_width=900)) == (900, 300)
+    assert size(shrink_png(_png(400, 300), max_width=900)) == (400, 300)
+
+
+def _lesson(tmp_path: Path) -> Path:
+    cells = [
+        nbformat.v4.new_code_cell("import os\nprint('profile', os.environ['COURSEKIT_PROFILE'])",
+                                  metadata={"tags": [COMPARE_TAG]}),
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(20, 4), dpi=100)\n"
+            "ax.plot([0, 1], [0, 1])\nplt.show()"),
+        nbformat.v4.new_code_cell("import sys\nfor i in range(3):\n    print(f'\\r{i}/2', end='', file=sys.stderr)"),
+    ]
+    cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="profile smoke\n")]
+    cells[0].execution_count = 1
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def test_publish_runs_keeps_outputs_shrinks_pictures_and_stamps(tmp_path):
+    from PIL import Image
+
+    path = _lesson(tmp_path)
+    stamp = publish(path, profile="smoke", timeout=120)
+    notebook = nbformat.read(path, as_version=4)
+    assert publication(notebook) == stamp and stamp["profile"] == "smoke"
+    assert stamp["source_sha256"] == source_sha256(notebook) and not is_stale(notebook)
+    figure = next(o for o in notebook.cells[1].outputs if "image/png" in o.get("data", {}))
+    assert Image.open(io.BytesIO(base64.b64decode(figure["data"]["image/png"]))).width <= 900
+    assert notebook.cells[2].outputs[0]["text"] == "2/2", "a progress bar keeps only its last state"
+
+
+def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
+    from coursekit.notebooks import _tidy_outputs
+
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "x"},
+                                                     "text/plain": "  0%|          | 0/80"}),
+        nbformat.v4.new_output("stream", name="stderr", text="\r 10%|#  | 8/80\r100%|###| 80/80\nTrained.\n"),
+    ]
+    _tidy_outputs(cell)
+    assert [o.output_type for o in cell.outputs] == ["stream"]
+    assert cell.outputs[0]["text"] == "100%|###| 80/80\nTrained.\n"
+
+
+def test_publish_refuses_a_compared_cell_that_depends_on_the_profile(tmp_path):
+    path = _lesson(tmp_path)
+    before = path.read_text()
+    with pytest.raises(ValueError, match="cell 0 .* independent of the profile"):
+        publish(path, profile="demo", timeout=120)
+    assert path.read_text() == before, "a refused publication leaves the file as it was"
+
+
+def test_publish_rejects_a_path_that_is_not_a_notebook(tmp_path):
+    with pytest.raises(ValueError, match="not a notebook"):
+        publish(tmp_path / "missing.ipynb")
+
+
+def test_coursekit_publish_refuses_a_path_that_is_not_a_notebook_in_one_line(tmp_path, capsys):
+    from coursekit.cli import main
+
+    status = main(["publish", str(tmp_path / "lesson.txt")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert lines == [f"coursekit: error: {tmp_path / 'lesson.txt'} is not a notebook file: give the .ipynb path "
+                     "of a lesson (e.g. notebooks/02_simclr.ipynb)"]
