@@ -169,7 +169,8 @@ _RECIPES: dict[str, dict[str, dict]] = {
                      method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 1024}, view_options=GRAY_32PX,
                      why="a queue of 8 batches, so that few of its negatives are stale or random; fast key encoder; "
                          "a MoCo step is cheap (one backward), so 16 epochs fit the budget; seed 0: 16 epochs "
-                         "+5.7 kNN points in 182 CPU-s, 8 epochs +4.5 (lr 4e-3 at batch 128), +3.9 (2e-3)"),
+                         "+5.7 kNN points in 182 CPU-s (seed 1: +2.9, seed 2: +5.6), 8 epochs +4.5 (lr 4e-3 at "
+                         "batch 128), +3.9 (2e-3)"),
         "full": dict(epochs=30, batch_size=512, base_lr=0.3, optimizer="sgd", weight_decay=5e-4, warmup_epochs=3.0,
                      method_kwargs={"temperature": 0.2, "momentum": 0.99, "queue_size": 4096},
                      view_options={"min_scale": 0.08},
