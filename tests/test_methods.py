@@ -142,6 +142,15 @@ def test_dino_teacher_temperature_follows_the_warmup():
     assert "progress" in method.state_dict() and "center" in method.state_dict()
 
 
+def test_dino_head_batch_norm_puts_batchnorm_in_student_and_teacher_heads():
+    plain, with_bn = make("dino", backbone=tiny_resnet()), make("dino", backbone=tiny_resnet(), head_batch_norm=True)
+    for head in (with_bn.head, with_bn.teacher_head):
+        assert any(isinstance(m, nn.BatchNorm1d) for m in head.mlp.modules())
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.head.mlp.modules())
+    assert with_bn.hparams()["head_batch_norm"] is True
+    assert torch.isfinite(with_bn.training_step(images(), generator()))
+
+
 def test_mae_encoder_sees_only_the_visible_patches_and_reconstructs():
     method = make("mae", mask_ratio=0.75)  # 16 patches of 8 px, 4 visible
     seen = []

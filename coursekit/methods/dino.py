@@ -104,6 +104,8 @@ class DINO(Method):
     warmup_fraction of training; teacher momentum cosine from ``momentum`` to 1. During the first
     ``freeze_last_layer`` epochs the last layer of the student head (the prototypes) gets no
     update (its gradients are dropped before the optimizer step), as in the paper.
+    ``head_batch_norm``: BatchNorm in the head's MLP (the paper's ResNet-50 runs use it; it helps
+    a small ResNet on a short budget keep its outputs apart).
     ``views``: the recipe (default ``DINOViews(image_size, local_size, n_local)``; the first two
     views are the teacher's global crops).
     """
@@ -113,11 +115,12 @@ class DINO(Method):
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
                  warmup_fraction: float = 0.3, center_momentum: float = 0.9, momentum: float = 0.996,
                  hidden_dim: int | None = None, bottleneck_dim: int | None = None,
-                 freeze_last_layer: float = 1.0, views: Views | None = None):
+                 freeze_last_layer: float = 1.0, head_batch_norm: bool = False, views: Views | None = None):
         super().__init__()
         feature_dim = backbone.feature_dim
         self.backbone = backbone
-        self.head = DINOHead(feature_dim, out_dim, hidden_dim or 4 * feature_dim, bottleneck_dim or min(256, feature_dim))
+        self.head = DINOHead(feature_dim, out_dim, hidden_dim or 4 * feature_dim, bottleneck_dim or min(256, feature_dim),
+                             batch_norm=head_batch_norm)
         self.teacher_backbone = make_target(backbone)
         self.teacher_head = make_target(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
@@ -130,6 +133,7 @@ class DINO(Method):
         self.warmup_teacher_temp, self.warmup_fraction = warmup_teacher_temp, warmup_fraction
         self.center_momentum, self.momentum = center_momentum, momentum
         self.hidden_dim, self.bottleneck_dim, self.freeze_last_layer = hidden_dim, bottleneck_dim, freeze_last_layer
+        self.head_batch_norm = head_batch_norm
 
     def student(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> student logits [N, out_dim]."""
