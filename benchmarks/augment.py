@@ -66,9 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
-    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
-    common.make_clock(clock, device)  # refuses the cpu clock on a GPU before any work
-    with common.torch_threads(1 if clock == "cpu" else torch.get_num_threads()):
+    with common.clock_for_run(args.clock, device) as clock:
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (args.batch_size, 3, args.image_size, args.image_size),
                                dtype=torch.uint8, generator=generator)

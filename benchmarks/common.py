@@ -121,6 +121,18 @@ def make_clock(kind: str, device: torch.device) -> Callable[[], float]:
 
 
 @contextmanager
+def clock_for_run(requested: str | None, device: torch.device) -> Iterator[str]:
+    """The clock a benchmark run uses: ``requested``, else "wall" on CUDA and "cpu" elsewhere,
+    refused before any work when it does not fit the device. On the cpu clock the block runs with
+    one torch thread, so that the CPU seconds of a step do not depend on how many cores the other
+    jobs of a shared machine leave free."""
+    clock = requested or ("wall" if device.type == "cuda" else "cpu")
+    make_clock(clock, device)  # raises for the cpu clock on a GPU
+    with torch_threads(1 if clock == "cpu" else torch.get_num_threads()):
+        yield clock
+
+
+@contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     """Run the block with ``count`` torch threads, then restore the previous number."""
     previous = torch.get_num_threads()

@@ -608,11 +608,7 @@ def run(args: argparse.Namespace, device: torch.device, clock: str) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
-    clock = args.clock or ("wall" if device.type == "cuda" else "cpu")
-    common.make_clock(clock, device)  # refuses the cpu clock on a GPU before any work
-    # on the cpu clock, one torch thread: the CPU seconds of a step then do not depend on how
-    # many cores the other jobs of a shared machine leave free
-    with common.torch_threads(1 if clock == "cpu" else torch.get_num_threads()):
+    with common.clock_for_run(args.clock, device) as clock:
         result = run(args, device, clock)
     path = common.write_result("throughput", device, result, args.results_dir)
     print(f"wrote {path}")

@@ -1,6 +1,5 @@
 """The notebooks as users meet them: badge and setup cell first, exercises in sync with solutions."""
 import json
-import shutil
 from pathlib import Path
 
 import nbformat
