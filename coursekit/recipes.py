@@ -51,9 +51,9 @@ from coursekit.profile import PROFILE_NAMES, get_profile
 KNN_K, KNN_TEMPERATURE = 200, 0.1  # the weighted kNN of every coursekit report (Wu et al. 2018)
 REFERENCE_BATCH = 256  # base_lr is the learning rate of a batch of this size
 PROTOCOLS = ("knn", "linear")
-VIT_METHODS = ("mae",)
+VIT_METHODS = ("mae",)  # methods that need a ViT backbone; the others use the profile's ResNet
 VIEW_CLASSES = {"simclr": SimCLRViews, "moco": SimCLRViews, "byol": BYOLViews, "dino": DINOViews, "mae": MAEViews}
-MULTICROP_OPTIONS = ("local_size", "n_local")  # DINO options that are also its views' geometry  # methods that need a ViT backbone; the others use the profile's ResNet
+MULTICROP_OPTIONS = ("local_size", "n_local")  # DINO options that are also its views' geometry
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,10 @@ class Recipe:
                      **fields) -> TrainConfig:
         """The TrainConfig of this recipe; any argument overrides it (``lr`` the scaled rate itself,
         other ``fields`` are TrainConfig fields such as seed, precision, checkpoint_every)."""
-        batch_size = batch_size or self.batch_size
-        return TrainConfig(epochs=epochs or self.epochs, batch_size=batch_size, lr=lr or self.lr(batch_size),
+        # None means "the recipe's": an explicit 0 reaches TrainConfig, which refuses it
+        batch_size = self.batch_size if batch_size is None else batch_size
+        return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=batch_size,
+                           lr=self.lr(batch_size) if lr is None else lr,
                            optimizer=self.optimizer, weight_decay=self.weight_decay,
                            warmup_epochs=self.warmup_epochs, **fields)
 

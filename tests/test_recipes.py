@@ -113,3 +113,10 @@ def test_protocol_scores_on_shapes():
     scores = protocol_scores(backbone, "linear", bank, test)
     assert set(scores) == {"knn", "linear"} and all(0 <= value <= 1 for value in scores.values())
     assert scores == protocol_scores(backbone, "linear", bank, test)  # deterministic
+
+
+def test_an_explicit_zero_is_refused_not_replaced_by_the_recipe():
+    recipe = get_recipe("simclr", "demo")
+    for override in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}):
+        with pytest.raises(ValueError):
+            recipe.train_config(**override)
