@@ -42,7 +42,7 @@ from torch import nn
 
 from coursekit.augment import BYOLViews, DINOViews, MAEViews, SimCLRViews, Views
 from coursekit.data import ImageSet
-from coursekit.engine import TrainConfig
+from coursekit.engine import History, TrainConfig, load_or_train
 from coursekit.evaluate import extract_features, knn_accuracy, linear_probe
 from coursekit.methods import build_method
 from coursekit.models import build_backbone
@@ -241,6 +241,35 @@ def get_recipe(method: str, profile_name: str | None = None) -> Recipe:
     backbone, backbone_kwargs = _backbone_for(method, profile)
     return Recipe(method=method, profile=profile, backbone=backbone, backbone_kwargs=backbone_kwargs,
                   **_RECIPES[method][profile])
+
+
+def load_or_pretrain(method: str, images: torch.Tensor, checkpoint_dir, seed: int = 0, profile_name: str | None = None,
+                     device: torch.device | str | None = None, progress: bool = True,
+                     **changes) -> tuple[nn.Module, History, str]:
+    """The notebooks' pretraining: ``method``'s recipe under the profile, trained or loaded from the cache.
+
+    Builds the recipe's backbone under ``torch.manual_seed(seed)``, the method with the recipe's
+    options and views, and runs ``load_or_train`` with a checkpoint after every epoch (a disconnect
+    loses at most one epoch). Lessons that call it with the same method, profile, seed and
+    ``checkpoint_dir`` share one run: the first trains it, the others load it.
+
+    images: [N, C, H, W] pretraining images of the profile's size.
+    changes: Recipe fields to change for this run (e.g. ``epochs=4``; ``method_kwargs`` and
+        ``view_options`` are merged into the recipe's), so that an ablation differs from the recipe
+        in what it names only; give it its own ``checkpoint_dir``.
+    Returns (method, History, status): status is "trained", "resumed" or "loaded".
+    """
+    recipe = get_recipe(method, profile_name)
+    for key in ("method_kwargs", "view_options"):
+        if key in changes:
+            changes[key] = {**getattr(recipe, key), **changes[key]}
+    recipe = dataclasses.replace(recipe, **changes)
+    torch.manual_seed(seed)
+    model = recipe.build_method(recipe.build_backbone())
+    config = recipe.train_config(seed=seed, checkpoint_every=max(1, len(images) // recipe.batch_size))
+    history, status = load_or_train(model, images, config, checkpoint_dir, progress=progress,
+                                    device=device or get_profile(profile_name).device)
+    return model, history, status
 
 
 def recipe_names() -> list[tuple[str, str]]:

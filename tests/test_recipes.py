@@ -9,7 +9,8 @@ from coursekit.data import load_images
 from coursekit.engine import TrainConfig
 from coursekit.methods import METHODS
 from coursekit.profile import PROFILE_NAMES, get_profile
-from coursekit.recipes import PROTOCOLS, REFERENCE_BATCH, build_report, get_recipe, protocol_scores, recipe_names
+from coursekit.recipes import (PROTOCOLS, REFERENCE_BATCH, build_report, get_recipe, load_or_pretrain, protocol_scores,
+                               recipe_names)
 
 
 def test_every_method_has_a_recipe_in_every_profile():
@@ -120,3 +121,19 @@ def test_an_explicit_zero_is_refused_not_replaced_by_the_recipe():
     for override in ({"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}):
         with pytest.raises(ValueError):
             recipe.train_config(**override)
+
+
+def test_load_or_pretrain_trains_once_then_loads_and_merges_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path))
+    images = load_images("shapes", "train", n=64, image_size=32, seed=0).images
+    model, history, status = load_or_pretrain("byol", images, tmp_path / "byol", profile_name="smoke",
+                                              device="cpu", progress=False)
+    assert status == "trained" and len(history.loss) == 64 // get_recipe("byol", "smoke").batch_size
+    again, _, status = load_or_pretrain("byol", images, tmp_path / "byol", profile_name="smoke", device="cpu",
+                                        progress=False)
+    assert status == "loaded"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    # a change names only what differs: the recipe's other options stay
+    changed, history, _ = load_or_pretrain("byol", images, tmp_path / "byol-fast-target", profile_name="smoke",
+                                           device="cpu", progress=False, epochs=2, method_kwargs={"momentum": 0.9})
+    assert changed.hparams()["momentum"] == 0.9 and len(history.loss) == 2 * 64 // 64
