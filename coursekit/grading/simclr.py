@@ -259,7 +259,7 @@ def _overlap_mistakes(first_views: torch.Tensor, second_views: torch.Tensor) -> 
         return x - x.mean(dim=2, keepdim=True)
 
     def unit(x):
-        return F.normalize(x, dim=2)
+        return F.normalize(x, dim=-1)
 
     def per_image(a, b):  # [A, N, D] x [B, N, D] -> [A, B, N]
         return torch.einsum("and,bnd->abn", a, b)
