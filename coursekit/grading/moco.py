@@ -396,11 +396,12 @@ def _expect_lag(fn, online, target, what, part):
 
 def _walk_and_target(seed: int, steps: int = 30, params: int = 6, m: float = 0.8):
     """A random walk (online) from 0 and its EMA target from 1: the simulator of the homework, small.
-    The target follows the online walk from step 1 on, so it is the EMA of that walk with a first value of 1."""
+    The target follows the online walk from step 1 on, so it is the EMA of that walk with a first value of 1.
+    Both go out in float64: the staleness is an argmin, and float32 rounding could flip a near tie."""
     from coursekit.lessons.analysis import simulate_ema
 
     online = torch.cat([torch.zeros(1, params), 0.1 * randn(seed, steps - 1, params)]).cumsum(0)
-    return online, simulate_ema(torch.cat([torch.ones(1, params), online[1:]]), m)
+    return online.double(), simulate_ema(torch.cat([torch.ones(1, params), online[1:]]), m).double()
 
 
 @lag_exercise.checks("returns (distance float [T], staleness int64 [T], variance Python float)", points=1,
@@ -412,8 +413,8 @@ def _lag_types(fn):
 
 @lag_exercise.checks("all three on a fixed example (T = 4, P = 2)", points=2, hint=LAG_HINT)
 def _lag_fixed(fn):
-    online = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0], [3.0, 2.0]])
-    target = torch.tensor([[1.0, 0.9], [0.4, 0.5], [0.9, 0.4], [1.2, 1.9]])
+    online = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0], [3.0, 2.0]], dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.9], [0.4, 0.5], [0.9, 0.4], [1.2, 1.9]], dtype=torch.float64)
     for part, name in enumerate(("distance", "staleness", "variance")):
         _expect_lag(fn, online, target, f"the {name} on the fixed example", part)
 
