@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from coursekit.grading import EXERCISES, grade
+from coursekit.grading import EXERCISES
 from grader_asserts import _caught, _full_marks
 
 # ------------------------------------------------------------------------------ simclr.overlap_matrix

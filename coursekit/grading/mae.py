@@ -541,6 +541,7 @@ def _spread_mistakes(mask, grid_h, grid_w):
     positions = _positions(grid_h, grid_w)[visible].double()
     pairwise = torch.cdist(positions, positions)
     counts = _quadrant_counts(positions, grid_h, grid_w)
+    quadrant_sizes = _quadrant_counts(_positions(grid_h, grid_w), grid_h, grid_w)
     mistakes = {
         "the distance of each patch to itself averaged in (use pairs of two different visible patches)":
             lambda: (pairwise.mean().item(), spread),
@@ -555,14 +556,15 @@ def _spread_mistakes(mask, grid_h, grid_w):
         "counted the removed patches in each quadrant instead of the visible ones":
             lambda: (distance, visible_spread(1 - mask, grid_h, grid_w)[1]),
         "fractions of the quadrant instead of counts of visible patches":
-            lambda: (distance, (counts / _quadrant_counts(_positions(grid_h, grid_w), grid_h, grid_w)).std(unbiased=False).item()),
+            lambda: (distance, (counts / quadrant_sizes).std(unbiased=False).item()),
     }
     if len(positions) >= 2:
         mistakes["summed over the pairs instead of averaged"] = lambda: (torch.pdist(positions).sum().item(), spread)
     if grid_h != grid_w:
         swapped = _positions(grid_w, grid_h)[:, [1, 0]][visible].double()
         mistakes["rows and columns mixed up: the row of patch i is i // grid_w, its column i % grid_w"] = \
-            lambda: (torch.pdist(swapped).mean().item(), _quadrant_counts(swapped, grid_h, grid_w).std(unbiased=False).item())
+            lambda: (torch.pdist(swapped).mean().item(),
+                     _quadrant_counts(swapped, grid_h, grid_w).std(unbiased=False).item())
     return mistakes
 
 
@@ -586,7 +588,8 @@ def _expect_spread(fn, mask, grid_h, grid_w, what, part):
     """Compare one part (0: the distance, 1: the quadrant std) with the reference."""
     actual = _spread_answer(fn, mask, grid_h, grid_w)[part]
     expected = visible_spread(mask, grid_h, grid_w)[part]
-    mistakes = {name: (lambda value=value: value()[part]) for name, value in _spread_mistakes(mask, grid_h, grid_w).items()}
+    mistakes = {name: (lambda value=value: value()[part])
+                for name, value in _spread_mistakes(mask, grid_h, grid_w).items()}
     expect_close(actual, expected, mistakes, what=what)
 
 

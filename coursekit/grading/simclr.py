@@ -231,7 +231,8 @@ def _pair_edge(fn):
 # simclr.overlap_matrix (analysis exercise: how many pixels two augmented views still share)
 # ---------------------------------------------------------------------------------------------
 
-overlap_exercise = exercise("simclr.overlap_matrix", "overlap_matrix", reference="coursekit.grading.simclr:overlap_matrix")
+overlap_exercise = exercise("simclr.overlap_matrix", "overlap_matrix",
+                            reference="coursekit.grading.simclr:overlap_matrix")
 OVERLAP_HINT = ("for one image, flatten each of its two views into a long vector of pixel values and take their "
                 "Pearson correlation (center each vector, then the cosine); entry (a, b) averages that over the images")
 
@@ -295,7 +296,8 @@ def _overlap_mistakes(first_views: torch.Tensor, second_views: torch.Tensor) -> 
 def _expect_overlap(fn, first_views, second_views, what):
     expected = overlap_matrix(first_views, second_views)
     count = len(first_views)
-    value = expect_tensor(call(fn, first_views.clone(), second_views.clone()), what, shape=(count, count), floating=True)
+    value = expect_tensor(call(fn, first_views.clone(), second_views.clone()), what, shape=(count, count),
+                          floating=True)
     expect_close(value, expected, _overlap_mistakes(first_views, second_views), what=what, atol=1e-4)
 
 
@@ -328,7 +330,7 @@ def _overlap_random(fn):
         _expect_overlap(fn, *_views(seed), f"the overlap matrix (seed {seed})")
 
 
-@overlap_exercise.checks("unchanged by brightness and contrast: scaling or shifting a view leaves its correlation alone",
+@overlap_exercise.checks("unchanged by brightness and contrast: scaling or shifting a view keeps its correlation",
                          points=1, hint="a correlation compares the pattern of the pixels, not their level or range")
 def _overlap_invariant(fn):
     first, second = _views(3)
