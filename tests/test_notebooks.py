@@ -115,14 +115,7 @@ def test_setup_cell_leaves_the_cache_alone_outside_colab(monkeypatch, tmp_path, 
     assert f"checkpoints are kept in {tmp_path}" in capsys.readouterr().out
 
 
-# 09 and 10 hold "## Question 2" inside the cell of Question 1: the grader reads both as one question,
-# answered by the text of the second (left for the owners of those homeworks).
-_QUESTIONS_IN_ONE_CELL = pytest.mark.xfail(strict=True, reason="two questions in one markdown cell")
-
-
-@pytest.mark.parametrize("path", [pytest.param(p, marks=_QUESTIONS_IN_ONE_CELL)
-                                  if p.stem in ("09_yolo_transfer", "10_segmentation") else p
-                                  for p in sorted((ROOT / "exercises").glob("*.ipynb"))], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("*.ipynb")), ids=lambda p: p.name)
 def test_an_untouched_exercise_has_only_unanswered_questions(path):
     """The batch grader finds a question by its heading: two questions headed alike would mix up
     their texts, and the handed-out question would count as an answer."""
