@@ -56,7 +56,7 @@ def run_one(method: str, profile: str, seed: int, test_images: int, device: torc
     history = fit(model, bank.images, config, progress=False, device=device)
     common.synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
-    pretrained = protocol_scores(model.backbone, recipe.protocol, bank, test, device, seed)
+    pretrained = protocol_scores(model.pretrained_backbone, recipe.protocol, bank, test, device, seed)
     scores = {protocol: {"random_init": round(random_init[protocol], 4), "pretrained": round(pretrained[protocol], 4)}
               for protocol in random_init}
     return build_report(recipe, sizes.dataset, seed, len(history.loss), seconds, scores,

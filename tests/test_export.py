@@ -19,10 +19,11 @@ pytest.importorskip("ultralytics")
 SMALL = ["--epochs", "1", "--batch-size", "8", "--image-size", "32", "--profile", "smoke", "--device", "cpu"]
 
 
-def student_backbone(checkpoint_dir):
-    """{name: tensor} of the student backbone in a run's checkpoint, with ultralytics' names."""
+def saved_backbone(checkpoint_dir, prefix="backbone."):
+    """{name: tensor} of one backbone in a run's checkpoint ("backbone.": the trained one,
+    "teacher_backbone.": DINO's teacher, the one DINO exports), with ultralytics' names."""
     method = load_checkpoint(checkpoint_dir / "checkpoint.pt")["method"]
-    return {key.removeprefix("backbone."): value for key, value in method.items() if key.startswith("backbone.")}
+    return {key.removeprefix(prefix): value for key, value in method.items() if key.startswith(prefix)}
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +44,15 @@ def test_export_ultralytics_transfers_every_tensor_and_yolo_loads_it(yolo_run, c
     out = yolo_run / "yolo11n_dino.pt"
     assert main(["export", "--checkpoint-dir", str(yolo_run / "run"), "--format", "ultralytics", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    student = student_backbone(yolo_run / "run")
-    assert f"transferred {len(student)}/{len(student)} backbone tensors into yolo11n" in printed
-    assert len(student) == 240  # every tensor of the 11 backbone layers, BatchNorm statistics included
+    teacher = saved_backbone(yolo_run / "run", "teacher_backbone.")  # DINO transfers its teacher
+    assert f"transferred {len(teacher)}/{len(teacher)} backbone tensors into yolo11n" in printed
+    assert len(teacher) == 240  # every tensor of the 11 backbone layers, BatchNorm statistics included
     loaded = YOLO(str(out)).model.state_dict()
-    for name, tensor in student.items():
+    for name, tensor in teacher.items():
         torch.testing.assert_close(loaded[name].float(), tensor.float(), rtol=1e-3, atol=1e-3)  # saved in fp16
+    student = saved_backbone(yolo_run / "run")
+    assert any(not torch.allclose(loaded[name].float(), tensor.float(), rtol=1e-3, atol=1e-3)
+               for name, tensor in student.items()), "the student was exported, not the teacher"
 
 
 @pytest.mark.slow
@@ -64,8 +68,8 @@ def test_ultralytics_fine_tunes_from_the_export_keeping_the_weights(yolo_run):
         {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}))
     model.train(data=str(data_yaml), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", plots=False, val=False,
                 seed=0, project=str(yolo_run / "runs"), name="ft", exist_ok=True, verbose=False)
-    student = student_backbone(yolo_run / "run")
-    for name, tensor in student.items():  # training started from the pretrained backbone
+    teacher = saved_backbone(yolo_run / "run", "teacher_backbone.")
+    for name, tensor in teacher.items():  # training started from the pretrained backbone
         torch.testing.assert_close(at_start[name].float(), tensor.float(), rtol=1e-3, atol=1e-3)
     trained = YOLO(str(model.trainer.last)).model.state_dict()
     assert not torch.allclose(trained["model.0.conv.weight"].float(), at_start["model.0.conv.weight"].float())
@@ -79,9 +83,9 @@ def test_export_state_dict_of_a_resnet_and_its_loader(tmp_path, capsys):
     assert "load with coursekit.cli.export.load_backbone" in capsys.readouterr().out
     backbone = load_backbone(out)
     assert not backbone.training and backbone.feature_dim == 32  # width 4: 8 * 4 channels
-    student = student_backbone(tmp_path / "run")
-    assert backbone.state_dict().keys() == student.keys()
-    assert all(torch.equal(backbone.state_dict()[k], v) for k, v in student.items())
+    trained = saved_backbone(tmp_path / "run")
+    assert backbone.state_dict().keys() == trained.keys()
+    assert all(torch.equal(backbone.state_dict()[k], v) for k, v in trained.items())
 
     assert main(["export", "--checkpoint-dir", str(tmp_path / "run"), "--format", "ultralytics",
                  "--out", str(tmp_path / "x.pt")]) == 2

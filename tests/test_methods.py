@@ -82,6 +82,20 @@ def test_training_step_gives_a_finite_loss_and_gradients_only_to_the_online_netw
         assert all(p.grad is None and not p.requires_grad for p in getattr(method, target).parameters())
 
 
+# What each method evaluates and transfers, from the papers: DINO its teacher, the others the online network.
+TRANSFERRED = {"dino": "teacher_backbone"}
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_pretrained_backbone_is_the_one_the_paper_evaluates_and_is_saved_under_its_name(name):
+    method = make(name)
+    expected = getattr(method, TRANSFERRED.get(name, "backbone"))
+    assert method.pretrained_backbone is expected
+    prefix = TRANSFERRED.get(name, "backbone") + "."
+    saved = {key.removeprefix(prefix) for key in method.state_dict() if key.startswith(prefix)}
+    assert saved == set(expected.state_dict())
+
+
 @pytest.mark.parametrize("name", ["moco", "byol", "dino"])
 def test_on_after_step_moves_the_teacher_towards_the_student_by_the_momentum(name):
     method = make(name, momentum=0.9)

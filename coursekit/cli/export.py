@@ -7,7 +7,7 @@
 Formats:
 
 - ``ultralytics`` (YOLO backbones): a fresh YOLO model of the run's size (``yolo11n.yaml``...) with
-  the student backbone's tensors copied in by name, saved as ultralytics saves models; ``YOLO(F)``
+  the pretrained backbone's tensors (DINO: the teacher's) copied in by name, saved as ultralytics saves models; ``YOLO(F)``
   loads it and ``YOLO(F).train(...)`` / ``yolo train model=F`` fine-tune from it. The number of
   transferred tensors is printed; every backbone tensor must transfer, else nothing is written.
 - ``state_dict`` (any backbone): ``{"format": "coursekit-backbone", "backbone": name, "kwargs":
@@ -28,6 +28,7 @@ from torch import nn
 from coursekit.cli import UsageError
 from coursekit.engine.checkpoint import load_checkpoint
 from coursekit.engine.loop import CHECKPOINT_NAME
+from coursekit.methods import METHODS
 from coursekit.models import YOLO_BACKBONES, build_backbone
 
 FORMATS = ("ultralytics", "state_dict")
@@ -42,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pretrained_backbone(checkpoint_dir: Path) -> tuple[nn.Module, dict]:
-    """The student backbone of a run's checkpoint -> (backbone with its weights, run info
+    """The pretrained backbone of a run's checkpoint (the method's ``pretrained_backbone``: DINO's
+    teacher, the others' trained backbone) -> (backbone with its weights, run info
     ``{"backbone", "kwargs", "method", "step", "total_steps"}``)."""
     state = load_checkpoint(checkpoint_dir / CHECKPOINT_NAME)
     extra = state["settings"].get("extra", {})
@@ -50,9 +52,10 @@ def pretrained_backbone(checkpoint_dir: Path) -> tuple[nn.Module, dict]:
         raise UsageError(f"{checkpoint_dir}: the checkpoint does not name its backbone (made by coursekit pretrain?)")
     name, kwargs = extra["backbone"], dict(extra.get("backbone_kwargs", {}))
     backbone = build_backbone(name, **kwargs)
-    # The method's state_dict holds the student as "backbone.*" (teachers live under other names).
-    weights = {key.removeprefix("backbone."): value for key, value in state["method"].items()
-               if key.startswith("backbone.")}
+    # The method's state_dict holds it as "<pretrained_backbone_name>.*", e.g. "backbone.*".
+    method_class = {cls.__name__: cls for cls in METHODS.values()}[state["settings"]["method"]]  # a class name
+    prefix = method_class.pretrained_backbone_name + "."
+    weights = {key.removeprefix(prefix): value for key, value in state["method"].items() if key.startswith(prefix)}
     backbone.load_state_dict(weights)
     info = {"backbone": name, "kwargs": kwargs, "method": state["settings"]["method"], "step": state["step"],
             "total_steps": state["total_steps"]}

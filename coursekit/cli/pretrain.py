@@ -465,7 +465,7 @@ def run(args: argparse.Namespace) -> int:
             print("no labels: no evaluation (--eval-dataset NAME evaluates on a labeled dataset)")
             pretrained = {}
         else:
-            pretrained = protocol_scores(method.backbone, protocol, train_set, test_set, device=device, seed=args.seed)
+            pretrained = protocol_scores(method.pretrained_backbone, protocol, train_set, test_set, device=device, seed=args.seed)
         for name, accuracy in pretrained.items():
             print(f"{PROTOCOL_NAMES[name]} on {plan.dataset} test ({len(test_set)} images): {accuracy:.2%}")
         if args.report is not None:

@@ -69,6 +69,16 @@ class Method(nn.Module):
         detached 0-d tensors: they stay on the device, the loop copies them once per log window."""
         self.step_metrics = {name: value.detach().float() for name, value in values.items()}
 
+    # The attribute holding the backbone to evaluate and transfer after pretraining (its tensors are
+    # "<name>.*" in the method's state_dict): the trained ``backbone``, unless the method's teacher is
+    # the better encoder (DINO).
+    pretrained_backbone_name = "backbone"
+
+    @property
+    def pretrained_backbone(self) -> nn.Module:
+        """The backbone to evaluate and transfer after pretraining (``pretrained_backbone_name``)."""
+        return getattr(self, self.pretrained_backbone_name)
+
     def hparams(self) -> dict:
         """The constructor options (not the backbone), as a checkpoint must match them; the views
         as their ``repr`` (a recipe's repr lists every parameter)."""

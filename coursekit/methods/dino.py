@@ -110,6 +110,10 @@ class DINO(Method):
     views are the teacher's global crops).
     """
 
+    # DINO evaluates and transfers the teacher: the better encoder during training (Caron et al.
+    # 2021, section 5.3: the EMA teacher acts like Polyak averaging, an ensemble of past students).
+    pretrained_backbone_name = "teacher_backbone"
+
     def __init__(self, backbone: nn.Module, image_size: int = 32, local_size: int | None = None,
                  n_local: int = 6, out_dim: int = 1024, student_temp: float = 0.1,
                  teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
