@@ -132,6 +132,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def runs_on_file(path: Path, result: dict) -> dict:
+    """The runs already in ``path`` made with the same profile and recipe (other seeds run by a
+    parallel process, or earlier): kept next to this process's runs. A changed recipe drops them."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    recipe = json.loads(json.dumps(result["recipe"]))  # as saved: tuples become lists
+    same = saved.get("profile") == result["profile"] and saved.get("recipe") == recipe
+    return saved.get("runs", {}) if same else {}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -142,7 +153,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "recipe": get_recipe(method, args.profile).to_dict(), "runs": {}}
         for seed in args.seeds:
             report = run_one(method, args.profile, seed, args.test_images, device, args.epochs, args.train_images)
-            result["runs"][str(seed)] = report
+            path = Path(args.results_dir) / f"{NAME}_{method}_{device.type}.json"
+            result["runs"] = {**runs_on_file(path, result), **result["runs"], str(seed): report}
             print(json.dumps({key: report[key] for key in ("method", "seed", "steps", "seconds", "cpu_seconds", "knn")}
                              | {report["protocol"]: report[report["protocol"]]}), flush=True)
             common.write_result(f"{NAME}_{method}", device, result, args.results_dir)  # a kill loses little

@@ -154,6 +154,22 @@ def test_knn_methods_runs(tmp_path):
     assert "| simclr | knn | 0,1 |" in table and "| mae | linear | 0,1 |" in table
 
 
+def test_knn_methods_keeps_other_seeds_of_the_same_recipe(tmp_path):
+    import knn_methods
+
+    small = ["--profile", "smoke", "--methods", "simclr", "--epochs", "1", "--train-images", "128",
+             "--test-images", "32", "--results-dir", str(tmp_path)]
+    knn_methods.main([*small, "--seeds", "0"])
+    knn_methods.main([*small, "--seeds", "1"])  # e.g. a second process: seed 0 stays
+    assert set(read(tmp_path, "knn_methods_simclr")["runs"]) == {"0", "1"}
+    path = tmp_path / "knn_methods_simclr_cpu.json"
+    saved = json.loads(path.read_text())
+    saved["recipe"]["base_lr"] *= 2  # runs of another recipe do not belong in this one's table
+    path.write_text(json.dumps(saved))
+    knn_methods.main([*small, "--seeds", "2"])
+    assert set(read(tmp_path, "knn_methods_simclr")["runs"]) == {"2"}
+
+
 def test_suite_time_runs(tmp_path):
     import suite_time
 

@@ -442,12 +442,15 @@ def load_or_train(method: nn.Module, data: Data, config: TrainConfig, checkpoint
     one with other settings (naming them)."""
     if checkpoint_dir is None:
         raise ValueError("load_or_train needs a checkpoint_dir (a folder; on Colab it can be on Google Drive)")
+    start = time.perf_counter()
     history, status = _fit(method, data, config, checkpoint_dir, True, progress, device, settings, None)
+    seconds = time.perf_counter() - start  # wall clock: what the learner waited
     path = checkpoint_path(checkpoint_dir)
     messages = {
         "loaded": f"Loaded the finished run from {path} (delete it to train again).",
-        "resumed": f"Resumed the unfinished run in {path} and finished it ({history.step[-1] if history.step else 0} steps).",
-        "trained": f"Trained from the start; saved to {path}.",
+        "resumed": f"Resumed the unfinished run in {path} and finished it ({history.step[-1] if history.step else 0} "
+                   f"steps) in {seconds:.0f} s.",
+        "trained": f"Trained from the start in {seconds:.0f} s; saved to {path}.",
     }
     if distributed.rank() == 0:
         print(messages[status])
