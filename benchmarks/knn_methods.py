@@ -40,7 +40,7 @@ NOISE_STD_ERRORS = 2  # a mean gain within 2 standard errors of 0 is a tie with 
 
 
 def run_one(method: str, profile: str, seed: int, test_images: int, device: torch.device,
-            epochs: int | None, train_images: int | None) -> dict:
+            epochs: int | None, train_images: int | None, keep_checkpoint: bool = False) -> dict:
     """Pretrain ``method`` with its recipe under ``seed``; -> build_report's dict (plus cpu_seconds)."""
     recipe = get_recipe(method, profile)
     sizes = get_profile(profile, device="cpu")  # the data: dataset (COURSEKIT_DATASET applies), images
@@ -53,7 +53,11 @@ def run_one(method: str, profile: str, seed: int, test_images: int, device: torc
     config = recipe.train_config(epochs=epochs, seed=seed, precision="fp32" if device.type == "cpu" else "auto")
     load_start = common.load_average()
     cpu_start, wall_start = time.process_time(), time.perf_counter()
-    history = fit(model, bank.images, config, progress=False, device=device)
+    # --keep-checkpoints: the run is saved where the lessons look for it (seed 0: the lesson's own
+    # run, which a lesson then loads instead of training it again); it is always trained anew here.
+    checkpoint_dir = sizes.checkpoint_dir(method if seed == 0 else f"{method}-seed{seed}") if keep_checkpoint else None
+    history = fit(model, bank.images, config, checkpoint_dir=checkpoint_dir, resume=False, progress=False,
+                  device=device)
     common.synchronize(device)
     seconds, cpu_seconds = time.perf_counter() - wall_start, time.process_time() - cpu_start
     pretrained = protocol_scores(model.pretrained_backbone, recipe.protocol, bank, test, device, seed)
@@ -128,6 +132,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (1: CPU seconds comparable)")
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="save each run in the profile's checkpoint folder of the cache (seed 0: the lessons' run)")
     parser.add_argument("--table", action="store_true", help="only rebuild the markdown table from the JSON files")
     return parser.parse_args(argv)
 
@@ -152,7 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = {**common.environment(device), "method": method, "profile": args.profile,
                   "recipe": get_recipe(method, args.profile).to_dict(), "runs": {}}
         for seed in args.seeds:
-            report = run_one(method, args.profile, seed, args.test_images, device, args.epochs, args.train_images)
+            report = run_one(method, args.profile, seed, args.test_images, device, args.epochs, args.train_images,
+                             args.keep_checkpoints)
             path = Path(args.results_dir) / f"{NAME}_{method}_{device.type}.json"
             result["runs"] = {**runs_on_file(path, result), **result["runs"], str(seed): report}
             print(json.dumps({key: report[key] for key in ("method", "seed", "steps", "seconds", "cpu_seconds", "knn")}

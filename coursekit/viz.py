@@ -162,7 +162,7 @@ def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
 
 
 def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
-                 xlabel: str | None = None) -> Figure:
+                 xlabel: str | None = None, references: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
     """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
@@ -175,12 +175,17 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
         xlabel: x-axis label for series that have no x series to plot against (their x values are
             then 0, 1, 2...; say what one of them is, e.g. ``"epoch"``). Required for such series,
             except ``epoch_*`` series, which count epochs.
+        references: per series, dashed horizontal lines to read it against, ``{label: y}`` (e.g.
+            ``{"embedding_std": {"1/sqrt(D): spread out": 0.088, "0: collapsed": 0.0}}``), with a legend.
     """
     series, x_axes = _numeric_series(history)
     keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
     missing = [k for k in keys if k not in series]
     if missing or not keys:
         raise ValueError(f"plot_history: keys {missing or keys} not found; the history has {sorted(series)}")
+    stray = sorted(set(references or {}) - set(keys))
+    if stray:
+        raise ValueError(f"plot_history: references for {stray}, which are not plotted (keys: {keys})")
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
     for ax, key in zip(axes[0], keys):
         values = series[key]
@@ -192,6 +197,10 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
         ax.set_title(key)
         ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
         ax.set_ylabel((ylabels or {}).get(key, key))
+        for (label, y), color in zip((references or {}).get(key, {}).items(), ("gray", "black", "tab:red")):
+            ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
+        if (references or {}).get(key):
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig

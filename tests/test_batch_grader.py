@@ -142,7 +142,8 @@ def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
     results = json.loads(out.read_text())
     assert [(t["name"], t["score"], t["max_score"]) for t in results["tests"]] == [
         ("raising_cell_02_simclr.ipynb: simclr.nt_xent", 0, 10),
-        ("raising_cell_02_simclr.ipynb: simclr.augmentation_pair_similarity", 0, 7)]
+        ("raising_cell_02_simclr.ipynb: simclr.augmentation_pair_similarity", 0, 7),
+        ("raising_cell_02_simclr.ipynb: simclr.overlap_matrix", 0, 8)]
     assert results["score"] == 0 and "ZeroDivisionError" in results["output"]
     assert "not implemented" in results["tests"][0]["output"]
 

@@ -170,6 +170,23 @@ def test_knn_methods_keeps_other_seeds_of_the_same_recipe(tmp_path):
     assert set(read(tmp_path, "knn_methods_simclr")["runs"]) == {"2"}
 
 
+def test_knn_methods_keeps_the_seed_0_run_for_the_lessons(tmp_path, monkeypatch):
+    import knn_methods
+    from coursekit.data import load_images
+    from coursekit.profile import get_profile
+    from coursekit.recipes import get_recipe, load_or_pretrain
+
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))
+    knn_methods.main(["--profile", "smoke", "--methods", "byol", "--seeds", "0", "--test-images", "32",
+                      "--results-dir", str(tmp_path), "--keep-checkpoints"])
+    profile = get_profile("smoke", device="cpu")
+    train_set = load_images(profile.dataset, "train", n=profile.num_train,
+                            image_size=get_recipe("byol", "smoke").image_size, seed=0)  # a lesson's data
+    _, _, status = load_or_pretrain("byol", train_set.images, profile.checkpoint_dir("byol"), seed=0,
+                                    profile_name="smoke", device="cpu", progress=False)
+    assert status == "loaded"
+
+
 def test_suite_time_runs(tmp_path):
     import suite_time
 

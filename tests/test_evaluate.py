@@ -97,6 +97,18 @@ def test_linear_probe_learns_separable_features_deterministically():
     assert len(result.search) == 9 and (result.lr, result.weight_decay) in result.search
 
 
+def test_linear_probe_leaves_the_global_generator_alone():
+    """So that a method built after scoring its random init (benchmarks/knn_methods.py) starts from the
+    weights it gets without that scoring (coursekit.recipes.load_or_pretrain, the lessons)."""
+    labels = torch.arange(30) % 3
+    features = torch.randn(30, 5, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    linear_probe(features[:20], labels[:20], features[20:], labels[20:], epochs=2, batch_size=8)
+    after_probe = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_probe, torch.rand(3))
+
+
 def test_fine_tune_leaves_the_pretrained_backbone_alone_and_beats_chance():
     torch.manual_seed(0)
     train, test = color_dataset(48, 0), color_dataset(30, 1)

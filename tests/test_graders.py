@@ -485,10 +485,12 @@ def test_every_exercise_has_an_alternative_and_five_named_mistakes():
     import test_lesson0708_exercises
     import test_lesson0910_exercises
     import test_masking_exercise
+    import test_spec_exercises
 
     alternatives = {exercise_id: [fn] for exercise_id, fn in ALTERNATIVES.items()}
     mistakes = list(MISTAKES)
-    for module in (test_analysis_exercises, test_lesson0708_exercises, test_lesson0910_exercises, test_masking_exercise):
+    for module in (test_analysis_exercises, test_lesson0708_exercises, test_lesson0910_exercises, test_masking_exercise,
+                   test_spec_exercises):
         for exercise_id, fns in module.ALTERNATIVES.items():
             alternatives.setdefault(exercise_id, []).extend(fns if isinstance(fns, list) else [fns])
         mistakes += module.MISTAKES

@@ -113,3 +113,15 @@ def test_setup_cell_leaves_the_cache_alone_outside_colab(monkeypatch, tmp_path, 
     monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path))
     exec(setup_cell(), {})
     assert f"checkpoints are kept in {tmp_path}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("*.ipynb")), ids=lambda p: p.name)
+def test_an_untouched_exercise_has_only_unanswered_questions(path):
+    """The batch grader finds a question by its heading: two questions headed alike would mix up
+    their texts, and the handed-out question would count as an answer."""
+    from coursekit.grading.batch import written_answers
+
+    answers = written_answers(nbformat.read(path, as_version=4), path.stem)
+    headings = [answer["question"] for answer in answers]
+    assert len(set(headings)) == len(headings), headings
+    assert not any(answer["answered"] for answer in answers), answers

@@ -74,6 +74,13 @@ def test_curve_pictures():
     assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "images_per_sec", "epoch_loss", "embedding_std"]
     assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step", "optimizer step", "optimizer step", "epoch", "optimizer step"]
     assert list(fig.axes[-1].lines[0].get_xdata()) == [2, 4]
+    fig = viz.plot_history(history, keys=["loss", "embedding_std"],
+                           references={"embedding_std": {"1/sqrt(D)": 0.09, "0: collapsed": 0.0}})
+    assert [line.get_ydata()[0] for line in fig.axes[1].lines[1:]] == [0.09, 0.0]
+    assert [text.get_text() for text in fig.axes[1].get_legend().get_texts()] == ["1/sqrt(D)", "0: collapsed"]
+    assert fig.axes[0].get_legend() is None
+    with pytest.raises(ValueError, match="not plotted"):
+        viz.plot_history(history, keys=["loss"], references={"embedding_std": {"0": 0.0}})
     assert _drawn(viz.plot_curves([1, 10, 100], {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]},
                                   "labels per class", "accuracy", logx=True))
 

@@ -40,7 +40,9 @@ def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, 
     trained with Adam (L2 ``weight_decay``) and a cosine-decaying LR over ``epochs`` by
     ``engine.supervised.train_supervised`` (mixed precision on CUDA with ``precision="auto"``)."""
     device = features.device
-    classifier = nn.Linear(features.shape[1], num_classes).to(device)
+    # skip_init: no random initialization to overwrite, so the probe draws nothing from torch's global
+    # generator (a method built after a random-init probe gets the same weights as one built without it)
+    classifier = nn.utils.skip_init(nn.Linear, features.shape[1], num_classes, device=device)
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay, **fused_if_cuda(device))

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 HOMEWORK: dict[str, list[str]] = {
     "01_label_bottleneck": ["bottleneck.stratified_subset"],
-    "02_simclr": ["simclr.nt_xent", "simclr.augmentation_pair_similarity"],
-    "03_moco": ["moco.momentum_update", "moco.infonce", "moco.simulate_ema"],
+    "02_simclr": ["simclr.nt_xent", "simclr.augmentation_pair_similarity", "simclr.overlap_matrix"],
+    "03_moco": ["moco.momentum_update", "moco.infonce", "moco.simulate_ema", "moco.ema_lag_statistics"],
     "04_byol": ["byol.regression_loss"],
     "05_dino": ["dino.dino_loss", "dino.update_center"],
-    "06_mae": ["mae.patchify", "mae.random_masking", "mae.loss", "mae.block_mask", "mae.masking_difficulty"],
+    "06_mae": ["mae.patchify", "mae.random_masking", "mae.loss", "mae.block_mask", "mae.masking_difficulty",
+               "mae.visible_spread"],
     "07_linear_probe": ["probe.knn_predict", "probe.ridge_classifier"],
     "08_dinov2": ["dinov2.cosine_top_k", "dinov2.foreground_mask"],
     "09_yolo_transfer": ["detection.box_iou", "detection.xyxy_to_yolo", "detection.param_groups"],

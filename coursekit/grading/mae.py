@@ -1,4 +1,5 @@
-"""Graded exercises of lesson 06 (MAE): ``mae.patchify``, ``mae.random_masking`` and ``mae.loss``."""
+"""Graded exercises of lesson 06 (MAE): ``mae.patchify``, ``mae.random_masking``, ``mae.loss``, and the masking
+analysis: ``mae.block_mask``, ``mae.masking_difficulty``, ``mae.visible_spread``."""
 from __future__ import annotations
 
 import math
@@ -496,3 +497,170 @@ def _difficulty_rectangular(fn):
                             hint="return 0.0 when no patch is removed (a mean over nothing)")
 def _difficulty_empty(fn):
     _expect_difficulty(fn, torch.zeros(16), 4, 4, "the difficulty when nothing is removed")
+
+
+# ---------------------------------------------------------------------------------------------
+# mae.visible_spread (analysis exercise: how the visible patches are laid out)
+# ---------------------------------------------------------------------------------------------
+
+spread_exercise = exercise("mae.visible_spread", "visible_spread", reference="coursekit.grading.mae:visible_spread")
+SPREAD_HINT = ("give every patch its (row, column) on the grid; average the distance over every pair of two different "
+               "visible patches; count the visible patches in each quarter of the grid and take the spread of the "
+               "four counts")
+
+
+def visible_spread(mask: torch.Tensor, grid_h: int, grid_w: int) -> tuple[float, float]:
+    """The reference: (mean distance between visible patches, standard deviation of the quadrant counts).
+
+    mask: ``[L]`` (row-major, 1 = removed). The first number is the mean Euclidean grid distance over
+    all unordered pairs of two different visible patches (0.0 when fewer than two are visible); the
+    second is the population standard deviation (numpy's default) of the numbers of visible patches
+    in the four quadrants, split at row ``grid_h // 2`` and column ``grid_w // 2``.
+    """
+    visible = ~mask.flatten().bool()
+    positions = _positions(grid_h, grid_w)[visible]  # [V, 2]
+    count = len(positions)
+    if count < 2:
+        distance = 0.0
+    else:  # every unordered pair once: the upper triangle of the distance matrix
+        distance = torch.pdist(positions.double()).mean().item()
+    return distance, _quadrant_counts(positions, grid_h, grid_w).std(unbiased=False).item()
+
+
+def _quadrant_counts(positions: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    """How many of the (row, column) ``positions`` [V, 2] lie in each quadrant -> float64 [4]
+    (top-left, top-right, bottom-left, bottom-right; split at row grid_h // 2, column grid_w // 2)."""
+    top, left = positions[:, 0] < grid_h // 2, positions[:, 1] < grid_w // 2
+    return torch.stack([(top & left).sum(), (top & ~left).sum(), (~top & left).sum(), (~top & ~left).sum()]).double()
+
+
+def _spread_mistakes(mask, grid_h, grid_w):
+    """The values of the known mistakes: (distance, quadrant std) as each gets them."""
+    distance, spread = visible_spread(mask, grid_h, grid_w)
+    visible = ~mask.flatten().bool()
+    positions = _positions(grid_h, grid_w)[visible].double()
+    pairwise = torch.cdist(positions, positions)
+    counts = _quadrant_counts(positions, grid_h, grid_w)
+    quadrant_sizes = _quadrant_counts(_positions(grid_h, grid_w), grid_h, grid_w)
+    mistakes = {
+        "the distance of each patch to itself averaged in (use pairs of two different visible patches)":
+            lambda: (pairwise.mean().item(), spread),
+        "Manhattan (city-block) distance instead of the Euclidean distance":
+            lambda: (torch.pdist(positions, p=1).mean().item(), spread),
+        "distances between removed patches: the mask is 1 = removed, 0 = visible":
+            lambda: (visible_spread(1 - mask, grid_h, grid_w)[0], spread),
+        "sample standard deviation (divides by 3); use the population one (divides by the 4 quadrants)":
+            lambda: (distance, counts.std(unbiased=True).item()),
+        "variance of the quadrant counts instead of the standard deviation":
+            lambda: (distance, counts.var(unbiased=False).item()),
+        "counted the removed patches in each quadrant instead of the visible ones":
+            lambda: (distance, visible_spread(1 - mask, grid_h, grid_w)[1]),
+        "fractions of the quadrant instead of counts of visible patches":
+            lambda: (distance, (counts / quadrant_sizes).std(unbiased=False).item()),
+    }
+    if len(positions) >= 2:
+        mistakes["summed over the pairs instead of averaged"] = lambda: (torch.pdist(positions).sum().item(), spread)
+    if grid_h != grid_w:
+        swapped = _positions(grid_w, grid_h)[:, [1, 0]][visible].double()
+        mistakes["rows and columns mixed up: the row of patch i is i // grid_w, its column i % grid_w"] = \
+            lambda: (torch.pdist(swapped).mean().item(),
+                     _quadrant_counts(swapped, grid_h, grid_w).std(unbiased=False).item())
+    return mistakes
+
+
+def _spread_answer(fn, mask, grid_h, grid_w) -> tuple[float, float]:
+    """The student's (distance, quadrant std) as two Python numbers, or a plain-words failure."""
+    value = call(fn, mask.clone(), grid_h, grid_w)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise CheckFailed(f"return a tuple of two numbers (distance, quadrant std), got {type_name(value)}")
+    numbers = []
+    for part in value:
+        if isinstance(part, torch.Tensor) and part.numel() == 1:
+            part = part.item()
+        if not isinstance(part, (int, float)) or isinstance(part, bool) or not math.isfinite(part):
+            raise CheckFailed(f"each of the two results should be a finite Python float, got {type_name(part)} "
+                              f"{part if isinstance(part, (int, float)) else ''}".rstrip())
+        numbers.append(float(part))
+    return numbers[0], numbers[1]
+
+
+def _expect_spread(fn, mask, grid_h, grid_w, what, part):
+    """Compare one part (0: the distance, 1: the quadrant std) with the reference."""
+    actual = _spread_answer(fn, mask, grid_h, grid_w)[part]
+    expected = visible_spread(mask, grid_h, grid_w)[part]
+    mistakes = {name: (lambda value=value: value()[part])
+                for name, value in _spread_mistakes(mask, grid_h, grid_w).items()}
+    expect_close(actual, expected, mistakes, what=what)
+
+
+def _spread_masks():
+    """Random 8 x 8 masks at 50 % and 75 %, and a 6 x 10 one (not square), from the salted generator."""
+    masks = []
+    for seed in SEEDS:
+        for ratio in (0.5, 0.75):
+            mask = torch.zeros(64)
+            mask[torch.randperm(64, generator=generator(seed))[:int(64 * ratio)]] = 1.0
+            masks.append((mask, 8, 8, f"seed {seed}, {ratio:.0%} removed"))
+    mask = torch.zeros(60)
+    mask[torch.randperm(60, generator=generator(10))[:40]] = 1.0
+    masks.append((mask, 6, 10, "a 6 x 10 grid"))
+    return masks
+
+
+@spread_exercise.checks("returns two Python floats (distance, quadrant std)", points=1,
+                        hint="return a tuple of two plain numbers, not tensors")
+def _spread_types(fn):
+    mask = torch.zeros(16)
+    mask[[0, 5, 10]] = 1.0
+    value = call(fn, mask, 4, 4)
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise CheckFailed(f"return a tuple of two numbers (distance, quadrant std), got {type_name(value)}")
+    if not all(isinstance(part, float) for part in value):
+        raise CheckFailed(f"the results are {type_name(value[0])} and {type_name(value[1])}: return Python floats "
+                          "(use .item())")
+
+
+@spread_exercise.checks("distance between visible patches on a fixed example (2 x 2 grid, three visible)", points=1,
+                        hint=SPREAD_HINT)
+def _spread_fixed_distance(fn):
+    _expect_spread(fn, torch.tensor([0.0, 0.0, 0.0, 1.0]), 2, 2, "the distance with patches 0, 1, 2 visible "
+                   "(pairs at 1, 1 and sqrt(2))", 0)
+
+
+@spread_exercise.checks("distance between visible patches on random masks (square and rectangular grids)", points=2,
+                        hint=SPREAD_HINT)
+def _spread_random_distance(fn):
+    for mask, grid_h, grid_w, what in _spread_masks():
+        _expect_spread(fn, mask, grid_h, grid_w, f"the distance ({what})", 0)
+
+
+@spread_exercise.checks("coverage uniformity on a fixed example (4 x 4 grid, visible counts 4, 2, 1, 0)", points=1,
+                        hint=SPREAD_HINT)
+def _spread_fixed_quadrants(fn):
+    visible = [0, 1, 4, 5, 2, 3, 8]  # quadrant counts: top-left 4, top-right 2, bottom-left 1, bottom-right 0
+    mask = torch.ones(16)
+    mask[visible] = 0.0
+    _expect_spread(fn, mask, 4, 4, "the quadrant standard deviation (counts 4, 2, 1, 0)", 1)
+
+
+@spread_exercise.checks("coverage uniformity on random masks (square and rectangular grids)", points=2,
+                        hint=SPREAD_HINT)
+def _spread_random_quadrants(fn):
+    for mask, grid_h, grid_w, what in _spread_masks():
+        _expect_spread(fn, mask, grid_h, grid_w, f"the quadrant standard deviation ({what})", 1)
+
+
+@spread_exercise.checks("edge cases: a single visible patch (distance 0), an odd grid; the mask unchanged", points=1,
+                        hint="with fewer than two visible patches there is no pair: the mean distance is 0; the "
+                             "lower quadrants take the middle row of an odd grid")
+def _spread_edges(fn):
+    one_visible = torch.ones(25)
+    one_visible[12] = 0.0
+    _expect_spread(fn, one_visible, 5, 5, "the distance with one visible patch", 0)
+    odd = torch.zeros(25)
+    odd[[0, 1, 2, 3, 4, 5, 6]] = 1.0
+    copy = odd.clone()
+    _expect_spread(fn, odd, 5, 5, "the quadrant standard deviation on a 5 x 5 grid", 1)
+    call(fn, odd, 5, 5)
+    if not torch.equal(odd, copy):
+        raise CheckFailed("the mask was modified: compute on a copy")

@@ -1,11 +1,14 @@
-"""Graded exercises of lesson 03 (MoCo): ``moco.momentum_update`` and ``moco.infonce``."""
+"""Graded exercises of lesson 03 (MoCo): ``moco.momentum_update``, ``moco.infonce``, and the momentum analysis:
+``moco.simulate_ema``, ``moco.ema_lag_statistics``."""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
+from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_equal, expect_gradient,
                      expect_no_gradient, expect_scalar, expect_value_first, gradients, randn, run_call, type_name)
 from .core import CheckFailed, exercise
 
@@ -299,3 +302,151 @@ def _ema_edges(fn):
     call(fn, signal, 0.5)
     if not torch.equal(signal, copy_of_signal):
         raise CheckFailed("the signal was modified: write the target into a new tensor")
+
+
+# ---------------------------------------------------------------------------------------------
+# moco.ema_lag_statistics (analysis exercise: distance, staleness and stability of a momentum encoder)
+# ---------------------------------------------------------------------------------------------
+
+lag_exercise = exercise("moco.ema_lag_statistics", "ema_lag_statistics",
+                        reference="coursekit.grading.moco:ema_lag_statistics")
+LAG_HINT = ("at each step compare the two parameter vectors by their Euclidean distance; the staleness asks which "
+            "earlier (or current) online state the current target is nearest to, and how many steps ago that was; "
+            "the stability is how much each target parameter varies over time, averaged over the parameters")
+
+
+def ema_lag_statistics(online: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The reference: how far behind, and how steady, a momentum target is.
+
+    online, target: ``[T, P]``, the parameters of the online network and of its EMA target at steps 0..T-1.
+    Returns ``(distance, staleness, variance)``:
+
+    - ``distance`` float ``[T]``: the Euclidean (L2) distance between ``online[t]`` and ``target[t]``;
+    - ``staleness`` int64 ``[T]``: ``t - s`` where ``s <= t`` is the step whose online parameters are nearest
+      (L2) to ``target[t]`` (ties: the earliest such step);
+    - ``variance``: Python float, the variance over time of each target parameter (population variance,
+      numpy's default), averaged over the P parameters.
+    """
+    online, target = online.double(), target.double()
+    steps = len(online)
+    distance = (online - target).norm(dim=1)
+    to_online = torch.cdist(target, online)  # [T, T]: target at step t (row) to online at step s (column)
+    future = torch.triu(torch.ones(steps, steps, dtype=torch.bool), diagonal=1)  # s > t: not yet seen
+    nearest = to_online.masked_fill(future, float("inf")).argmin(dim=1)
+    staleness = torch.arange(steps) - nearest
+    variance = target.var(dim=0, unbiased=False).mean().item()
+    return distance, staleness, variance
+
+
+def _lag_mistakes(online: torch.Tensor, target: torch.Tensor) -> dict:
+    """The values of the known mistakes, as (distance, staleness, variance)."""
+    distance, staleness, variance = ema_lag_statistics(online, target)
+    online, target = online.double(), target.double()
+    steps = len(online)
+    to_online = torch.cdist(target, online)
+    past = torch.triu(torch.ones(steps, steps, dtype=torch.bool), diagonal=1)
+    return {
+        "squared distance: take the square root of the sum of squares":
+            lambda: ((online - target).pow(2).sum(1), staleness, variance),
+        "root-mean-square over the parameters instead of the Euclidean (L2) distance":
+            lambda: ((online - target).pow(2).mean(1).sqrt(), staleness, variance),
+        "the staleness is the step of the nearest online state, not how many steps behind it is (t - s)":
+            lambda: (distance, to_online.masked_fill(past, float("inf")).argmin(1), variance),
+        "future online states searched too: only steps s <= t exist when the target is at step t":
+            lambda: (distance, torch.arange(steps) - to_online.argmin(1), variance),
+        "searched for the target state nearest to the current online parameters (the roles are swapped)":
+            lambda: (distance, torch.arange(steps) - to_online.T.masked_fill(past, float("inf")).argmin(1), variance),
+        "sample variance (divides by T - 1); use the population variance (divides by T)":
+            lambda: (distance, staleness, target.var(dim=0, unbiased=True).mean().item()),
+        "variance across the parameters at each step instead of over time for each parameter":
+            lambda: (distance, staleness, target.var(dim=1, unbiased=False).mean().item()),
+        "variance of the online parameters instead of the target's":
+            lambda: (distance, staleness, online.var(dim=0, unbiased=False).mean().item()),
+        "standard deviation instead of the variance":
+            lambda: (distance, staleness, target.std(dim=0, unbiased=False).mean().item()),
+    }
+
+
+def _lag_answer(fn, online, target):
+    """The student's (distance, staleness, variance), checked for types and shapes."""
+    value = call(fn, online.clone(), target.clone())
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise CheckFailed(f"return a tuple (distance, staleness, variance), got {type_name(value)}")
+    steps = len(online)
+    distance = expect_tensor(value[0], "the distance", shape=(steps,), floating=True)
+    staleness = expect_tensor(value[1], "the staleness", shape=(steps,), dtype=torch.int64)
+    variance = value[2]
+    if isinstance(variance, torch.Tensor) and variance.numel() == 1:
+        variance = variance.item()
+    if not isinstance(variance, (int, float)) or isinstance(variance, bool) or not math.isfinite(variance):
+        raise CheckFailed(f"the variance should be a finite Python float, got {type_name(variance)}")
+    return distance, staleness, float(variance)
+
+
+def _expect_lag(fn, online, target, what, part):
+    """Compare one part (0 distance, 1 staleness, 2 variance) of the student's answer with the reference."""
+    actual = _lag_answer(fn, online, target)[part]
+    expected = ema_lag_statistics(online, target)[part]
+    mistakes = {name: (lambda value=value: value()[part]) for name, value in _lag_mistakes(online, target).items()}
+    if part == 1:
+        expect_equal(actual, expected, mistakes, what=what)
+    else:
+        expect_close(actual, expected, mistakes, what=what, atol=1e-4)
+
+
+def _walk_and_target(seed: int, steps: int = 30, params: int = 6, m: float = 0.8):
+    """A random walk (online) from 0 and its EMA target from 1: the simulator of the homework, small.
+    The target follows the online walk from step 1 on, so it is the EMA of that walk with a first value of 1.
+    Both go out in float64: the staleness is an argmin, and float32 rounding could flip a near tie."""
+    from coursekit.lessons.analysis import simulate_ema
+
+    online = torch.cat([torch.zeros(1, params), 0.1 * randn(seed, steps - 1, params)]).cumsum(0)
+    return online.double(), simulate_ema(torch.cat([torch.ones(1, params), online[1:]]), m).double()
+
+
+@lag_exercise.checks("returns (distance float [T], staleness int64 [T], variance Python float)", points=1,
+                     hint="one distance and one staleness per step, and a single number for the variance")
+def _lag_types(fn):
+    online, target = _walk_and_target(0, steps=5)
+    _lag_answer(fn, online, target)
+
+
+@lag_exercise.checks("all three on a fixed example (T = 4, P = 2)", points=2, hint=LAG_HINT)
+def _lag_fixed(fn):
+    online = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0], [3.0, 2.0]], dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.9], [0.4, 0.5], [0.9, 0.4], [1.2, 1.9]], dtype=torch.float64)
+    for part, name in enumerate(("distance", "staleness", "variance")):
+        _expect_lag(fn, online, target, f"the {name} on the fixed example", part)
+
+
+@lag_exercise.checks("the distance on random walks with their EMA targets (3 seeds)", points=1, hint=LAG_HINT)
+def _lag_random_distance(fn):
+    for seed in SEEDS:
+        _expect_lag(fn, *_walk_and_target(seed), f"the distance (seed {seed})", 0)
+
+
+@lag_exercise.checks("the staleness on random walks with their EMA targets (3 seeds, m = 0.8 and 0.95)", points=2,
+                     hint=LAG_HINT)
+def _lag_random_staleness(fn):
+    for seed in SEEDS:
+        for m in (0.8, 0.95):
+            _expect_lag(fn, *_walk_and_target(seed, m=m), f"the staleness (seed {seed}, m = {m})", 1)
+
+
+@lag_exercise.checks("the variance on random walks with their EMA targets (3 seeds)", points=1, hint=LAG_HINT)
+def _lag_random_variance(fn):
+    for seed in SEEDS:
+        _expect_lag(fn, *_walk_and_target(seed, params=7, m=0.9), f"the variance (seed {seed})", 2)
+
+
+@lag_exercise.checks("a single step (staleness 0, variance 0) and the inputs unchanged", points=1,
+                     hint="at step 0 the only online state is the current one; leave the inputs unchanged")
+def _lag_edges(fn):
+    online, target = _walk_and_target(4, steps=1)
+    for part, name in enumerate(("distance", "staleness", "variance")):
+        _expect_lag(fn, online, target, f"the {name} of a single step", part)
+    online, target = _walk_and_target(5, steps=8)
+    copies = online.clone(), target.clone()
+    call(fn, online, target)
+    if not (torch.equal(online, copies[0]) and torch.equal(target, copies[1])):
+        raise CheckFailed("the inputs were modified: compute on copies")

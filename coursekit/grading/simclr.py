@@ -1,11 +1,12 @@
-"""Graded exercises of lesson 02 (SimCLR): ``simclr.nt_xent``."""
+"""Graded exercises of lesson 02 (SimCLR): ``simclr.nt_xent``, and the augmentation analysis:
+``simclr.augmentation_pair_similarity``, ``simclr.overlap_matrix``."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient, expect_scalar,
-                     expect_value_first, gradients, randn, type_name)
+                     expect_tensor, expect_value_first, gradients, randn, type_name)
 from .core import CheckFailed, exercise
 
 nt_xent_exercise = exercise("simclr.nt_xent", "nt_xent", reference="coursekit.methods.simclr:nt_xent")
@@ -224,3 +225,130 @@ def _pair_edge(fn):
     call(fn, features)
     if any(not torch.equal(features[name], copies[name]) for name in features):
         raise CheckFailed("the input features were changed: normalize into new tensors (F.normalize), not in place")
+
+
+# ---------------------------------------------------------------------------------------------
+# simclr.overlap_matrix (analysis exercise: how many pixels two augmented views still share)
+# ---------------------------------------------------------------------------------------------
+
+overlap_exercise = exercise("simclr.overlap_matrix", "overlap_matrix",
+                            reference="coursekit.grading.simclr:overlap_matrix")
+OVERLAP_HINT = ("for one image, flatten each of its two views into a long vector of pixel values and take their "
+                "Pearson correlation (center each vector, then the cosine); entry (a, b) averages that over the images")
+
+
+def overlap_matrix(first_views: torch.Tensor, second_views: torch.Tensor) -> torch.Tensor:
+    """The reference: the mean pixel correlation of two augmented views, for every pair of augmentations.
+
+    first_views, second_views: ``[A, N, C, H, W]``: the N images through each of A augmentations, two
+    independent random draws. Returns float ``[A, A]``: entry ``(a, b)`` is the mean over the images i
+    of the Pearson correlation between ``first_views[a, i]`` and ``second_views[b, i]``, each flattened
+    (a view with no variation, e.g. a constant image, correlates 0 with everything).
+    """
+    first = first_views.flatten(2).double()  # [A, N, C*H*W]
+    second = second_views.flatten(2).double()
+    first = F.normalize(first - first.mean(dim=2, keepdim=True), dim=2)  # centered, unit length (0 stays 0)
+    second = F.normalize(second - second.mean(dim=2, keepdim=True), dim=2)
+    return torch.einsum("and,bnd->abn", first, second).mean(dim=2).float()
+
+
+def _overlap_mistakes(first_views: torch.Tensor, second_views: torch.Tensor) -> dict:
+    """The matrices the known mistakes give."""
+    first, second = first_views.flatten(2).double(), second_views.flatten(2).double()
+
+    def centered(x):
+        return x - x.mean(dim=2, keepdim=True)
+
+    def unit(x):
+        return F.normalize(x, dim=-1)
+
+    def per_image(a, b):  # [A, N, D] x [B, N, D] -> [A, B, N]
+        return torch.einsum("and,bnd->abn", a, b)
+
+    channels = first_views.shape[2]
+
+    def per_channel():
+        a = first_views.double().flatten(3)  # [A, N, C, H*W]
+        b = second_views.double().flatten(3)
+        a = F.normalize(a - a.mean(3, keepdim=True), dim=3)
+        b = F.normalize(b - b.mean(3, keepdim=True), dim=3)
+        return torch.einsum("ancd,bncd->abnc", a, b).mean(dim=(2, 3))
+
+    whole = first.flatten(1), second.flatten(1)  # every image of an augmentation as one long vector
+    return {
+        "cosine of the raw pixels: subtract each view's mean first (Pearson correlation is centered)":
+            lambda: per_image(unit(first), unit(second)).mean(2),
+        "covariance instead of correlation: divide by both standard deviations":
+            lambda: (per_image(centered(first), centered(second)) / first.shape[2]).mean(2),
+        "the second draw ignored: entry (a, b) compares first_views[a] with second_views[b], not with first_views[b]":
+            lambda: per_image(unit(centered(first)), unit(centered(first))).mean(2),
+        "rows and columns swapped: row a holds first_views[a], column b holds second_views[b]":
+            lambda: per_image(unit(centered(first)), unit(centered(second))).mean(2).T,
+        "averaged over every pair of images (i, j): compare each image's two views only with each other":
+            lambda: torch.einsum("and,bmd->ab", unit(centered(first)), unit(centered(second))) / first.shape[1] ** 2,
+        "correlation of all images of an augmentation at once: correlate per image, then average":
+            lambda: unit(whole[0] - whole[0].mean(1, keepdim=True)) @ unit(whole[1] - whole[1].mean(1, keepdim=True)).T,
+        **({"correlated each color channel separately: flatten the whole image (all channels) into one vector":
+            per_channel} if channels > 1 else {}),
+    }
+
+
+def _expect_overlap(fn, first_views, second_views, what):
+    expected = overlap_matrix(first_views, second_views)
+    count = len(first_views)
+    value = expect_tensor(call(fn, first_views.clone(), second_views.clone()), what, shape=(count, count),
+                          floating=True)
+    expect_close(value, expected, _overlap_mistakes(first_views, second_views), what=what, atol=1e-4)
+
+
+def _views(seed: int, augmentations: int = 3, n: int = 4, size: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two draws of views: a shared image per i, plus noise that differs per augmentation and draw."""
+    images = randn(seed, 1, n, 3, size, size)
+    first = images + 0.7 * randn(seed + 10, augmentations, n, 3, size, size)
+    second = images + 0.7 * randn(seed + 20, augmentations, n, 3, size, size)
+    return first, second
+
+
+@overlap_exercise.checks("returns a float tensor [A, A]", points=1,
+                         hint="one number per pair of augmentations: A rows (first draw) and A columns (second draw)")
+def _overlap_shape(fn):
+    first, second = _views(0, augmentations=4)
+    expect_tensor(call(fn, first, second), "the overlap matrix", shape=(4, 4), floating=True)
+
+
+@overlap_exercise.checks("the Pearson correlation on a fixed example (A = 2, one image of 2 x 2 pixels)", points=2,
+                         hint=OVERLAP_HINT)
+def _overlap_fixed(fn):
+    first = torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 0.0, 1.0]]).reshape(2, 1, 1, 2, 2)
+    second = torch.tensor([[4.0, 3.0, 2.0, 2.0], [1.0, 5.0, 2.0, 4.0]]).reshape(2, 1, 1, 2, 2)
+    _expect_overlap(fn, first, second, "the overlap on the fixed example")
+
+
+@overlap_exercise.checks("matches on random color views (3 seeds)", points=3, hint=OVERLAP_HINT)
+def _overlap_random(fn):
+    for seed in SEEDS:
+        _expect_overlap(fn, *_views(seed), f"the overlap matrix (seed {seed})")
+
+
+@overlap_exercise.checks("unchanged by brightness and contrast: scaling or shifting a view keeps its correlation",
+                         points=1, hint="a correlation compares the pattern of the pixels, not their level or range")
+def _overlap_invariant(fn):
+    first, second = _views(3)
+    plain = expect_tensor(call(fn, first.clone(), second.clone()), "the overlap matrix", shape=(3, 3), floating=True)
+    changed = expect_tensor(call(fn, 2.5 * first + 0.3, 0.5 * second - 1.0), "the overlap matrix", shape=(3, 3),
+                            floating=True)
+    if not torch.allclose(plain.double(), changed.double(), atol=1e-4):
+        raise CheckFailed("scaling or shifting the pixel values changes your overlap: center each flattened view "
+                          "and divide by both lengths (Pearson correlation)")
+
+
+@overlap_exercise.checks("a constant view correlates 0 (not NaN); the inputs are left unchanged", points=1,
+                         hint="a view with no variation shares no pattern with anything: count it as 0")
+def _overlap_constant(fn):
+    first, second = _views(4, augmentations=2, n=3)
+    second[1, 0] = 0.5  # the second draw of augmentation 1 blanked out image 0
+    copies = first.clone(), second.clone()
+    _expect_overlap(fn, first, second, "the overlap with a constant view")
+    call(fn, first, second)
+    if not (torch.equal(first, copies[0]) and torch.equal(second, copies[1])):
+        raise CheckFailed("the views were modified: center and normalize into new tensors")
