@@ -260,9 +260,27 @@ def shrink_png(data: str, max_width: int = MAX_PNG_WIDTH) -> str:
     return base64.b64encode(shrunk if len(shrunk) < len(original) else original).decode("ascii")
 
 
+ERASE_LINE = "\x1b[K"  # ANSI "erase to the end of the line": how ultralytics redraws its progress bars
+
+
 def _last_progress_state(text: str) -> str:
-    """A progress bar's stream text reduced to what a terminal shows at the end (``\\r`` overwrites)."""
+    """A progress bar's stream text reduced to what a terminal shows at the end (``\\r`` and an
+    erase-line code at the start of a redraw overwrite the line)."""
+    text = text.replace(ERASE_LINE, "\r")
     return "\n".join(([part for part in line.split("\r") if part] or [""])[-1] for line in text.split("\n"))
+
+
+def _merged_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one name joined into one (a redraw may come as its own output)."""
+    merged = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                and previous.name == output.name):
+            previous.text += output.text
+        else:
+            merged.append(output)
+    return merged
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -274,7 +292,7 @@ def _tidy_outputs(cell) -> None:
     A widget's stored text is its *first* state ("0%"), which would misreport the run; without the
     kernel the widget itself shows nothing on GitHub or Colab, so it goes.
     """
-    cell.outputs = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+    cell.outputs = _merged_streams([o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})])
     for output in cell.outputs:
         if output.output_type == "stream":
             output.text = _last_progress_state(output.text)

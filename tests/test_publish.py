@@ -106,6 +106,21 @@ def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
     assert cell.outputs[0]["text"] == "100%|###| 80/80\nTrained.\n"
 
 
+def test_tidy_keeps_the_last_state_of_bars_redrawn_by_erase_line_outputs():
+    """ultralytics redraws a bar as separate outputs that start with ESC[K (erase the line)."""
+    from coursekit.notebooks import _tidy_outputs
+
+    cell = nbformat.v4.new_code_cell("model.train()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text) for text in
+                    ["\n  Epoch  box_loss\n", "\x1b[K  1/5  6.4: 0% 0/7", "\x1b[K  1/5  6.3: 100% 7/7",
+                     "\n  Epoch  box_loss\n", "\x1b[K  2/5  6.1: 100% 7/7", "\ndone\n"]]
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text="a warning\n"))
+    _tidy_outputs(cell)
+    assert [(o.name, o.text) for o in cell.outputs] == [
+        ("stdout", "\n  Epoch  box_loss\n  1/5  6.3: 100% 7/7\n  Epoch  box_loss\n  2/5  6.1: 100% 7/7\ndone\n"),
+        ("stderr", "a warning\n")]
+
+
 def test_publish_refuses_a_compared_cell_that_depends_on_the_profile(tmp_path):
     path = _lesson(tmp_path)
     before = path.read_text()
