@@ -184,8 +184,8 @@ _RECIPES: dict[str, dict[str, dict]] = {
                      view_options=GRAY_32PX,
                      why="16 epochs and a fast target (momentum 0.99 -> 1): the target must move within a short run; "
                          "seed 1 (random init 0.661, the hardest seed): 16 epochs -1.0 kNN points (400 CPU-s), "
-                         "at half the learning rate -5.1; 10 epochs at momentum 0.996: -6.4 (seed 0: +5.2); BYOL learns slowest "
-                         "of the five at this budget"),
+                         "at half the learning rate -5.1; 10 epochs at momentum 0.996: -6.4 (seed 0: +5.2); "
+                         "BYOL learns slowest of the five at this budget"),
         "full": dict(epochs=30, batch_size=512, base_lr=1.0, optimizer="sgd", weight_decay=1e-5, warmup_epochs=3.0,
                      method_kwargs={"momentum": 0.99}, view_options={"min_scale": 0.08},
                      why="solo-learn's CIFAR-10 BYOL (lr 1.0 per 256, weight decay 1e-5, momentum 0.99)"),
