@@ -471,14 +471,16 @@ def retrieval_grid(queries: Tensor, gallery: Tensor, indices: Tensor, query_labe
 
 
 def draw_boxes(images: Tensor, boxes: Sequence[Tensor], labels: Sequence[Tensor], class_names: Sequence[str],
-               scores: Sequence[Tensor] | None = None, ncols: int = 4, normalized: bool = True) -> Figure:
+               scores: Sequence[Tensor] | None = None, ncols: int = 4, normalized: bool = True,
+               title: str | None = None) -> Figure:
     """Images with their boxes: ``boxes[i]`` float ``[K_i, 4]`` xyxy pixels, ``labels[i]`` ``[K_i]``,
-    optional ``scores[i]`` ``[K_i]`` (predictions), one color per class."""
+    optional ``scores[i]`` ``[K_i]`` (predictions), one color per class; ``title`` above the grid
+    (laid out with it, so that it does not cover the top row)."""
     rgb = to_rgb(images, normalized)
     _same_length(images=rgb, boxes=boxes, labels=labels, **({"scores": scores} if scores is not None else {}))
     colors = _class_colors(len(class_names))
     ncols = min(ncols, len(rgb))
-    fig, axes = _image_grid(-(-len(rgb) // ncols), ncols)
+    fig, axes = _image_grid(-(-len(rgb) // ncols), ncols, title)
     for i, image in enumerate(rgb):
         ax = axes.flat[i]
         _show(ax, image)

@@ -117,8 +117,12 @@ def test_feature_pictures(shapes):
 
 def test_detection_and_segmentation_pictures(shapes):
     fig = viz.draw_boxes(shapes.images, shapes.boxes, shapes.box_labels, shapes.classes,
-                         scores=[torch.rand(len(b)) for b in shapes.boxes])
+                         scores=[torch.rand(len(b)) for b in shapes.boxes], title="predictions")
     assert _drawn(fig) and sum(len(ax.patches) for ax in fig.axes) == sum(len(b) for b in shapes.boxes)
+    # the title sits above the top row of images, not over it
+    fig.canvas.draw()
+    title_bottom = fig._suptitle.get_window_extent().y0
+    assert title_bottom >= max(ax.get_window_extent().y1 for ax in fig.axes) - 1
     masks = shapes.masks.clone()
     masks[:, 0, :] = 255  # an ignored row is drawn too
     fig = viz.mask_overlay(shapes.images, masks, predictions=shapes.masks, num_classes=len(shapes.classes),
