@@ -216,3 +216,17 @@ def test_folder_streaming_runs(tmp_path):
     assert set(result["throughput"]["32px"]) == {"in_memory", "folder", "in_memory_data_only", "folder_data_only",
                                                   "folder_over_in_memory"}
     assert set(result["peak_rss_mb"]["20"]) == {"folder", "in_memory"}
+
+
+def test_epochs_curve_runs(tmp_path):
+    import epochs_curve
+
+    result = epochs_curve.main(["--profile", "smoke", "--method", "simclr", "--epochs", "2", "1",
+                                "--train-images", "128", "--test-images", "32", "--results-dir", str(tmp_path)])
+    saved = read(tmp_path, "epochs_curve_simclr")
+    assert [run["epochs"] for run in saved["runs"]] == [1, 2]  # sorted: the curve's x
+    assert [run["steps"] for run in saved["runs"]] == [2, 4]  # 128 images, batch 64
+    assert 0 <= saved["raw_pixel_knn"] <= 1 and saved["raw_pixel_knn"] == result["raw_pixel_knn"]
+    assert (tmp_path / "epochs_curve_simclr_cpu.png").stat().st_size > 0
+    with pytest.raises(SystemExit):  # a one-line usage error before any training
+        epochs_curve.main(["--profile", "smoke", "--epochs", "0", "--results-dir", str(tmp_path)])
