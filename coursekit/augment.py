@@ -458,17 +458,19 @@ BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 class BYOLViews(Views):
     """BYOL: two asymmetric views (lightly's BYOLView1/2Transform): crop scale (min_scale, 1),
     flip 0.5, jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1) * jitter_strength, grayscale 0.2;
-    blur p 1.0 / 0.1 and solarization p 0.0 / 0.2 for view 1 / view 2. color=False: brightness
-    and contrast jitter only, no grayscale (see ``SimCLRViews``)."""
+    blur p 1.0 / 0.1 and solarization p 0.0 / ``solarize_p`` (0.2) for view 1 / view 2.
+    color=False: brightness and contrast jitter only, no grayscale (see ``SimCLRViews``).
+    Solarization inverts every pixel above mid-gray: a bright garment on a black background turns
+    dark, so gray data such as Fashion-MNIST may do better with ``solarize_p=0``."""
 
     def __init__(self, image_size: int, min_scale: float = 0.08, jitter_strength: float = 1.0,
-                 color: bool = True):
+                 color: bool = True, solarize_p: float = 0.2):
         _check_size("image_size", image_size)
         base = dict(scale=(min_scale, 1.0), blur_sigma=_blur_sigma(image_size),
                     **_color_ops(tuple(jitter_strength * j for j in BYOL_JITTER), color))
         self.views = [
             ViewAugment(image_size, blur_p=1.0, solarize_p=0.0, **base),
-            ViewAugment(image_size, blur_p=0.1, solarize_p=0.2, **base),
+            ViewAugment(image_size, blur_p=0.1, solarize_p=solarize_p, **base),
         ]
 
 
@@ -476,13 +478,14 @@ class DINOViews(Views):
     """DINO multi-crop (lightly's DINOTransform): 2 global crops of image_size, scale global_scale
     (0.4, 1), and n_local local crops of local_size (default image_size // 2), scale local_scale
     (0.05, 0.4). Jitter p 0.8 with strengths (0.4, 0.4, 0.2, 0.1) * jitter_strength, grayscale
-    0.2, blur p 1.0 / 0.1 / 0.5 (global 1 / global 2 / locals), solarization 0.2 on global 2 only.
+    0.2, blur p 1.0 / 0.1 / 0.5 (global 1 / global 2 / locals), solarization ``solarize_p`` (0.2) on
+    global 2 only (see ``BYOLViews``).
     color=False: brightness and contrast jitter only, no grayscale (see ``SimCLRViews``).
     The first two views returned are the global ones."""
 
     def __init__(self, image_size: int, local_size: int | None = None, n_local: int = 6,
                  global_scale: tuple[float, float] = (0.4, 1.0), local_scale: tuple[float, float] = (0.05, 0.4),
-                 jitter_strength: float = 1.0, color: bool = True):
+                 jitter_strength: float = 1.0, color: bool = True, solarize_p: float = 0.2):
         local_size = image_size // 2 if local_size is None else local_size
         _check_size("image_size", image_size)
         _check_size("local_size", local_size)
@@ -494,7 +497,7 @@ class DINOViews(Views):
         local = ViewAugment(local_size, scale=tuple(local_scale), blur_p=0.5, **base)
         self.views = [
             ViewAugment(blur_p=1.0, **glob),
-            ViewAugment(blur_p=0.1, solarize_p=0.2, **glob),
+            ViewAugment(blur_p=0.1, solarize_p=solarize_p, **glob),
         ] + [local] * n_local
 
 

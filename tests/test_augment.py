@@ -198,6 +198,24 @@ def test_byol_and_dino_views_are_asymmetric():
     assert [v.solarize_p for v in dino] == [0.0, 0.2, 0.0, 0.0]
 
 
+@pytest.mark.parametrize("views", [A.BYOLViews, A.DINOViews])
+def test_solarize_p_turns_a_bright_image_dark_only_when_asked(views):
+    # a uniformly bright image (a garment's pixels): jitter off, so only solarization can darken it
+    bright = torch.full((8, 3, SIZE, SIZE), 230, dtype=torch.uint8)
+    kwargs = {"n_local": 0} if views is A.DINOViews else {}
+    for solarize_p, expected in ((0.0, 230 / 255), (1.0, 1 - 230 / 255)):
+        second = views(SIZE, jitter_strength=0.0, solarize_p=solarize_p, **kwargs)(bright, generator(),
+                                                                                    normalized=False)[1]
+        assert torch.allclose(second, torch.full_like(second, expected), atol=1e-3)
+
+
+def test_dino_demo_recipe_does_not_solarize_gray_garments():
+    from coursekit.recipes import get_recipe
+
+    recipe = get_recipe("dino", "demo")
+    assert [view.solarize_p for view in recipe.build_views().views] == [0.0, 0.0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input
 
