@@ -98,7 +98,7 @@ def table(results: dict[str, dict]) -> str:
              "steps | wall s (mean) | CPU s (mean, max) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method in (name for name in METHODS if name in results):
-        runs = list(results[method]["runs"].values())
+        runs = [results[method]["runs"][seed] for seed in sorted(results[method]["runs"], key=int)]
         protocols = ["knn"] + [runs[0]["protocol"]] * (runs[0]["protocol"] != "knn")
         cpu = [run["cpu_seconds"] for run in runs]
         for protocol in protocols:

@@ -159,9 +159,10 @@ def test_knn_methods_keeps_other_seeds_of_the_same_recipe(tmp_path):
 
     small = ["--profile", "smoke", "--methods", "simclr", "--epochs", "1", "--train-images", "128",
              "--test-images", "32", "--results-dir", str(tmp_path)]
-    knn_methods.main([*small, "--seeds", "0"])
-    knn_methods.main([*small, "--seeds", "1"])  # e.g. a second process: seed 0 stays
+    knn_methods.main([*small, "--seeds", "1"])
+    knn_methods.main([*small, "--seeds", "0"])  # e.g. a second process: seed 1 stays
     assert set(read(tmp_path, "knn_methods_simclr")["runs"]) == {"0", "1"}
+    assert "| simclr | knn | 0,1 |" in (tmp_path / "knn_methods_cpu.md").read_text()  # seeds in order
     path = tmp_path / "knn_methods_simclr_cpu.json"
     saved = json.loads(path.read_text())
     saved["recipe"]["base_lr"] *= 2  # runs of another recipe do not belong in this one's table
