@@ -8,7 +8,7 @@ normalized pixels, lesson 07's "raw pixels" row) and on the untrained backbone.
 
 Results: ``benchmarks/results/epochs_curve_<method>_<device>.json`` and a plot ``.png`` beside it::
 
-    python benchmarks/epochs_curve.py --method simclr --epochs 8 16 32
+    python benchmarks/epochs_curve.py --method simclr --epochs 4 8 16 32
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=list(METHODS), default="simclr")
-    parser.add_argument("--epochs", nargs="+", type=int, default=[8, 16, 32])
+    parser.add_argument("--epochs", nargs="+", type=int, default=[4, 8, 16, 32])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--test-images", type=int, default=2000)
