@@ -22,21 +22,17 @@ matplotlib.use("Agg")
 
 import common
 from coursekit import viz
-from coursekit.data import load_images
 from coursekit.evaluate import default_normalize, knn_accuracy
 from coursekit.methods import METHODS
-from coursekit.profile import get_profile
 from coursekit.recipes import KNN_K, KNN_TEMPERATURE, get_recipe
-from knn_methods import run_one
+from knn_methods import evaluation_data, run_one
 
 NAME = "epochs_curve"
 
 
 def raw_pixel_knn(profile: str, method: str, test_images: int, train_images: int | None) -> float:
     """Weighted kNN (the reports' k and t) on the normalized pixels of the images ``run_one`` uses."""
-    recipe, sizes = get_recipe(method, profile), get_profile(profile, device="cpu")
-    bank = load_images(sizes.dataset, "train", n=train_images or sizes.num_train, image_size=recipe.image_size, seed=0)
-    test = load_images(sizes.dataset, "test", n=test_images, image_size=recipe.image_size, seed=0)
+    bank, test = evaluation_data(method, profile, test_images, train_images)
     pixels = [default_normalize(data.images).flatten(1) for data in (bank, test)]
     return round(knn_accuracy(pixels[0], bank.labels, pixels[1], test.labels, len(bank.classes),
                               k=KNN_K, temperature=KNN_TEMPERATURE), 4)

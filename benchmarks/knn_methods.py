@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import common
-from coursekit.data import load_images
+from coursekit.data import ImageSet, load_images
 from coursekit.engine import fit
 from coursekit.methods import METHODS
 from coursekit.profile import get_profile
@@ -39,13 +39,23 @@ NAME = "knn_methods"
 NOISE_STD_ERRORS = 2  # a mean gain within 2 standard errors of 0 is a tie with random init
 
 
-def run_one(method: str, profile: str, seed: int, test_images: int, device: torch.device,
-            epochs: int | None, train_images: int | None, keep_checkpoint: bool = False) -> dict:
-    """Pretrain ``method`` with its recipe under ``seed``; -> build_report's dict (plus cpu_seconds)."""
+def evaluation_data(method: str, profile: str, test_images: int,
+                    train_images: int | None) -> tuple[ImageSet, ImageSet]:
+    """(bank, test): the profile's pretraining images with their labels (the kNN memory bank) and
+    ``test_images`` labeled test images, at the recipe's image size; the same for every seed."""
     recipe = get_recipe(method, profile)
     sizes = get_profile(profile, device="cpu")  # the data: dataset (COURSEKIT_DATASET applies), images
     bank = load_images(sizes.dataset, "train", n=train_images or sizes.num_train, image_size=recipe.image_size, seed=0)
     test = load_images(sizes.dataset, "test", n=test_images, image_size=recipe.image_size, seed=0)
+    return bank, test
+
+
+def run_one(method: str, profile: str, seed: int, test_images: int, device: torch.device,
+            epochs: int | None, train_images: int | None, keep_checkpoint: bool = False) -> dict:
+    """Pretrain ``method`` with its recipe under ``seed``; -> build_report's dict (plus cpu_seconds)."""
+    recipe = get_recipe(method, profile)
+    sizes = get_profile(profile, device="cpu")
+    bank, test = evaluation_data(method, profile, test_images, train_images)
     torch.manual_seed(seed)
     backbone = recipe.build_backbone()
     random_init = protocol_scores(copy.deepcopy(backbone), recipe.protocol, bank, test, device, seed)
