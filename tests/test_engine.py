@@ -117,6 +117,52 @@ def test_build_method_names_the_options_it_has():
         build_method("simclr", build_backbone("resnet18", width=2), queue_size=10)
 
 
+def predictor_and_rest_deltas(tmp_path, predictor_lr):
+    """One plain-SGD step of a tiny BYOL -> (mean |change| of the predictor, of the backbone)."""
+    method = tiny_method("byol", predictor_lr=predictor_lr)
+    before = {name: p.detach().clone() for name, p in method.named_parameters()}
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.01, optimizer="sgd", momentum=0.0, weight_decay=0.0,
+                         precision="fp32")
+    fit(method, tiny_images(8), config, tmp_path / str(predictor_lr), progress=False)
+    change = {name: (p.detach() - before[name]).abs().mean().item() for name, p in method.named_parameters()
+              if p.requires_grad}
+    predictor = [value for name, value in change.items() if name.startswith("prediction_head.")]
+    rest = [value for name, value in change.items() if not name.startswith("prediction_head.")]
+    return sum(predictor) / len(predictor), sum(rest) / len(rest)
+
+
+def test_byol_predictor_lr_multiplies_the_predictors_step_only(tmp_path):
+    # the same seed and data, so the gradients of the first step are the same: with plain SGD the
+    # predictor's change scales with its learning rate, the rest's does not change
+    predictor_1, rest_1 = predictor_and_rest_deltas(tmp_path, 1.0)
+    predictor_10, rest_10 = predictor_and_rest_deltas(tmp_path, 10.0)
+    assert predictor_1 > 0
+    assert predictor_10 / predictor_1 == pytest.approx(10.0, rel=1e-3)
+    assert rest_10 == pytest.approx(rest_1, rel=1e-5)
+
+
+def test_build_optimizer_puts_every_parameter_in_one_group_at_its_rate():
+    method = tiny_method("byol", predictor_lr=4.0)
+    optimizer = build_optimizer(method, TrainConfig(lr=0.5))
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    listed = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert len(listed) == len(set(listed))  # no parameter twice
+    for name, p in method.named_parameters():
+        if not p.requires_grad:
+            assert id(p) not in lr_of  # the EMA target is not optimized
+            continue
+        assert lr_of[id(p)] == (2.0 if name.startswith("prediction_head.") else 0.5), name
+
+
+def test_bad_learning_rate_multipliers_are_refused():
+    with pytest.raises(ValueError, match="predictor_lr must be > 0"):
+        tiny_method("byol", predictor_lr=0.0)
+    method = tiny_method("simclr")
+    method.lr_scales = lambda: {"no_such_head": 2.0}
+    with pytest.raises(ValueError, match="'no_such_head' -> 2.0 must name a submodule"):
+        build_optimizer(method, TrainConfig())
+
+
 def test_dino_keeps_its_prototypes_fixed_during_the_first_epoch():
     method = tiny_method("dino", freeze_last_layer=1.0)
     last_layer = method.head.last_layer.parametrizations.weight.original1  # weight_v, [out_dim, bottleneck]

@@ -167,14 +167,25 @@ class History:
 
 def build_optimizer(method: nn.Module, config: TrainConfig, device: torch.device | str | None = None) -> torch.optim.Optimizer:
     """AdamW or SGD over the trainable parameters (fused on CUDA); matrices and kernels decay,
-    biases and norm weights (1-D parameters) do not. ``device``: where the parameters are
-    (default: where the method's first parameter is)."""
+    biases and norm weights (1-D parameters) do not. A method's ``lr_scales()`` (see
+    ``coursekit.methods.Method``) gives some submodules a multiple of ``config.lr``.
+    ``device``: where the parameters are (default: where the method's first parameter is)."""
     device = module_device(method) if device is None else device
+    scales = method.lr_scales() if hasattr(method, "lr_scales") else {}
+    scale_of = {}  # id(parameter) -> its learning-rate multiplier
+    for name, scale in scales.items():
+        if not isinstance(getattr(method, name, None), nn.Module) or not scale > 0:
+            raise ValueError(f"lr_scales() of {type(method).__name__}: {name!r} -> {scale!r} must name a submodule "
+                             "and a multiplier > 0")
+        scale_of.update({id(p): scale for p in getattr(method, name).parameters()})
     trainable = [p for p in method.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trainable if p.ndim > 1], "weight_decay": config.weight_decay},
-        {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0},
-    ]
+    groups = []
+    for scale in sorted({1.0, *scale_of.values()}):
+        mine = [p for p in trainable if scale_of.get(id(p), 1.0) == scale]
+        groups += [
+            {"params": [p for p in mine if p.ndim > 1], "weight_decay": config.weight_decay, "lr": config.lr * scale},
+            {"params": [p for p in mine if p.ndim <= 1], "weight_decay": 0.0, "lr": config.lr * scale},
+        ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, **fused_if_cuda(device))
     return torch.optim.AdamW(groups, lr=config.lr, **fused_if_cuda(device))

@@ -79,6 +79,12 @@ class Method(nn.Module):
         """The backbone to evaluate and transfer after pretraining (``pretrained_backbone_name``)."""
         return getattr(self, self.pretrained_backbone_name)
 
+    def lr_scales(self) -> dict[str, float]:
+        """Learning-rate multipliers by submodule attribute name (BYOL's ``{"prediction_head": 10.0}``):
+        ``engine.build_optimizer`` trains those parameters at that multiple of the configured rate,
+        the schedule applying to all alike. None by default: every parameter at the configured rate."""
+        return {}
+
     def hparams(self) -> dict:
         """The constructor options (not the backbone), as a checkpoint must match them; the views
         as their ``repr`` (a recipe's repr lists every parameter)."""

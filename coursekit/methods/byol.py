@@ -41,13 +41,20 @@ class BYOL(Method):
     Ablations (lesson 04's collapse demo): ``predictor=False`` drops the predictor (p = z of the
     online projector); ``ema=False`` makes the target a copy of the online network after every
     step (momentum 0: the target is the online network behind a stop-gradient).
+    ``predictor_lr``: the predictor's learning rate as a multiple of the rest's. The predictor
+    chases a target that moves; when it learns faster than the encoder it stays near its best
+    answer, which is what keeps BYOL from collapsing (Tian et al. 2021, "Understanding
+    self-supervised learning dynamics without contrastive pairs"; SimSiam keeps its predictor's
+    rate constant for the same reason). On short runs the encoder learns sooner with 10.
     ``views``: the recipe (default ``BYOLViews(image_size)``).
     """
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, momentum: float = 0.99,
                  hidden_dim: int | None = None, out_dim: int = 128, predictor: bool = True,
-                 ema: bool = True, views: Views | None = None):
+                 ema: bool = True, predictor_lr: float = 1.0, views: Views | None = None):
         super().__init__()
+        if not predictor_lr > 0:
+            raise ValueError(f"predictor_lr must be > 0 (a multiple of the learning rate), got {predictor_lr!r}")
         width = hidden_dim or 4 * backbone.feature_dim
         self.backbone = backbone
         self.projection_head = ProjectionHead(backbone.feature_dim, width, out_dim)
@@ -56,7 +63,11 @@ class BYOL(Method):
         self.target_projection_head = make_target(self.projection_head)
         self.views = views if views is not None else BYOLViews(image_size)
         self.image_size, self.momentum, self.hidden_dim, self.out_dim = image_size, momentum, hidden_dim, out_dim
-        self.predictor, self.ema = predictor, ema
+        self.predictor, self.ema, self.predictor_lr = predictor, ema, predictor_lr
+
+    def lr_scales(self) -> dict[str, float]:
+        """The predictor at ``predictor_lr`` times the learning rate (nothing when it is 1)."""
+        return {} if self.predictor_lr == 1.0 else {"prediction_head": self.predictor_lr}
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> online predictions p [N, out_dim]."""
