@@ -15,7 +15,8 @@ view options (crop scale, jitter strength, color on or off), plus the evaluation
 suits the method (kNN for the joint-embedding methods, a linear probe for MAE).
 
 How the demo recipes were chosen (Fashion-MNIST, 4,096 images, ResNet-18 of width 16, a 2-core
-CPU, at most 300 CPU-seconds of pretraining each; ``benchmarks/knn_methods.py`` measures them,
+CPU, pretraining within 5 minutes of wall time on the idle machine, at most about 400 CPU-seconds
+at one thread; ``benchmarks/knn_methods.py`` measures them,
 the README's "Measured results" shows what was measured and what was not):
 
 - Fashion-MNIST is gray: saturation, hue and random grayscale do nothing (``color=False``).
