@@ -66,8 +66,8 @@ class BYOL(Method):
         self.predictor, self.ema, self.predictor_lr = predictor, ema, predictor_lr
 
     def lr_scales(self) -> dict[str, float]:
-        """The predictor at ``predictor_lr`` times the learning rate (nothing when it is 1)."""
-        return {} if self.predictor_lr == 1.0 else {"prediction_head": self.predictor_lr}
+        """The predictor at ``predictor_lr`` times the learning rate."""
+        return {"prediction_head": self.predictor_lr}
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> online predictions p [N, out_dim]."""
