@@ -14,7 +14,9 @@ NCCL on CUDA; ``--batch-size`` is per process); rank 0 writes the checkpoint and
 and prints. At the end rank 0 prints the weighted kNN accuracy (k=200, temperature 0.1) of the
 backbone on the dataset's test split (and the linear-probe accuracy when the recipe's protocol
 is "linear", as for MAE); ``--report FILE`` also writes them, with the same backbone's accuracies
-at its random initialization, as JSON.
+at its random initialization, as JSON, and a ``"verdict"``: ``"ok"``, or ``"collapsed"`` when the
+run ended collapsed (the embeddings' spread near 0, or DINO's teacher output uniform:
+``coursekit.engine.collapse``; the signs are under ``"collapse"`` and printed as a warning).
 
 ``--seed`` decides everything: the initial weights (built from a generator seeded by the seed),
 the images picked, their order, the augmentations. The same command gives the same checkpoint,
@@ -475,7 +477,8 @@ def run(args: argparse.Namespace) -> int:
             report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
                                   seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
                                   num_images=plan.num_images, num_test=0 if test_set is None else len(test_set),
-                                  processes=world)
+                                  processes=world, verdict="collapsed" if history.collapsed else "ok",
+                                  collapse=history.collapse)
             args.report.write_text(json.dumps(report, indent=2))
             print(f"report written to {args.report}")
     if distributed.is_distributed():

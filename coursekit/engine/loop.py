@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from coursekit.engine import distributed
 from coursekit.engine.batches import Data, StepIndexBatches, check_data, data_fingerprint, step_batches
 from coursekit.engine.checkpoint import check_settings, load_checkpoint, save_checkpoint
+from coursekit.engine.collapse import collapse_signs, collapse_warning
 from coursekit.engine.device import PRECISIONS, module_device, resolve_precision, use_channels_last
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
@@ -141,6 +142,8 @@ class History:
     about 1/sqrt(D) when healthy and 0 when collapsed; DINO adds ``teacher_entropy`` and
     ``teacher_student_kl``), logged at the steps in ``metrics_step``.
     Per epoch: ``epoch_loss`` (mean of the epoch's step losses).
+    At the end: ``collapse``, the signs of collapse in the last logged window
+    (``coursekit.engine.collapse``; empty for a healthy run).
     """
 
     step: list[int] = field(default_factory=list)
@@ -151,6 +154,12 @@ class History:
     epoch_loss: list[float] = field(default_factory=list)
     metrics_step: list[int] = field(default_factory=list)
     metrics: dict[str, list[float]] = field(default_factory=dict)
+    collapse: list[str] = field(default_factory=list)
+
+    @property
+    def collapsed(self) -> bool:
+        """Whether the run ended collapsed (see ``collapse``)."""
+        return bool(self.collapse)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -404,15 +413,25 @@ def _fit(method, data, config, checkpoint_dir, resume, progress, device, setting
                             img_s=f"{history.images_per_sec[-1]:.0f}")
         if end_of_epoch:
             history.epoch_loss.append(sum(history.loss[-steps_per_epoch:]) / steps_per_epoch)
+        if step == total_steps:  # the verdict on how the run ends, saved with its last checkpoint
+            history.collapse = final_collapse_signs(history, method)
         if checkpoint_due and path is not None and rank == 0:
             save_checkpoint(path, training_state(method, optimizer_step, history, step, total_steps, run, device))
         bar.update()
         if on_step is not None:
             on_step(step)
     bar.close()
+    if history.collapse and rank == 0:
+        print(collapse_warning(history.collapse))
     if distributed.is_distributed():
         dist.barrier()  # rank 0's checkpoint is on disk before any process returns
     return history, status
+
+
+def final_collapse_signs(history: History, method: nn.Module) -> list[str]:
+    """The signs of collapse in the run's last logged window (``coursekit.engine.collapse``)."""
+    last = {name: values[-1] for name, values in history.metrics.items() if values}
+    return collapse_signs(last, getattr(method, "embedding_dim", None), getattr(method, "teacher_outputs", None))
 
 
 class LogWindow:

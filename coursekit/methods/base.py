@@ -64,10 +64,22 @@ class Method(nn.Module):
     def on_after_step(self, progress: float) -> None:
         """After each optimizer step; progress = steps done / total steps, in (0, 1]. Nothing by default."""
 
-    def record(self, **values: Tensor) -> None:
+    # D of the embedding whose spread ``embedding_std`` measures (set by ``record``) and, for a
+    # method with a softmax teacher (DINO), K, the number of its outputs: what ``fit`` needs to tell
+    # a collapsed run (``coursekit.engine.collapse``).
+    embedding_dim: int | None = None
+    teacher_outputs: int | None = None
+
+    def record(self, embedding: Tensor, **values: Tensor) -> None:
         """Keep statistics of this training step for the loop to log (``step_metrics``), as
-        detached 0-d tensors: they stay on the device, the loop copies them once per log window."""
-        self.step_metrics = {name: value.detach().float() for name, value in values.items()}
+        detached 0-d tensors: they stay on the device, the loop copies them once per log window.
+
+        embedding: [N, D], the embedding the loss acts on; its spread is logged as ``embedding_std``
+            (every method's collapse statistic). values: the method's other statistics.
+        """
+        self.embedding_dim = embedding.shape[1]
+        self.step_metrics = {"embedding_std": embedding_std(embedding),
+                             **{name: value.detach().float() for name, value in values.items()}}
 
     # The attribute holding the backbone to evaluate and transfer after pretraining (its tensors are
     # "<name>.*" in the method's state_dict): the trained ``backbone``, unless the method's teacher is

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.augment import BYOLViews, Views
-from coursekit.methods.base import Method, embedding_std
+from coursekit.methods.base import Method
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import PredictionHead, ProjectionHead
 
@@ -85,7 +85,7 @@ class BYOL(Method):
         online = self.projection_head(self.backbone(both))  # [2N, out_dim]
         p1, p2 = self.prediction_head(online).chunk(2)  # 2 x [N, out_dim]
         z1, z2 = self.target(both).chunk(2)  # 2 x [N, out_dim]
-        self.record(embedding_std=embedding_std(online[:len(view1)]))
+        self.record(online[:len(view1)])
         return (regression_loss(p1, z2) + regression_loss(p2, z1)) / 2
 
     def on_after_step(self, progress: float) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import DINOViews, Views
-from coursekit.methods.base import Method, embedding_std
+from coursekit.methods.base import Method
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import DINOHead
 
@@ -133,6 +133,7 @@ class DINO(Method):
         self.register_load_state_dict_post_hook(_read_progress)
         self.views = views if views is not None else DINOViews(image_size, local_size, n_local)
         self.image_size, self.local_size, self.n_local, self.out_dim = image_size, local_size, n_local, out_dim
+        self.teacher_outputs = out_dim  # its entropy reaches ln(out_dim) when the teacher's output goes uniform
         self.student_temp, self.teacher_temp = student_temp, teacher_temp
         self.warmup_teacher_temp, self.warmup_fraction = warmup_teacher_temp, warmup_fraction
         self.center_momentum, self.momentum = center_momentum, momentum
@@ -175,7 +176,7 @@ class DINO(Method):
         the teacher's entropy) goes to 0 in both. Plus the spread of the student's embedding."""
         probs = F.softmax((torch.cat(teacher_out).float() - self.center) / temp, dim=-1)  # [2N, K]
         entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-        self.record(embedding_std=embedding_std(student_out[0]), teacher_entropy=entropy,
+        self.record(student_out[0], teacher_entropy=entropy,
                     teacher_student_kl=loss.detach().float() - entropy)
 
     def on_before_optimizer_step(self, epoch: float) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from coursekit.augment import MAEViews, Views, denormalize, normalize, to_float
-from coursekit.methods.base import Method, embedding_std
+from coursekit.methods.base import Method
 from coursekit.models.vit import Block
 
 
@@ -171,7 +171,7 @@ class MAE(Method):
         """images: uint8 [N, C, H, W] -> MSE on the removed patches of one random view."""
         (view,) = self.views(images, generator)  # [N, C, S, S]
         pred, mask, cls = self._encode_decode(view, generator)
-        self.record(embedding_std=embedding_std(cls))
+        self.record(cls)
         return mae_loss(pred, patchify(view, self.backbone.patch_size), mask, self.norm_pix)
 
     @torch.no_grad()

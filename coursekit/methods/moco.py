@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews, Views
-from coursekit.methods.base import Method, embedding_std
+from coursekit.methods.base import Method
 from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
 from coursekit.models import ProjectionHead
 
@@ -108,7 +108,7 @@ class MoCo(Method):
         q = torch.cat([self.query(chunk) for chunk in view_q.chunk(self.bn_groups)])  # [N, out_dim]
         k = _shuffled_group_forward(self.key, view_k, self.bn_groups, generator)  # [N, out_dim]
         loss = infonce(q, k, self.queue.clone(), self.temperature)
-        self.record(embedding_std=embedding_std(q))
+        self.record(q)
         if self.training:
             self._enqueue(k)
         return loss

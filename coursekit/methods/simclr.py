@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews, Views
-from coursekit.methods.base import Method, embedding_std
+from coursekit.methods.base import Method
 from coursekit.models import ProjectionHead
 
 
@@ -89,5 +89,5 @@ class SimCLR(Method):
         """images: uint8 [N, C, H, W] -> NT-Xent of the two views' projections."""
         view1, view2 = self.views(images, generator)  # 2 x [N, C, S, S]
         z1, z2 = self(torch.cat([view1, view2])).chunk(2)  # 2 x [N, out_dim]
-        self.record(embedding_std=embedding_std(z1))
+        self.record(z1)
         return gathered_nt_xent(z1, z2, self.temperature)
