@@ -21,6 +21,12 @@ def default_normalize(images: Tensor) -> Tensor:
     return augment.normalize(augment.to_float(images))
 
 
+def pixel_features(images: Tensor) -> Tensor:
+    """The raw-pixel baseline: uint8 [N, 3, H, W] -> the normalized pixels as features [N, 3 * H * W].
+    What any backbone must beat: no network, no training."""
+    return default_normalize(images).flatten(1)
+
+
 def check_labels(labels: Tensor, name: str, length: int) -> None:
     if not isinstance(labels, Tensor) or labels.dtype != torch.long or labels.shape != (length,):
         got = f"{labels.dtype} {list(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
