@@ -3,6 +3,7 @@
     coursekit export --checkpoint-dir runs/yolo11n-dino --format ultralytics --out yolo11n_dino.pt
     yolo train model=yolo11n_dino.pt data=my_data.yaml epochs=50      # ultralytics keeps the weights
     coursekit export --checkpoint-dir runs/simclr --format state_dict --out simclr_backbone.pt
+    coursekit export --pretrained fmnist-simclr --format state_dict --out simclr_long.pt  # a shipped long run
 
 Formats:
 
@@ -36,7 +37,10 @@ STATE_DICT_FORMAT = "coursekit-backbone"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint-dir", type=Path, required=True, help="the folder of a coursekit pretrain run")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint-dir", type=Path, help="the folder of a coursekit pretrain run")
+    source.add_argument("--pretrained", metavar="NAME",
+                        help="a long run shipped with the course (coursekit.pretrained.entries(): fmnist-simclr, ...)")
     parser.add_argument("--format", choices=FORMATS, required=True,
                         help="ultralytics: a YOLO .pt to fine-tune (YOLO backbones); state_dict: the backbone's tensors")
     parser.add_argument("--out", type=Path, required=True, help="the file to write (.pt)")
@@ -85,13 +89,31 @@ def export_ultralytics(backbone: nn.Module, name: str, out: Path) -> dict:
     return report
 
 
+def shipped_backbone(name: str) -> tuple[nn.Module, dict]:
+    """A long run shipped with the course (``coursekit.pretrained``) -> (backbone, run info as
+    ``pretrained_backbone`` gives it)."""
+    from coursekit import pretrained
+
+    try:
+        found = pretrained.entry(name)
+        backbone = pretrained.load(name)
+    except pretrained.PretrainedError as error:
+        raise UsageError(f"--pretrained: {error}") from None
+    info = {"backbone": found["backbone"], "kwargs": found["backbone_kwargs"], "method": found["method"],
+            "step": found["steps"], "total_steps": found["steps"]}
+    return backbone, info
+
+
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".pt":
         raise UsageError(f"--out must be a .pt file; got {args.out}")
-    if not (args.checkpoint_dir / CHECKPOINT_NAME).is_file():
+    if args.pretrained is not None:
+        backbone, info = shipped_backbone(args.pretrained)
+    elif not (args.checkpoint_dir / CHECKPOINT_NAME).is_file():
         raise UsageError(f"--checkpoint-dir {args.checkpoint_dir} holds no {CHECKPOINT_NAME} "
                          f"(the folder given to coursekit pretrain --checkpoint-dir)")
-    backbone, info = pretrained_backbone(args.checkpoint_dir)
+    else:
+        backbone, info = pretrained_backbone(args.checkpoint_dir)
     name = info["backbone"]
     if args.format == "ultralytics" and name not in YOLO_BACKBONES:
         raise UsageError(f"--format ultralytics needs a YOLO backbone (yolo11n ... yolo12x); this run trained {name}: "

@@ -1,0 +1,97 @@
+"""Long runs shipped with the course: what the recipes reach with an hour of compute, offline.
+
+A lesson can train a method for five minutes in class; it cannot show what the same recipe reaches
+with ten times the compute. So the course ships such runs, made by ``coursekit pretrain`` (the exact
+command, seed, commit, device and seconds of each are in ``manifest.json`` beside this file), as
+data-only safetensors files of the backbone's tensors in fp16 (nothing is unpickled, no code runs
+on load)::
+
+    from coursekit import pretrained
+    for entry in pretrained.entries():
+        print(entry["name"], entry["method"], entry["metrics"])
+    backbone = pretrained.load("fmnist-simclr")   # an nn.Module in eval mode: backbone(x) -> [N, D]
+
+``load`` checks the file's SHA-256 against the manifest before reading it, so a damaged or
+swapped file is refused. ``coursekit export --pretrained NAME`` writes one for other tools.
+``scripts/ship_pretrained.py`` turns a finished run into an entry and measures its metrics.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from coursekit.models import build_backbone
+
+FOLDER = Path(__file__).parent
+MANIFEST = FOLDER / "manifest.json"
+ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "epochs", "seed", "command",
+                "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
+
+
+class PretrainedError(ValueError):
+    """An unknown entry, or a shipped file that is missing or does not match its manifest."""
+
+
+def read_manifest() -> dict:
+    """The manifest: ``{"entries": [entry, ...], "baselines": {...}}`` (empty when none is shipped)."""
+    if not MANIFEST.is_file():
+        return {"entries": [], "baselines": {}}
+    return json.loads(MANIFEST.read_text())
+
+
+def entries() -> list[dict]:
+    """Every shipped run, as its manifest entry (``ENTRY_FIELDS``)."""
+    return read_manifest()["entries"]
+
+
+def entry(name: str) -> dict:
+    """The manifest entry called ``name``; PretrainedError naming the shipped ones otherwise."""
+    for candidate in entries():
+        if candidate["name"] == name:
+            return candidate
+    names = ", ".join(e["name"] for e in entries()) or "none"
+    raise PretrainedError(f"no shipped run called {name!r}; shipped: {names}")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weights(name: str) -> dict[str, torch.Tensor]:
+    """The backbone tensors of entry ``name`` as stored (fp16 floats), after checking the file's SHA-256."""
+    from safetensors.torch import load_file
+
+    found = entry(name)
+    path = FOLDER / found["file"]
+    if not path.is_file():
+        raise PretrainedError(f"{name}: its weights {path} are missing (reinstall coursekit)")
+    if file_sha256(path) != found["sha256"]:
+        raise PretrainedError(f"{name}: {path} does not match the SHA-256 in the manifest (damaged or replaced): "
+                              f"reinstall coursekit")
+    return load_file(path)
+
+
+def load(name: str) -> nn.Module:
+    """The backbone of shipped run ``name`` with its weights (fp32), in eval mode."""
+    found = entry(name)
+    backbone = build_backbone(found["backbone"], **found["backbone_kwargs"])
+    backbone.load_state_dict({key: value.to(backbone.state_dict()[key].dtype) for key, value in weights(name).items()})
+    return backbone.eval()
+
+
+def save_weights(backbone: nn.Module, path: Path) -> str:
+    """Write ``backbone``'s tensors to ``path`` as safetensors (floats in fp16) -> the file's SHA-256."""
+    from safetensors.torch import save_file
+
+    tensors = {key: (value.half() if value.is_floating_point() else value).contiguous()
+               for key, value in backbone.state_dict().items()}
+    save_file(tensors, path)
+    return file_sha256(path)
+
+
+__all__ = ["PretrainedError", "entries", "entry", "load", "weights", "save_weights", "read_manifest", "MANIFEST",
+           "ENTRY_FIELDS"]
