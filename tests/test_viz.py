@@ -130,3 +130,20 @@ def test_detection_and_segmentation_pictures(shapes):
     assert _drawn(fig) and len(fig.axes) == 4 * 3
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == list(shapes.classes) + ["background (no color)", "ignored"]
+
+
+def test_grouped_bars_draws_each_series_with_its_spread_and_an_axis_that_shows_the_gaps():
+    series = {"raw pixels": ([0.70, 0.78], [0.01, 0.02]), "long run": ([0.74, 0.84], [0.02, 0.01])}
+    figure = viz.grouped_bars(["10 per class", "100 per class"], series, ylabel="accuracy", title="probe")
+    ax = figure.axes[0]
+    heights = sorted(round(patch.get_height(), 2) for patch in ax.patches)
+    assert heights == [0.70, 0.74, 0.78, 0.84]  # one bar per series and group, at its mean
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["raw pixels", "long run"]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["10 per class", "100 per class"]
+    low, high = ax.get_ylim()
+    assert 0.6 <= low < 0.69 and 0.85 <= high <= 0.9  # the lowest bar less its std, less 0.05; not from 0
+    bars = [container for container in ax.containers if hasattr(container, "errorbar")]
+    assert len(bars) == 2 and all(container.errorbar is not None for container in bars)  # each with its spread
+    plt.close(figure)
+    with pytest.raises(ValueError, match="one mean and one std per group"):
+        viz.grouped_bars(["a", "b"], {"x": ([0.5], [0.1])}, ylabel="accuracy")
