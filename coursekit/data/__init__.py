@@ -3,6 +3,7 @@
 | name | splits | source |
 |---|---|---|
 | ``shapes`` | train, test | procedural (``shapes.py``): labels, boxes and masks, offline |
+| ``scenes`` | train, test, unlabeled | procedural (``scenes.py``): objects in clutter, boxes and masks, offline |
 | ``fashion_mnist`` | train, test | local IDX files or a download (``fashion_mnist.py``) |
 | ``cifar10`` | train, test | torchvision download (``downloads.py``) |
 | ``stl10`` | train, test, unlabeled | torchvision download |
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .downloads import DatasetUnavailableError, data_root, load_cifar10, load_pets, load_stl10
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .shapes import SHAPE_CLASSES, make_shapes
+from .scenes import SCENE_CLASSES, make_scenes
 from .images import ImageSet, resize_images
 from .subsets import seeded_first, stratified_subset
 from .yolo_export import export_yolo
@@ -30,6 +34,7 @@ from .coco import coco_to_yolo, export_coco
 
 SPLITS = {
     "shapes": ("train", "test"),
+    "scenes": ("train", "test", "unlabeled"),
     "fashion_mnist": ("train", "test"),
     "cifar10": ("train", "test"),
     "stl10": ("train", "test", "unlabeled"),
@@ -38,6 +43,8 @@ SPLITS = {
 DATASET_NAMES = tuple(SPLITS)
 SHAPES_SPLIT_SIZES = {"train": 10000, "test": 2000}  # shapes images drawn when n is None
 SHAPES_DEFAULT_SIZE = 32
+SCENES_SPLIT_SIZES = {"train": 10000, "test": 2000, "unlabeled": 20000}  # scenes drawn when n is None
+SCENES_DEFAULT_SIZE = 64
 _IN_MEMORY_LOADERS = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10, "stl10": load_stl10}
 
 
@@ -57,10 +64,12 @@ def load_images(name: str, split: str = "train", n: int | None = None, image_siz
         split: one of ``SPLITS[name]``.
         n: number of images: the first ``n`` after a shuffle seeded by ``seed`` (all, shuffled, if None).
             For ``shapes``, ``n`` images are drawn (``SHAPES_SPLIT_SIZES[split]`` if None); train and
-            test are drawn from different seeds.
+            test are drawn from different seeds. Likewise for ``scenes`` (``SCENES_SPLIT_SIZES``), whose
+            ``unlabeled`` split (a third seed stream) has labels -1 and no boxes or masks.
         image_size: resize to ``image_size x image_size`` (bilinear, antialiased); None keeps the
-            native size (shapes: 32). Required for ``pets``, whose photos come in many sizes.
-        seed: picks the images (for shapes: draws them).
+            native size (shapes: 32, scenes: 64; both are drawn at the size asked). Required for
+            ``pets``, whose photos come in many sizes.
+        seed: picks the images (for shapes and scenes: draws them).
         root: data folder; default ``data_root()``.
 
     Raises:
@@ -72,6 +81,13 @@ def load_images(name: str, split: str = "train", n: int | None = None, image_siz
         split_seed = 2 * seed + SPLITS["shapes"].index(split)
         count = SHAPES_SPLIT_SIZES[split] if n is None else n
         return make_shapes(count, SHAPES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
+    if name == "scenes":
+        split_seed = 3 * seed + SPLITS["scenes"].index(split)
+        count = SCENES_SPLIT_SIZES[split] if n is None else n
+        scenes = make_scenes(count, SCENES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
+        if split == "unlabeled":
+            scenes = ImageSet(scenes.images, torch.full((count,), -1, dtype=torch.long), scenes.classes)
+        return scenes
     if name == "pets":
         return load_pets(split, image_size, n=n, seed=seed, root=root)
     full = _IN_MEMORY_LOADERS[name](split, root)
@@ -82,7 +98,8 @@ def load_images(name: str, split: str = "train", n: int | None = None, image_siz
 
 
 __all__ = [
-    "DATASET_NAMES", "SPLITS", "SHAPE_CLASSES", "FASHION_MNIST_CLASSES", "ImageSet", "DatasetUnavailableError",
-    "load_images", "make_shapes", "data_root", "stratified_subset", "export_yolo", "resize_images",
+    "DATASET_NAMES", "SPLITS", "SHAPE_CLASSES", "SCENE_CLASSES", "FASHION_MNIST_CLASSES", "ImageSet",
+    "DatasetUnavailableError",
+    "load_images", "make_shapes", "make_scenes", "data_root", "stratified_subset", "export_yolo", "resize_images",
     "export_coco", "coco_to_yolo",
 ]
