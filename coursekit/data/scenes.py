@@ -23,8 +23,10 @@ instance id, and its visible pixels are 255 ("don't know", ignored by ``train_se
 
 Everything is drawn with vectorized torch ops in blocks of ``BLOCK`` images whose generators depend
 only on ``(seed, block)``: the same seed gives the same images, and the first ``n`` images do not
-depend on how many are asked for. Speed on the course's 2-core CPU: 2,000 images of 64 px in about
-1.1 s (4.5 s at 128 px).
+depend on how many are asked for; blocks are drawn in parallel on torch's threads. Speed, measured
+on the course's 2-core CPU (while other runs kept it busy, so in CPU time): 2,000 images of 64 px
+cost about 4.5 CPU-seconds on one thread (about 14 at 128 px); objects and clutter are drawn only
+in a window around each of them.
 """
 from __future__ import annotations
 
