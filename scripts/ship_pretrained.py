@@ -117,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     random_init = build_backbone(info["backbone"], **info["kwargs"]).eval()
     entry["metrics"] = {"pretrained": backbone_metrics(pretrained.load(args.name), train, test),
                         "random_init": backbone_metrics(random_init, train, test)}
-    baselines = manifest.setdefault("baselines", {})
     key = f"{report['dataset']}-{image_size}px"
-    if key not in baselines:
-        baselines[key] = {"raw_pixels": scores(pixel_features(train.images), train.labels,
-                                               pixel_features(test.images), test.labels)}
+    baseline = None
+    if key not in pretrained.read_manifest().get("baselines", {}):
+        baseline = {"raw_pixels": scores(pixel_features(train.images), train.labels,
+                                         pixel_features(test.images), test.labels)}
+    manifest = pretrained.read_manifest()  # again: another run may have been shipped meanwhile
+    manifest["entries"] = [e for e in manifest["entries"] if e["name"] != args.name] + [entry]
+    if baseline is not None:
+        manifest.setdefault("baselines", {})[key] = baseline
     pretrained.MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
     print(json.dumps(entry["metrics"], indent=1))
     return 0
