@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from coursekit.evaluate import knn_accuracy, knn_neighbours, pixel_features
-from coursekit.evaluate.few_labels import few_label_accuracies, per_class_subset
+from coursekit.data.subsets import per_class_subset
+from coursekit.evaluate.few_labels import few_label_accuracies
 
 
 def test_knn_never_uses_more_neighbours_than_the_smallest_class_has():

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 import statistics
 
-import torch
 from torch import Tensor
 
+from coursekit.data.subsets import per_class_subset
 from coursekit.evaluate.features import check_features, check_labels, num_classes_of
 from coursekit.evaluate.knn import knn_accuracy
 from coursekit.evaluate.linear import linear_probe
 
 FEW_LABEL_PROTOCOLS = ("knn", "linear")
-
-
-def per_class_subset(labels: Tensor, per_class: int, seed: int) -> Tensor:
-    """Indices of ``per_class`` images of every class in ``labels`` (all of a class's images when it
-    has fewer), drawn without replacement by a generator seeded with ``seed``; sorted."""
-    if per_class < 1:
-        raise ValueError(f"per_class must be at least 1; got {per_class}")
-    generator = torch.Generator().manual_seed(seed)
-    labels = labels.cpu()
-    picked = []
-    for c in torch.unique(labels):
-        members = torch.nonzero(labels == c).flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
-    return torch.cat(picked).sort().values
 
 
 def few_label_accuracies(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
