@@ -31,6 +31,7 @@ import torch
 import common
 from coursekit.data import ImageSet, load_images
 from coursekit.engine import fit
+from coursekit.evaluate.few_labels import mean_and_std
 from coursekit.methods import METHODS
 from coursekit.profile import get_profile
 from coursekit.recipes import build_report, get_recipe, protocol_scores
@@ -78,11 +79,6 @@ def run_one(method: str, profile: str, seed: int, test_images: int, device: torc
                         num_test=len(test), first_loss=round(history.loss[0], 4),
                         last_epoch_loss=round(history.epoch_loss[-1], 4), load_average_1min_start=load_start,
                         load_average_1min_end=common.load_average())
-
-
-def mean_and_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def summarize(runs: list[dict], protocol: str) -> dict:

@@ -28,8 +28,8 @@ from coursekit.models import build_backbone
 
 FOLDER = Path(__file__).parent
 MANIFEST = FOLDER / "manifest.json"
-ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "epochs", "seed", "command",
-                "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
+ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "epochs", "steps", "seed",
+                "command", "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
 
 
 class PretrainedError(ValueError):
@@ -79,7 +79,8 @@ def load(name: str) -> nn.Module:
     """The backbone of shipped run ``name`` with its weights (fp32), in eval mode."""
     found = entry(name)
     backbone = build_backbone(found["backbone"], **found["backbone_kwargs"])
-    backbone.load_state_dict({key: value.to(backbone.state_dict()[key].dtype) for key, value in weights(name).items()})
+    dtypes = {key: value.dtype for key, value in backbone.state_dict().items()}  # fp16 back to the model's own
+    backbone.load_state_dict({key: value.to(dtypes[key]) for key, value in weights(name).items()})
     return backbone.eval()
 
 
