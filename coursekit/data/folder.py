@@ -1,9 +1,17 @@
 """Your own images: a folder of JPEG/PNG/WebP files streamed from disk, one decoded image per item.
 
 ``ImageFolder(root, image_size)`` scans ``root`` once (nested folders, ``.jpg .jpeg .png .webp`` in
-any letter case, sorted by relative path) and decodes nothing until an item is asked for, so memory
-does not grow with the number of images: ``engine.fit`` hands it to a ``DataLoader`` whose workers
-decode and resize, and the device-side views do the rest (as for in-memory images).
+any letter case, sorted by relative path) and decodes nothing until an item is asked for:
+``engine.fit`` hands it to a ``DataLoader`` whose workers decode and resize, and the device-side
+views do the rest (as for in-memory images). Every entry point that reads a folder goes through
+this class (``coursekit pretrain --data``, and so the lessons and exports of its runs).
+
+Memory per file: the file list is a ``PathList``, the relative paths encoded one after the other in
+one numpy byte array plus an array of offsets (about 35 bytes per file for paths like
+``part_012/sub_1/003456.png``), and the scan (``walk_images``) sorts one folder's entries at a time
+instead of the whole tree. A list of ``Path`` objects cost about 400 bytes per file, and the scan
+(``rglob``'s set of every path, a sort key per path) peaked at about 550 (tracemalloc,
+``tests/test_folder_memory.py``); ``benchmarks/folder_memory.py`` measures the command's peak RSS.
 
 Every item is uint8 ``[3, S, S]``:
 
@@ -22,7 +30,10 @@ counted in ``load_failures`` of the process that loaded it and warned about once
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +48,123 @@ NAMED_SKIPS = 5  # how many damaged files summary() names
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
+def walk_images(root: str | Path) -> Iterator[str]:
+    """Relative paths (``/``-separated) of the image files under ``root`` (any depth), by suffix
+    (case-insensitive), in sorted order, one at a time.
+
+    The order is that of sorting the whole list of relative paths, without ever holding it: each
+    folder's entries are sorted on their own, a subfolder as its name followed by ``/`` (so that
+    ``a.jpg`` comes before everything in ``a/``, as ``"a.jpg" < "a/b.jpg"``), and walked depth
+    first. What is held at a time is the sorted entries of the folders on the way down, not the
+    tree. As ``Path.rglob``: symbolic links to folders are not followed, to files they are;
+    folders that cannot be read are passed over.
+    """
+    def entries(folder: str) -> list[tuple[str, bool]]:
+        """(sort key, is a folder) of the folder's subfolders and image files."""
+        found = []
+        try:
+            with os.scandir(folder) as scan:
+                for entry in scan:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            found.append((entry.name + "/", True))
+                        elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                            found.append((entry.name, False))
+                    except OSError:
+                        continue
+        except (PermissionError, FileNotFoundError, NotADirectoryError):
+            return []
+        found.sort()
+        return found
+
+    root = os.fspath(root)
+    stack = [("", iter(entries(root)))]  # (relative folder with its "/", its remaining entries)
+    while stack:
+        prefix, remaining = stack[-1]
+        entry = next(remaining, None)
+        if entry is None:
+            stack.pop()
+        elif entry[1]:
+            stack.append((prefix + entry[0], iter(entries(os.path.join(root, prefix + entry[0])))))
+        else:
+            yield prefix + entry[0]
+
+
 def find_images(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (any depth), by suffix (case-insensitive), sorted by relative path."""
+    """Image files under ``root`` (any depth), by suffix (case-insensitive), sorted by relative path
+    (``walk_images``), as a list of ``Path`` (``ImageFolder`` keeps them in a ``PathList`` instead)."""
     root = Path(root)
-    return sorted((p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                  key=lambda p: p.relative_to(root).as_posix())
+    return [root / relative for relative in walk_images(root)]
+
+
+class PathList(Sequence):
+    """Paths under one folder, stored compactly: their relative paths encoded (``os.fsencode``) one
+    after the other in one numpy byte array, with an array of offsets: about the length of the
+    relative path plus 8 bytes per file, where a list of ``Path`` objects costs several hundred
+    bytes per file (each a Python object with its parts, its string, its hash). ``paths[i]`` is a
+    fresh ``Path`` (``root / relative``); iteration and ``+`` (-> list) work as for a list.
+
+    Give the relative paths to the constructor, or ``append`` them one by one and then ``freeze()``,
+    which turns the growing buffers into numpy arrays (a DataLoader worker forked from the process
+    shares their pages copy-on-write: reference counting never writes to them).
+    """
+
+    def __init__(self, root: str | Path, relative: Iterable[str] | None = None):
+        self.root = Path(root)
+        self._bytes, self._offsets = bytearray(), array("q", [0])  # path i: _bytes[_offsets[i]:_offsets[i + 1]]
+        self._frozen = False
+        if relative is not None:
+            for path in relative:
+                self.append(path)
+            self.freeze()
+
+    def append(self, relative: str) -> None:
+        if self._frozen:
+            raise RuntimeError("PathList is frozen")
+        self._bytes += os.fsencode(relative)
+        self._offsets.append(len(self._bytes))
+
+    def freeze(self) -> "PathList":
+        """No more ``append``: the buffers become numpy arrays (views of them, not copies)."""
+        if not self._frozen:
+            self._bytes = np.frombuffer(self._bytes, dtype=np.uint8)
+            self._offsets = np.frombuffer(self._offsets, dtype=np.int64)
+            self._frozen = True
+        return self
+
+    def relative(self, index: int) -> str:
+        """The ``/``-separated path of item ``index`` relative to ``root``."""
+        count = len(self)
+        if not -count <= index < count:
+            raise IndexError(f"PathList index {index} out of range ({count} paths)")
+        index %= count
+        return os.fsdecode(bytes(self._bytes[self._offsets[index]:self._offsets[index + 1]]))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.root / self.relative(int(index))
+
+    def __iter__(self) -> Iterator[Path]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __add__(self, other) -> list[Path]:
+        return list(self) + list(other)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, (PathList, list, tuple)) and len(self) == len(other) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"PathList({str(self.root)!r}, {len(self)} paths)"
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its arrays hold."""
+        return len(self._bytes) + 8 * len(self._offsets)
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -92,8 +215,9 @@ class ImageFolder(Dataset):
     Attributes:
         root: the folder.
         image_size: ``S``.
-        paths: the valid files, sorted by relative path (``dataset[i]`` reads ``paths[i]``).
-        skipped: files the scan found damaged, sorted.
+        paths: the valid files, sorted by relative path (``dataset[i]`` reads ``paths[i]``), a
+            ``PathList`` (compact; indexing and iterating give ``Path`` objects).
+        skipped: files the scan found damaged, sorted (a ``PathList`` too).
         load_failures: files that failed to decode in this process (for in-process loading).
     """
 
@@ -103,15 +227,18 @@ class ImageFolder(Dataset):
             raise ValueError(f"--data: {root} is not a folder")
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-        files = find_images(root)
-        if not files:
-            raise ValueError(f"--data: no .jpg/.jpeg/.png/.webp files under {root}")
+        # One pass over the folder: each file is checked as the walk finds it and its relative path
+        # goes into a compact list, so that nothing of the scan is held per file but those bytes.
+        self.paths, self.skipped = PathList(root), PathList(root)
+        for relative in walk_images(root):
+            (self.paths if header_is_valid(root / relative) else self.skipped).append(relative)
+        self.paths.freeze(), self.skipped.freeze()
+        if not self.paths:
+            if not self.skipped:
+                raise ValueError(f"--data: no .jpg/.jpeg/.png/.webp files under {root}")
+            raise ValueError(f"--data: none of the {len(self.skipped)} image files under {root} can be read")
         self.root = root
         self.image_size = image_size
-        self.paths = [p for p in files if header_is_valid(p)]
-        self.skipped = sorted(set(files) - set(self.paths))
-        if not self.paths:
-            raise ValueError(f"--data: none of the {len(files)} image files under {root} can be read")
         self.load_failures: list[Path] = []
 
     def __len__(self) -> int:
@@ -133,9 +260,10 @@ class ImageFolder(Dataset):
         """What a checkpoint must agree on, without reading any pixels: the image count and size and
         a hash of the sorted relative paths with their byte sizes and modification times."""
         digest = hashlib.sha256()
-        for path in self.paths:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(self.root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        for index in range(len(self.paths)):
+            relative = self.paths.relative(index)
+            stat = (self.root / relative).stat()
+            digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         return {"num_images": len(self.paths), "shape": [3, self.image_size, self.image_size],
                 "files_sha256": digest.hexdigest()[:16]}
 
@@ -143,7 +271,7 @@ class ImageFolder(Dataset):
         """One line: how many images, and how many damaged files were skipped (the first few named)."""
         line = f"{len(self.paths)} images under {self.root}"
         if self.skipped:
-            names = ", ".join(p.relative_to(self.root).as_posix() for p in self.skipped[:NAMED_SKIPS])
+            names = ", ".join(self.skipped.relative(i) for i in range(min(NAMED_SKIPS, len(self.skipped))))
             more = f" and {len(self.skipped) - NAMED_SKIPS} more" if len(self.skipped) > NAMED_SKIPS else ""
             line += f"; skipped {len(self.skipped)} damaged file(s): {names}{more}"
         return line
