@@ -155,6 +155,24 @@ def test_export_yolo_layout_and_labels(tmp_path, shapes):
     assert all(len(p) >= 7 and len(p) % 2 == 1 and 0 <= min(p[1:]) and max(p[1:]) <= 1 for p in polygons)
 
 
+
+def test_export_yolo_with_a_separate_val_set(tmp_path, shapes):
+    train, val = shapes.subset(list(range(10))), shapes.subset(list(range(10, 16)))
+    export_yolo(train, tmp_path / "det", task="detect", val=val)
+    assert len(list((tmp_path / "det/images/train").glob("*.png"))) == 10
+    assert len(list((tmp_path / "det/images/val").glob("*.png"))) == 6
+    assert len(_read_labels(tmp_path / "det/labels/val")) == sum(len(b) for b in val.boxes)
+    # the first val image's label file holds its own boxes, normalized
+    first = [[float(v) for v in line.split()] for line in (tmp_path / "det/labels/val/000000.txt").read_text().splitlines()]
+    side = val.images.shape[-1]
+    x1, y1, x2, y2 = val.boxes[0][0].tolist()
+    assert first[0][0] == int(val.box_labels[0][0])
+    assert first[0][1:] == pytest.approx([(x1 + x2) / 2 / side, (y1 + y2) / 2 / side, (x2 - x1) / side, (y2 - y1) / side],
+                                         abs=1e-5)
+    unlabeled = ImageSet(images=val.images, labels=val.labels, classes=val.classes)
+    with pytest.raises(ValueError, match="val has no boxes"):
+        export_yolo(train, tmp_path / "bad", val=unlabeled)
+
 @pytest.mark.slow
 @pytest.mark.parametrize("task, model", [("detect", "yolo11n.yaml"), ("segment", "yolo11n-seg.yaml")])
 def test_ultralytics_trains_one_epoch_on_the_export(tmp_path, monkeypatch, task, model):

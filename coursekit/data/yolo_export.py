@@ -70,6 +70,13 @@ def _validation_split(count: int, val_fraction: float, seed: int) -> Tensor:
     return is_val
 
 
+def _check_exportable(data: ImageSet, task: str, name: str) -> None:
+    if data.boxes is None or data.box_labels is None:
+        raise ValueError(f"export_yolo: {name} has no boxes; export an ImageSet from make_shapes or make_scenes")
+    if task == "segment" and data.instances is None:
+        raise ValueError(f"export_yolo: task='segment' needs {name}.instances (object ids per pixel); got None")
+
+
 def _write_data_yaml(out_dir: Path, classes: list[str]) -> Path:
     names = "\n".join(f"  {i}: {json.dumps(name)}" for i, name in enumerate(classes))
     path = out_dir / "data.yaml"
@@ -79,7 +86,7 @@ def _write_data_yaml(out_dir: Path, classes: list[str]) -> Path:
 
 
 def export_yolo(data: ImageSet | Mapping, out_dir: str | Path, task: str = "detect", val_fraction: float = 0.2,
-                seed: int = 0) -> Path:
+                seed: int = 0, val: ImageSet | None = None) -> Path:
     """Export images with boxes (and instance masks for ``segment``) for ultralytics.
 
     Args:
@@ -89,6 +96,8 @@ def export_yolo(data: ImageSet | Mapping, out_dir: str | Path, task: str = "dete
         task: ``"detect"`` (boxes) or ``"segment"`` (polygons; needs ``data.instances``).
         val_fraction: share of images in the validation split (chosen at random with ``seed``).
         seed: seed of the train / val split.
+        val: a separate validation set (e.g. a test split): then all of ``data`` goes to ``train``,
+            all of ``val`` to ``val``, and ``val_fraction`` and ``seed`` are not used.
 
     Returns:
         the path of ``data.yaml``, ready for ``YOLO(...).train(data=...)``.
@@ -97,21 +106,26 @@ def export_yolo(data: ImageSet | Mapping, out_dir: str | Path, task: str = "dete
         raise ValueError(f"export_yolo: task must be one of {', '.join(TASKS)}; got {task!r}")
     if isinstance(data, Mapping):
         data = make_shapes(**data)
-    if data.boxes is None or data.box_labels is None:
-        raise ValueError("export_yolo: data has no boxes; export an ImageSet from make_shapes")
-    if task == "segment" and data.instances is None:
-        raise ValueError("export_yolo: task='segment' needs data.instances (object ids per pixel); got None")
+    _check_exportable(data, task, "data")
     out_dir = Path(out_dir)
-    is_val = _validation_split(len(data), val_fraction, seed)
-    height, width = data.image_size
-    for split in ("train", "val"):
+    if val is None:  # file names keep the image's index in data
+        is_val = _validation_split(len(data), val_fraction, seed)
+        names = {"train": torch.nonzero(~is_val).squeeze(1).tolist(), "val": torch.nonzero(is_val).squeeze(1).tolist()}
+        parts = {split: data.subset(indices) for split, indices in names.items()}
+    else:
+        _check_exportable(val, task, "val")
+        if val.classes != data.classes:
+            raise ValueError(f"export_yolo: val has classes {val.classes}, data has {data.classes}")
+        parts = {"train": data, "val": val}
+        names = {"train": list(range(len(data))), "val": list(range(len(val)))}
+    for split, part in parts.items():
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(len(data)), desc=f"export_yolo ({task})", leave=False):
-        split = "val" if is_val[i] else "train"
-        write_png(data.images[i].cpu(), str(out_dir / "images" / split / f"{i:06d}.png"))
-        boxes, labels = data.boxes[i].cpu(), data.box_labels[i].cpu()
-        lines = (_detection_lines(boxes, labels, width, height) if task == "detect"
-                 else _segmentation_lines(data.instances[i].cpu(), boxes, labels))
-        (out_dir / "labels" / split / f"{i:06d}.txt").write_text("".join(line + "\n" for line in lines))
+        height, width = part.image_size
+        for j, i in enumerate(tqdm(names[split], desc=f"export_yolo ({task}, {split})", leave=False)):
+            write_png(part.images[j].cpu(), str(out_dir / "images" / split / f"{i:06d}.png"))
+            boxes, labels = part.boxes[j].cpu(), part.box_labels[j].cpu()
+            lines = (_detection_lines(boxes, labels, width, height) if task == "detect"
+                     else _segmentation_lines(part.instances[j].cpu(), boxes, labels))
+            (out_dir / "labels" / split / f"{i:06d}.txt").write_text("".join(line + "\n" for line in lines))
     return _write_data_yaml(out_dir, data.classes)
