@@ -9,7 +9,7 @@ import coursekit.engine.collapse as collapse
 from coursekit.cli import main
 from coursekit.engine import TrainConfig, fit
 from coursekit.engine.checkpoint import load_checkpoint
-from coursekit.methods import Method
+from coursekit.methods import MAE, Method
 from coursekit.methods.dino import DINO
 from coursekit.models import build_backbone
 
@@ -97,3 +97,22 @@ def test_the_command_prints_the_warning_and_reports_the_verdict(tmp_path, capsys
     report = json.loads(collapsed_path.read_text())
     assert report["verdict"] == "collapsed" and "embeddings collapsed" in report["collapse"][0]
     assert "WARNING: this run collapsed" in capsys.readouterr().out
+
+
+def test_mae_is_judged_on_its_predictions():
+    """MAE collapses by predicting the same pixels for every image; its CLS token, which the loss never
+    trains, is no guide (a healthy MAE run on scenes ended with a CLS spread of 0.0026)."""
+    torch.manual_seed(0)
+    mae = MAE(build_backbone("vit_tiny", img_size=32, patch_size=8), image_size=32)
+    images = (torch.rand(16, 3, 32, 32) * 255).to(torch.uint8)
+
+    def signs():
+        with torch.no_grad():
+            mae.training_step(images, torch.Generator().manual_seed(0))
+        assert mae.embedding_dim == 8 * 8 * 3  # one predicted patch
+        return collapse.collapse_signs({k: float(v) for k, v in mae.step_metrics.items()}, mae.embedding_dim)
+
+    assert signs() == []
+    with torch.no_grad():
+        mae.decoder.pred.weight.zero_()  # every patch of every image gets the bias: one prediction for all
+    assert signs() and "embeddings collapsed" in signs()[0]
