@@ -37,6 +37,10 @@ from coursekit import pretrained
 from coursekit.cli.export import pretrained_backbone
 from coursekit.data import load_images
 from coursekit.engine import derived_seed
+from coursekit.engine.checkpoint import load_checkpoint
+from coursekit.engine.collapse import collapse_signs
+from coursekit.engine.loop import CHECKPOINT_NAME
+from coursekit.methods import build_method
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.evaluate.features import pixel_features
 from coursekit.evaluate.few_labels import few_label_accuracies, mean_and_std
@@ -75,6 +79,25 @@ def backbone_metrics(backbone, train, test) -> dict:
     return result
 
 
+def final_collapse_signs(checkpoint_dir: Path, report: dict, image_size: int, batch: int = 256) -> list[str]:
+    """The training loop's collapse check (``coursekit.engine.collapse``), measured by this code on the
+    run's final weights: the statistics of one training step (no update) on the first ``batch``
+    training images of its dataset. The loop's own verdict stays in the report; this one decides, so
+    that a run trained before a statistic was corrected (MAE's, once read on its CLS token, which
+    MAE's loss never trains) is judged by the corrected one."""
+    state = load_checkpoint(checkpoint_dir / CHECKPOINT_NAME)
+    extra = state["settings"]["extra"]
+    backbone = build_backbone(extra["backbone"], **extra.get("backbone_kwargs", {}))
+    method = build_method(report["method"], backbone, image_size=image_size, **report.get("method_options", {}))
+    method.load_state_dict(state["method"])
+    images = load_images(report["dataset"], "train", n=batch, image_size=image_size, seed=report["seed"]).images
+    with torch.no_grad():
+        method.training_step(images, torch.Generator().manual_seed(0))
+    metrics = {name: float(value) for name, value in method.step_metrics.items()}
+    print(f"final-weights collapse statistics: {metrics}")
+    return collapse_signs(metrics, method.embedding_dim, method.teacher_outputs)
+
+
 def cpu_seconds(time_log: Path) -> float:
     """User + system seconds from a ``/usr/bin/time -v`` log."""
     text = time_log.read_text(errors="replace")
@@ -94,24 +117,30 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report = json.loads(args.report.read_text())
-    if report.get("verdict", "ok") != "ok":
-        sys.exit(f"{args.name}: the run collapsed ({report['collapse']}): not shipped")
     backbone, info = pretrained_backbone(args.checkpoint_dir)
     if info["step"] != info["total_steps"]:
         sys.exit(f"{args.name}: the run is unfinished (step {info['step']} of {info['total_steps']}): not shipped")
+    image_size = report.get("image_size") or int(re.search(r"--image-size (\d+)", args.command).group(1))
+    signs = final_collapse_signs(args.checkpoint_dir, report, image_size)
+    if signs:
+        sys.exit(f"{args.name}: the run's final weights are collapsed ({signs}): not shipped")
+    if report.get("verdict", "ok") != "ok":
+        print(f"{args.name}: the training loop reported a collapse ({report['collapse']}), which the current check "
+              "on the final weights does not find (see final_collapse_signs)")
     file = f"{args.name}.safetensors"
     sha256 = pretrained.save_weights(backbone, pretrained.FOLDER / file)
     entry = {"name": args.name, "method": report["method"], "backbone": info["backbone"],
-             "backbone_kwargs": info["kwargs"], "dataset": report["dataset"], "images": report["num_images"],
+             "backbone_kwargs": info["kwargs"], "dataset": report["dataset"],
+             "images": report["num_images"], "image_size": image_size,
              "epochs": report["config"]["epochs"], "seed": report["seed"], "steps": report["steps"],
-             "command": args.command, "commit": args.commit, "device": args.device,
+             "command": " ".join(args.command.split()), "commit": args.commit, "device": args.device,
              "cpu_seconds": cpu_seconds(args.time_log), "wall_seconds": report["seconds"],
              "date": datetime.date.today().isoformat(), "file": file, "sha256": sha256, "metrics": {}}
+    entry["verdict"] = "ok"  # final_collapse_signs found no sign of collapse on the final weights
     manifest = pretrained.read_manifest()
     manifest["entries"] = [e for e in manifest["entries"] if e["name"] != args.name] + [entry]
     pretrained.MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
 
-    image_size = info["kwargs"].get("img_size", 32)
     train, test = evaluation_sets(report["dataset"], image_size)
     torch.manual_seed(derived_seed(report["seed"], "init"))  # the initialization the run started from
     random_init = build_backbone(info["backbone"], **info["kwargs"]).eval()

@@ -231,3 +231,39 @@ def test_epochs_curve_runs(tmp_path):
     assert (tmp_path / "epochs_curve_simclr_cpu.png").stat().st_size > 0
     with pytest.raises(SystemExit):  # a one-line usage error before any training
         epochs_curve.main(["--profile", "smoke", "--epochs", "0", "--results-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_transfer_runs_in_parts_and_reports_every_seed(tmp_path, monkeypatch):
+    """Scratch first, then SSL with the shipped backbones: the second call reuses the first's runs and
+    the report holds both, one score per seed, plus the majority-class mIoU."""
+    pytest.importorskip("ultralytics")
+    import transfer
+
+    monkeypatch.chdir(tmp_path)  # ultralytics writes next to the working folder
+    tiny = ["--work", str(tmp_path / "work"), "--small", "4", "--all", "6", "--test", "6", "--seeds", "0", "1",
+            "--epochs-scale", "0.02"]
+    transfer.main(tiny + ["--inits", "scratch"])
+    finished = sorted(p.name for p in (tmp_path / "work" / "results").iterdir())
+    assert len(finished) == 2 * 2 * 2  # tasks x regimes x seeds
+    transfer.main(tiny + ["--report", str(tmp_path / "r.json")])
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert len(list((tmp_path / "work" / "results").iterdir())) == 2 * 2 * 2 * 2  # x inits
+    for task in ("detection", "segmentation"):
+        assert {regime: row["labels"] for regime, row in report[task].items()} == {"small": 4, "all": 6}
+        for row in report[task].values():
+            assert len(row["ssl"]) == len(row["scratch"]) == 2
+            assert all(0 <= score <= 1 for score in row["ssl"] + row["scratch"])
+    assert 0 < report["segmentation"]["small"]["majority_class"] < 1
+
+
+def test_transfer_refuses_bad_arguments_before_training(tmp_path, capsys):
+    import transfer
+
+    with pytest.raises(SystemExit):
+        transfer.main(["--work", str(tmp_path), "--small", "50", "--all", "10"])
+    assert "--small" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        transfer.main(["--work", str(tmp_path), "--detection-backbone", "no-such-run"])
+    assert "no shipped run called 'no-such-run'" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

@@ -45,7 +45,7 @@ def test_each_shipped_run_reproduces_its_recorded_knn(name):
     entry = pretrained.entry(name)
     backbone = pretrained.load(name)
     assert not backbone.training
-    size = entry["backbone_kwargs"].get("img_size", 32)
+    size = entry["image_size"]
     # the check protocol of the manifest, written out here: the first 10,000 training and 2,000 test
     # images (shuffled with seed 0), weighted kNN with k=200 and temperature 0.1
     bank = load_images(entry["dataset"], "train", n=10_000, image_size=size, seed=0)

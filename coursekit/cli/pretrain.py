@@ -476,7 +476,8 @@ def run(args: argparse.Namespace) -> int:
             scores = {name: {"random_init": random_init[name], "pretrained": pretrained[name]} for name in pretrained}
             report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
                                   seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
-                                  num_images=plan.num_images, num_test=0 if test_set is None else len(test_set),
+                                  num_images=plan.num_images, image_size=plan.image_size,
+                                  num_test=0 if test_set is None else len(test_set),
                                   processes=world, verdict="collapsed" if history.collapsed else "ok",
                                   collapse=history.collapse)
             args.report.write_text(json.dumps(report, indent=2))

@@ -14,6 +14,10 @@ on load)::
 ``load`` checks the file's SHA-256 against the manifest before reading it, so a damaged or
 swapped file is refused. ``coursekit export --pretrained NAME`` writes one for other tools.
 ``scripts/ship_pretrained.py`` turns a finished run into an entry and measures its metrics.
+
+``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
+backbones (fine-tuned against the same architecture from scratch, several seeds): the lessons on
+detection and segmentation show it next to the one run they can afford live.
 """
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ from coursekit.models import build_backbone
 
 FOLDER = Path(__file__).parent
 MANIFEST = FOLDER / "manifest.json"
-ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "epochs", "steps", "seed",
+TRANSFER = FOLDER / "transfer.json"  # written by benchmarks/transfer.py --report
+ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "image_size", "epochs", "steps",
+                "seed",
                 "command", "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
 
 
@@ -84,6 +90,14 @@ def load(name: str) -> nn.Module:
     return backbone.eval()
 
 
+def transfer_results() -> dict:
+    """``benchmarks/transfer.py``'s report: per task and label regime, the score of every seed for the
+    SSL-initialized and the scratch model, with its settings and environment (command, device, date)."""
+    if not TRANSFER.is_file():
+        raise PretrainedError(f"{TRANSFER} is missing: run python benchmarks/transfer.py --report {TRANSFER}")
+    return json.loads(TRANSFER.read_text())
+
+
 def save_weights(backbone: nn.Module, path: Path) -> str:
     """Write ``backbone``'s tensors to ``path`` as safetensors (floats in fp16) -> the file's SHA-256."""
     from safetensors.torch import save_file
@@ -94,5 +108,5 @@ def save_weights(backbone: nn.Module, path: Path) -> str:
     return file_sha256(path)
 
 
-__all__ = ["PretrainedError", "entries", "entry", "load", "weights", "save_weights", "read_manifest", "MANIFEST",
-           "ENTRY_FIELDS"]
+__all__ = ["PretrainedError", "entries", "entry", "load", "weights", "save_weights", "read_manifest",
+           "transfer_results", "MANIFEST", "TRANSFER", "ENTRY_FIELDS"]
