@@ -26,9 +26,13 @@ def close_figures():
 
 
 def _drawn(fig) -> bool:
+    """The figure renders, and what it renders is not blank: some axes hold artists (images, lines,
+    patches, texts) and the pixels are not all one color."""
     assert isinstance(fig, Figure)
     fig.canvas.draw()
-    return True
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    has_artists = any(ax.images or ax.lines or ax.patches or ax.collections or ax.texts for ax in fig.axes)
+    return has_artists and bool((pixels != pixels[0, 0]).any())
 
 
 def test_to_rgb_inverts_normalization_and_accepts_uint8_gray_and_single_images(shapes):
