@@ -249,7 +249,7 @@ def test_a_training_step_on_cuda_passes_the_sync_debug_mode(name):
                                    total_steps=4, steps_per_epoch=2)
     images = tiny_images(8).to(device)
     optimizer_step(method.training_step(images, torch.Generator(device).manual_seed(0)), 0)
-    torch.cuda.set_sync_debug_mode("error")
+    torch.cuda.set_sync_debug_mode("error")  # a host-device synchronization in the step raises
     try:
         for step in (1, 2):
             with optimizer_step.autocast():
@@ -257,6 +257,7 @@ def test_a_training_step_on_cuda_passes_the_sync_debug_mode(name):
             optimizer_step(loss, step)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss).item() and optimizer_step.scaler.is_enabled()  # fp16 ran, with its loss scaler
 
 
 # --- collapse metrics --------------------------------------------------------------------------
