@@ -198,7 +198,6 @@ def run_key(args, task: str, regime: str, init: str, seed: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     (args.work / "results").mkdir(parents=True, exist_ok=True)
     pool = load_images("scenes", "train", n=args.all, image_size=IMAGE_SIZE, seed=0)  # the pretraining's first images
     test = load_images("scenes", "test", n=args.test, image_size=IMAGE_SIZE, seed=0)
