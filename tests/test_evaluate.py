@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from coursekit.data.images import ImageSet
-from coursekit.evaluate import (extract_features, fine_tune, knn_accuracy, knn_predict, label_fraction_experiment,
+from coursekit.evaluate import (extract_features, fine_tune, fit_linear_probe, knn_accuracy, knn_predict, label_fraction_experiment,
                                 linear_probe, train_from_scratch)
 
 
@@ -122,6 +122,51 @@ def test_fine_tune_leaves_the_pretrained_backbone_alone_and_beats_chance():
     scratch = train_from_scratch(TinyBackbone, train.images, train.labels, test.images, test.labels, epochs=2,
                                  lr=0.05, batch_size=16, progress=False)
     assert 0.0 <= scratch.accuracy <= 1.0 and len(scratch.losses) == 6
+
+
+def test_probe_as_head_is_the_probe_on_raw_features():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    features = 3 + 2 * torch.randn(60, 5, generator=generator) + 4 * nn.functional.one_hot(labels, 5).float()
+    result = fit_linear_probe(features, labels, 3, epochs=5, batch_size=16)
+    head = result.as_head()
+    standardized = (features - features.mean(dim=0)) / features.std(dim=0, correction=0)
+    with torch.no_grad():
+        assert torch.allclose(head(features), result.classifier(standardized), atol=1e-5)
+    assert torch.equal(result.predict(features), result.classifier(standardized).argmax(dim=1))
+
+
+class NoNormBackbone(nn.Module):
+    """No BatchNorm: with a zero learning rate, training changes nothing at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = 6
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_fine_tune_starts_from_the_probe_and_takes_min_steps():
+    torch.manual_seed(0)
+    train, test = color_dataset(48, 0), color_dataset(30, 1)
+    backbone = NoNormBackbone()
+    # lr 0: the model stays where it starts, so its predictions are the probe's on the frozen features
+    frozen = fine_tune(backbone, train.images, train.labels, test.images, test.labels, epochs=1, lr=0.0,
+                       batch_size=16, progress=False)
+    probe = linear_probe(extract_features(backbone, train.images), train.labels,
+                         extract_features(backbone, test.images), test.labels)
+    assert frozen.accuracy == probe.accuracy and len(frozen.losses) == 3
+    # a head from zero predicts class 0 everywhere before training: a third of these test images
+    zero = fine_tune(backbone, train.images, train.labels, test.images, test.labels, epochs=1, lr=0.0,
+                     batch_size=16, head_init="zeros", progress=False)
+    assert zero.accuracy == pytest.approx(1 / 3)
+    longer = fine_tune(backbone, train.images, train.labels, test.images, test.labels, epochs=1, min_steps=10,
+                       batch_size=16, progress=False)
+    assert len(longer.losses) == 12  # whole epochs of 3 steps: the first count of steps >= 10
+    with pytest.raises(ValueError, match="head_init"):
+        fine_tune(backbone, train.images, train.labels, test.images, test.labels, head_init="random")
 
 
 def test_label_fraction_experiment_table():

@@ -7,8 +7,9 @@ Every protocol reads the *backbone's* global feature (never the projection head'
   more neighbours than the smallest class has labeled images, ``knn_neighbours``). No training at all.
 - ``linear_probe``: a linear classifier on frozen, cached features, with a small search of the
   learning rate and weight decay on a held-out part of the training set.
-- ``fine_tune``: a fresh linear head on the backbone, everything trained, the backbone with a
-  smaller learning rate; ``train_from_scratch`` is the same loop on a freshly built backbone.
+- ``fine_tune``: a linear head on the backbone that starts as the linear probe (LP-FT), everything
+  trained, the backbone with a smaller learning rate; ``train_from_scratch`` is the same loop on a
+  freshly built backbone, its head from zero.
 - ``label_fraction_experiment``: all of the above with 1%, 10%, 100% of the labels.
 - ``few_labels``: kNN and the linear probe with n labeled images per class, over several draws;
   ``pixel_features``, the raw-pixel baseline every backbone must beat.
@@ -25,10 +26,10 @@ from coursekit.evaluate.features import default_normalize, extract_features, pix
 from coursekit.evaluate.finetune import FineTuneResult, fine_tune, simple_augment, train_from_scratch
 from coursekit.evaluate.fractions import PROTOCOLS, LabelFractionResult, label_fraction_experiment
 from coursekit.evaluate.knn import accuracy, knn_accuracy, knn_neighbours, knn_predict
-from coursekit.evaluate.linear import ProbeResult, linear_probe, ridge_classifier, train_linear
+from coursekit.evaluate.linear import ProbeResult, fit_linear_probe, linear_probe, ridge_classifier, train_linear
 
 __all__ = [
     "default_normalize", "extract_features", "pixel_features", "knn_predict", "knn_accuracy", "knn_neighbours",
-    "accuracy", "ProbeResult", "train_linear", "linear_probe", "ridge_classifier", "FineTuneResult", "simple_augment",
+    "accuracy", "ProbeResult", "train_linear", "fit_linear_probe", "linear_probe", "ridge_classifier", "FineTuneResult", "simple_augment",
     "fine_tune", "train_from_scratch", "PROTOCOLS", "LabelFractionResult", "label_fraction_experiment",
 ]

@@ -1,5 +1,15 @@
-"""Fine-tuning: a fresh linear head on the backbone, everything trained with labels; and the
-supervised baseline, the same loop on a freshly built backbone."""
+"""Fine-tuning: a linear head on the backbone, everything trained with labels; and the supervised
+baseline, the same loop on a freshly built backbone.
+
+Fine-tuning starts from the linear probe (LP-FT, Kumar et al. 2022, "Fine-Tuning can Distort
+Pretrained Features and Underperform Out-of-Distribution"): the head is first fitted on the frozen
+features, then everything trains. A head that starts at zero sends large, meaningless gradients into
+the pretrained backbone in its first steps and moves the features away from what pretraining found.
+Measured on lesson 07's SimCLR run (``demo``, 2-core CPU, seed 0, 2,000 test images), 320 steps each,
+head from zero / from the probe: 54.5% / 58.2% with 40 labels, 76.3% / 77.6% with 409, 77.8% / 82.5%
+with 4,096 (the probe alone: 80.5% with 4,096). With few labels the number of steps matters as much:
+five epochs of 409 images are 35 steps, and gave 62.1% / 72.7%; hence ``min_steps``.
+"""
 from __future__ import annotations
 
 import copy
@@ -19,6 +29,9 @@ from coursekit.engine.step import fused_if_cuda
 from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_labels, extract_features, num_classes_of
 from coursekit.evaluate.knn import accuracy
+from coursekit.evaluate.linear import fit_linear_probe
+
+HEAD_INITS = ("probe", "zeros")
 
 
 @dataclass
@@ -40,17 +53,21 @@ def simple_augment(images: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: Tensor, test_labels: Tensor,
-              num_classes: int | None = None, epochs: int = 10, lr: float = 1e-3, backbone_lr_scale: float = 0.1,
-              weight_decay: float = 1e-4, batch_size: int = 64, seed: int = 0,
-              device: torch.device | str | None = None, copy_backbone: bool = True,
+              num_classes: int | None = None, epochs: int = 10, min_steps: int = 0, lr: float = 1e-3,
+              backbone_lr_scale: float = 0.1, weight_decay: float = 1e-4, batch_size: int = 64, seed: int = 0,
+              head_init: str = "probe", device: torch.device | str | None = None, copy_backbone: bool = True,
               precision: str = "auto", progress: bool = True) -> FineTuneResult:
-    """Train a fresh linear head and the whole backbone on labeled images, then score the test set.
+    """Train a linear head and the whole backbone on labeled images, then score the test set.
 
-    AdamW with two parameter groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``
-    (pretrained features should move less than a random head); cosine LR decay over the steps;
+    ``head_init="probe"`` starts the head from ``fit_linear_probe`` on the frozen backbone's features
+    of the (unaugmented) training images; ``"zeros"`` from zero (the from-scratch baseline). AdamW
+    with two parameter groups: the head at ``lr``, the backbone at ``lr * backbone_lr_scale``
+    (pretrained features should move less than a new head); cosine LR decay over the steps;
     ``simple_augment`` views; ``engine.supervised.train_supervised`` (mixed precision on CUDA with
-    ``precision="auto"``, channels-last for convolutional backbones there). The backbone is
-    deep-copied first unless ``copy_backbone`` is False, so the pretrained one stays as it was.
+    ``precision="auto"``, channels-last for convolutional backbones there). It trains ``epochs``
+    passes, or more when that is fewer than ``min_steps`` steps: with few labels, an epoch is a
+    handful of steps. The backbone is deep-copied first unless ``copy_backbone`` is False, so the
+    pretrained one stays as it was.
 
     images: uint8 [M, 3, H, W], labels: long [M]; test_images: uint8 [N, 3, H, W], test_labels: long [N].
     """
@@ -58,14 +75,23 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
     check_images(test_images, "test_images")
     check_labels(labels, "labels", len(images))
     check_labels(test_labels, "test_labels", len(test_images))
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1; got epochs={epochs}, batch_size={batch_size}")
+    if epochs < 1 or batch_size < 1 or min_steps < 0:
+        raise ValueError(f"epochs and batch_size must be >= 1 and min_steps >= 0; got epochs={epochs}, "
+                         f"batch_size={batch_size}, min_steps={min_steps}")
+    if head_init not in HEAD_INITS:
+        raise ValueError(f"head_init must be one of {HEAD_INITS}; got {head_init!r}")
     device = torch.device(device) if device is not None else module_device(backbone)
     num_classes = num_classes or num_classes_of(labels, test_labels)
     backbone = copy.deepcopy(backbone) if copy_backbone else backbone
-    head = nn.Linear(backbone.feature_dim, num_classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
+    if head_init == "probe":
+        features = extract_features(backbone, images, device=device)
+        head = fit_linear_probe(features, labels.to(device), num_classes, seed=seed).as_head()
+    else:
+        head = nn.Linear(backbone.feature_dim, num_classes)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    steps_per_epoch = -(-len(images) // batch_size)
+    epochs = max(epochs, -(-min_steps // steps_per_epoch))
     model = nn.Sequential(backbone, head).to(device)
     if use_channels_last(backbone, device):
         model.to(memory_format=torch.channels_last)
@@ -73,7 +99,7 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
         {"params": backbone.parameters(), "lr": lr * backbone_lr_scale},
         {"params": head.parameters(), "lr": lr},
     ], weight_decay=weight_decay, **fused_if_cuda(device))
-    total_steps = epochs * -(-len(images) // batch_size)
+    total_steps = epochs * steps_per_epoch
     images, labels = images.to(device), labels.to(device)
 
     def batch_loss(step: int, index: Tensor) -> Tensor:
@@ -90,6 +116,7 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
 def train_from_scratch(backbone_factory: Callable[[], nn.Module], images: Tensor, labels: Tensor,
                        test_images: Tensor, test_labels: Tensor, **fine_tune_kwargs) -> FineTuneResult:
     """The supervised baseline: a freshly built backbone (``backbone_factory()``, same architecture
-    as the pretrained one) trained with labels only, by ``fine_tune`` with one learning rate for all."""
-    fine_tune_kwargs.update(backbone_lr_scale=1.0, copy_backbone=False)
+    as the pretrained one) trained with labels only, by ``fine_tune`` with one learning rate for all
+    and a head that starts at zero (a probe on random features has nothing to keep)."""
+    fine_tune_kwargs.update(backbone_lr_scale=1.0, copy_backbone=False, head_init="zeros")
     return fine_tune(backbone_factory(), images, labels, test_images, test_labels, **fine_tune_kwargs)

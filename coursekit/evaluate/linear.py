@@ -23,7 +23,9 @@ from coursekit.evaluate.knn import accuracy
 class ProbeResult:
     """Test accuracy of the linear probe and the hyperparameters the held-out search chose.
 
-    ``search`` maps (lr, weight_decay) to the held-out accuracy of that pair.
+    ``search`` maps (lr, weight_decay) to the held-out accuracy of that pair. ``classifier`` is the
+    probe itself, an nn.Linear(D, C) on the standardized features ``(x - mean) / std``;
+    ``as_head()`` folds the standardization into it.
     """
 
     accuracy: float
@@ -31,6 +33,27 @@ class ProbeResult:
     weight_decay: float
     val_accuracy: float
     search: dict = field(default_factory=dict)
+    # the trained probe, kept out of == and repr: results compare by their numbers
+    classifier: nn.Linear | None = field(default=None, compare=False, repr=False)
+    mean: Tensor | None = field(default=None, compare=False, repr=False)
+    std: Tensor | None = field(default=None, compare=False, repr=False)
+
+    def predict(self, features: Tensor) -> Tensor:
+        """Class predictions long [N] for raw features [N, D]."""
+        with torch.no_grad():
+            return self.classifier((features.to(self.mean.device) - self.mean) / self.std).argmax(dim=1)
+
+    def as_head(self) -> nn.Linear:
+        """The probe as one nn.Linear(D, C) on the raw features: ``W (x - mean) / std + b`` is
+        ``(W / std) x + (b - (W / std) mean)``, the head that fine-tuning starts from (LP-FT)."""
+        # skip_init: nothing drawn from the global generator for weights that are overwritten anyway
+        head = nn.utils.skip_init(nn.Linear, self.classifier.in_features, self.classifier.out_features,
+                                  device=self.mean.device)
+        with torch.no_grad():
+            weight = self.classifier.weight / self.std  # [C, D]
+            head.weight.copy_(weight)
+            head.bias.copy_(self.classifier.bias - weight @ self.mean)
+        return head
 
 
 def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, weight_decay: float,
@@ -68,6 +91,38 @@ def _holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, 
     return torch.nonzero(keep).flatten(), held_out
 
 
+def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int, lrs: Sequence[float] = (1e-3, 1e-2, 1e-1),
+                     weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2), epochs: int = 30, batch_size: int = 512,
+                     val_fraction: float = 0.2, seed: int = 0, progress: bool = False) -> ProbeResult:
+    """The linear probe trained on frozen features [M, D], not yet scored (``accuracy`` is nan).
+
+    Features are standardized with their mean and std. Every (lr, weight_decay) pair is trained on
+    the features less a stratified held-out ``val_fraction`` and scored on the held-out part; the
+    best pair is retrained on all the features. Deterministic given ``seed``.
+    """
+    check_features(features, "features")
+    check_labels(labels, "labels", len(features))
+    mean, std = features.mean(dim=0), features.std(dim=0, correction=0).clamp_min(1e-6)
+    x, y = (features - mean) / std, labels.to(features.device)
+    fit_index, val_index = _holdout_split(labels, val_fraction, seed)
+    fit_index, val_index = fit_index.to(x.device), val_index.to(x.device)
+
+    search = {}
+    pairs = list(itertools.product(lrs, weight_decays))
+    bar = progress_bar(len(pairs), "probe search", progress)
+    for lr, weight_decay in pairs:
+        classifier = train_linear(x[fit_index], y[fit_index], num_classes, lr, weight_decay, epochs, batch_size, seed)
+        with torch.no_grad():
+            predictions = classifier(x[val_index]).argmax(dim=1)
+        search[(lr, weight_decay)] = accuracy(predictions, y[val_index]) if len(val_index) else 0.0
+        bar.update()
+    bar.close()
+    (lr, weight_decay), val_accuracy = max(search.items(), key=lambda item: item[1])  # first best wins ties
+
+    classifier = train_linear(x, y, num_classes, lr, weight_decay, epochs, batch_size, seed)
+    return ProbeResult(float("nan"), lr, weight_decay, val_accuracy, search, classifier, mean, std)
+
+
 def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor, test_labels: Tensor,
                  num_classes: int | None = None, lrs: Sequence[float] = (1e-3, 1e-2, 1e-1),
                  weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2), epochs: int = 30,
@@ -75,39 +130,16 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
                  progress: bool = False) -> ProbeResult:
     """Linear probe: logistic regression on frozen features [M, D] -> ProbeResult.
 
-    Features are standardized with the training mean and std. Every (lr, weight_decay) pair is
-    trained on the training features less a stratified held-out ``val_fraction`` and scored on
-    the held-out part; the best pair is retrained on all training features and scored on the test
-    features. Deterministic given ``seed``.
+    ``fit_linear_probe`` (standardized features, a held-out search of lr and weight decay, the best
+    pair retrained on all training features), then scored on the test features. Deterministic given ``seed``.
     """
-    check_features(train_features, "train_features")
     check_features(test_features, "test_features")
-    check_labels(train_labels, "train_labels", len(train_features))
     check_labels(test_labels, "test_labels", len(test_features))
     num_classes = num_classes or num_classes_of(train_labels, test_labels)
-    mean, std = train_features.mean(dim=0), train_features.std(dim=0, correction=0).clamp_min(1e-6)
-    train_x, test_x = (train_features - mean) / std, (test_features.to(mean.device) - mean) / std
-    train_y = train_labels.to(train_x.device)
-    fit_index, val_index = _holdout_split(train_labels, val_fraction, seed)
-    fit_index, val_index = fit_index.to(train_x.device), val_index.to(train_x.device)
-
-    search = {}
-    pairs = list(itertools.product(lrs, weight_decays))
-    bar = progress_bar(len(pairs), "probe search", progress)
-    for lr, weight_decay in pairs:
-        classifier = train_linear(train_x[fit_index], train_y[fit_index], num_classes, lr, weight_decay,
-                                  epochs, batch_size, seed)
-        with torch.no_grad():
-            predictions = classifier(train_x[val_index]).argmax(dim=1)
-        search[(lr, weight_decay)] = accuracy(predictions, train_y[val_index]) if len(val_index) else 0.0
-        bar.update()
-    bar.close()
-    (lr, weight_decay), val_accuracy = max(search.items(), key=lambda item: item[1])  # first best wins ties
-
-    classifier = train_linear(train_x, train_y, num_classes, lr, weight_decay, epochs, batch_size, seed)
-    with torch.no_grad():
-        test_accuracy = accuracy(classifier(test_x).argmax(dim=1), test_labels)
-    return ProbeResult(test_accuracy, lr, weight_decay, val_accuracy, search)
+    result = fit_linear_probe(train_features, train_labels, num_classes, lrs, weight_decays, epochs, batch_size,
+                              val_fraction, seed, progress)
+    result.accuracy = accuracy(result.predict(test_features), test_labels)
+    return result
 
 
 def ridge_classifier(features: Tensor, labels: Tensor, num_classes: int, l2: float) -> tuple[Tensor, Tensor]:
