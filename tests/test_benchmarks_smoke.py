@@ -233,6 +233,19 @@ def test_epochs_curve_runs(tmp_path):
         epochs_curve.main(["--profile", "smoke", "--epochs", "0", "--results-dir", str(tmp_path)])
 
 
+def test_queue_ablation_runs_the_three_rows_per_seed(tmp_path):
+    import queue_ablation
+
+    queue_ablation.main(["--profile", "smoke", "--batch-size", "16", "--epochs", "1", "--seeds", "0", "1",
+                         "--train-images", "64", "--test-images", "32", "--results-dir", str(tmp_path)])
+    saved = read(tmp_path, "queue_ablation_b16_e1")
+    rows = list(saved["knn"])
+    assert len(rows) == 3 and rows[0].startswith("SimCLR (30 negatives)") and rows[2].endswith("K = 16 (one batch)")
+    assert all(len(scores) == 2 and all(0 <= s <= 1 for s in scores) for scores in saved["knn"].values())
+    with pytest.raises(SystemExit):  # a one-line usage error before any training
+        queue_ablation.main(["--profile", "smoke", "--batch-size", "1", "--results-dir", str(tmp_path)])
+
+
 @pytest.mark.slow
 def test_transfer_runs_in_parts_and_reports_every_seed(tmp_path, monkeypatch):
     """Scratch first, then SSL with the shipped backbones: the second call reuses the first's runs and
