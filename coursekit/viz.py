@@ -231,15 +231,18 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Sequence[floa
     """One bar per series in each group, with an error bar: e.g. accuracy (mean, std over label
     draws) of each backbone with 10 and with 100 labels per class. ``series``: name -> (means, stds),
     one value per group. The y-axis starts a little below the lowest bar, so that the gaps the bars
-    compare are visible (its lower limit is printed on the axis), and the legend sits outside the bars."""
+    compare are visible (its lower limit is printed on the axis), and the legend sits outside the bars.
+    Up to 20 series get distinct colors."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     width = 0.8 / max(1, len(series))
+    # matplotlib's default cycle repeats after 10 colors: past 10 series, 20 distinct ones
+    colors = [None] * len(series) if len(series) <= 10 else [plt.get_cmap("tab20")(i % 20) for i in range(len(series))]
     lowest, highest = 1.0, 0.0
     for i, (name, (means, stds)) in enumerate(series.items()):
         if len(means) != len(groups) or len(stds) != len(groups):
             raise ValueError(f"grouped_bars: series {name!r} needs one mean and one std per group ({len(groups)})")
         positions = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
-        ax.bar(positions, means, width, yerr=stds, capsize=3, label=name)
+        ax.bar(positions, means, width, yerr=stds, capsize=3, label=name, color=colors[i])
         lowest = min(lowest, *(m - s for m, s in zip(means, stds)))
         highest = max(highest, *(m + s for m, s in zip(means, stds)))
     ax.set_xticks(np.arange(len(groups)), list(groups))

@@ -151,3 +151,13 @@ def test_grouped_bars_draws_each_series_with_its_spread_and_an_axis_that_shows_t
     plt.close(figure)
     with pytest.raises(ValueError, match="one mean and one std per group"):
         viz.grouped_bars(["a", "b"], {"x": ([0.5], [0.1])}, ylabel="accuracy")
+
+
+def test_grouped_bars_colors_stay_distinct_past_ten_series():
+    series = {f"run {i}": ([0.5 + 0.01 * i, 0.6], [0.01, 0.01]) for i in range(12)}
+    figure = viz.grouped_bars(["a", "b"], series, ylabel="accuracy")
+    bars = [patch for patch in figure.axes[0].patches]
+    assert len(bars) == 24
+    colors = {tuple(bars[2 * i].get_facecolor()) for i in range(12)}  # one bar of each series
+    assert len(colors) == 12
+    plt.close(figure)
