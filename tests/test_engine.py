@@ -299,8 +299,9 @@ def train_each_loop(precision: str) -> None:
     images, labels = tiny_images(8), torch.arange(8) % 2
     fit(tiny_method("simclr"), images, TrainConfig(epochs=1, batch_size=4, precision=precision), progress=False)
     train_linear(torch.randn(8, 4), labels, 2, 0.1, 0.0, 1, 4, 0, precision=precision)
+    # head from zero: the count below is fine-tuning's own 2 steps (the probe's head is checked on its own)
     fine_tune(build_backbone("resnet18", width=2), images, labels, images, labels, epochs=1, batch_size=4,
-              precision=precision, progress=False)
+              head_init="zeros", precision=precision, progress=False)
     segmenter = SegmentationModel(build_backbone("resnet18", width=2), num_classes=2)
     train_segmentation(segmenter, images, torch.randint(0, 2, (8, SIZE, SIZE)), epochs=1, batch_size=4,
                        precision=precision, progress=False)
@@ -328,4 +329,11 @@ def test_every_loop_steps_through_optimizer_step_in_the_asked_precision(monkeypa
     train_each_loop(precision)
     assert len(steps) == 2 + 2 + 2 + 2 + 1  # fit, probe, fine-tuning, segmentation, detection
     assert forwards == [precision] * len(steps)  # every forward under the step's autocast
+    # fine-tuning from the probe: the probe's search and fit (inside fine_tune) step in the same precision
+    from coursekit.evaluate import fine_tune
+    steps.clear()
+    forwards.clear()
+    fine_tune(build_backbone("resnet18", width=2), tiny_images(8), torch.arange(8) % 2, tiny_images(8),
+              torch.arange(8) % 2, epochs=1, batch_size=4, precision=precision, progress=False)
+    assert len(steps) > 2 and forwards == [precision] * len(steps)
     assert set(steps) == {(precision, False, torch.float32)}  # fp32 losses; backward outside autocast

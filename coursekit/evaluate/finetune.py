@@ -85,7 +85,7 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
     backbone = copy.deepcopy(backbone) if copy_backbone else backbone
     if head_init == "probe":
         features = extract_features(backbone, images, device=device)
-        head = fit_linear_probe(features, labels.to(device), num_classes, seed=seed).as_head()
+        head = fit_linear_probe(features, labels.to(device), num_classes, seed=seed, precision=precision).as_head()
     else:
         head = nn.Linear(backbone.feature_dim, num_classes)
         nn.init.zeros_(head.weight)

@@ -93,7 +93,8 @@ def _holdout_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, 
 
 def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int, lrs: Sequence[float] = (1e-3, 1e-2, 1e-1),
                      weight_decays: Sequence[float] = (0.0, 1e-4, 1e-2), epochs: int = 30, batch_size: int = 512,
-                     val_fraction: float = 0.2, seed: int = 0, progress: bool = False) -> ProbeResult:
+                     val_fraction: float = 0.2, seed: int = 0, precision: str = "auto",
+                     progress: bool = False) -> ProbeResult:
     """The linear probe trained on frozen features [M, D], not yet scored (``accuracy`` is nan).
 
     Features are standardized with their mean and std. Every (lr, weight_decay) pair is trained on
@@ -111,7 +112,8 @@ def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int, lrs: Se
     pairs = list(itertools.product(lrs, weight_decays))
     bar = progress_bar(len(pairs), "probe search", progress)
     for lr, weight_decay in pairs:
-        classifier = train_linear(x[fit_index], y[fit_index], num_classes, lr, weight_decay, epochs, batch_size, seed)
+        classifier = train_linear(x[fit_index], y[fit_index], num_classes, lr, weight_decay, epochs, batch_size, seed,
+                                  precision)
         with torch.no_grad():
             predictions = classifier(x[val_index]).argmax(dim=1)
         search[(lr, weight_decay)] = accuracy(predictions, y[val_index]) if len(val_index) else 0.0
@@ -119,7 +121,7 @@ def fit_linear_probe(features: Tensor, labels: Tensor, num_classes: int, lrs: Se
     bar.close()
     (lr, weight_decay), val_accuracy = max(search.items(), key=lambda item: item[1])  # first best wins ties
 
-    classifier = train_linear(x, y, num_classes, lr, weight_decay, epochs, batch_size, seed)
+    classifier = train_linear(x, y, num_classes, lr, weight_decay, epochs, batch_size, seed, precision)
     return ProbeResult(float("nan"), lr, weight_decay, val_accuracy, search, classifier, mean, std)
 
 
@@ -137,7 +139,7 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     check_labels(test_labels, "test_labels", len(test_features))
     num_classes = num_classes or num_classes_of(train_labels, test_labels)
     result = fit_linear_probe(train_features, train_labels, num_classes, lrs, weight_decays, epochs, batch_size,
-                              val_fraction, seed, progress)
+                              val_fraction, seed, progress=progress)
     result.accuracy = accuracy(result.predict(test_features), test_labels)
     return result
 
