@@ -27,6 +27,11 @@ def test_the_rules_on_numbers_worked_out_by_hand():
     both = collapse.collapse_signs({"embedding_std": 0.001, "teacher_entropy": 6.9}, embedding_dim=64,
                                    teacher_outputs=1000)
     assert len(both) == 2 and "0.0010" in both[0] and "uniform" in both[1]
+    # one prototype: e^entropy of the batch's mean teacher output under 2
+    assert collapse.collapse_signs({"prototypes_used": 1.0}, teacher_outputs=128)
+    assert collapse.collapse_signs({"prototypes_used": 1.9}, teacher_outputs=128)
+    assert not collapse.collapse_signs({"prototypes_used": 2.1}, teacher_outputs=128)
+    assert not collapse.collapse_signs({"prototypes_used": 12.4}, teacher_outputs=128)  # a dozen: not collapse
     assert collapse.collapse_warning([]) == ""
     assert collapse.collapse_warning(both).startswith("WARNING: this run collapsed")
 
@@ -72,11 +77,34 @@ def test_fit_reports_a_complete_collapse_and_saves_the_verdict(tmp_path, capsys)
 
 
 def test_dino_declares_its_teacher_outputs_and_embedding():
-    dino = DINO(build_backbone("resnet18", width=4), image_size=16, n_local=0, out_dim=40)
+    dino = DINO(build_backbone("resnet18", width=4), image_size=16, n_local=0, out_dim=40, bottleneck_dim=24)
     assert dino.teacher_outputs == 40
     dino.training_step(tiny_images(8), torch.Generator().manual_seed(0))
-    assert dino.embedding_dim == 40 and set(dino.step_metrics) >= {"embedding_std", "teacher_entropy"}
+    assert dino.embedding_dim == 24  # the spread is read on the bottleneck the prototypes score, not the logits
+    assert set(dino.step_metrics) >= {"embedding_std", "teacher_entropy", "prototypes_used"}
     assert dino.step_metrics["teacher_entropy"] <= math.log(40) + 1e-4
+
+
+def test_dino_counts_the_prototypes_its_teacher_uses():
+    """prototypes_used, worked out here from the teacher's outputs on the same views: e^H(mean softmax)."""
+    dino = DINO(build_backbone("resnet18", width=4), image_size=16, n_local=0, out_dim=40, warmup_teacher_temp=0.04)
+    images = tiny_images(8)
+    dino.training_step(images, torch.Generator().manual_seed(0))
+    views = dino.views(images, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        global_views = torch.cat(views[:2])  # one batch, as DINO runs its teacher (BatchNorm sees both crops)
+        logits = dino.teacher_head(dino.teacher_backbone(global_views))  # [16, 40]
+    share = torch.softmax(logits / 0.04, dim=1).mean(dim=0)  # the center is still 0 at the first step
+    expected = math.exp(-sum(p * math.log(p) for p in share.tolist() if p > 0))
+    assert abs(dino.step_metrics["prototypes_used"].item() - expected) < 1e-3 * expected
+
+    # every image sent to prototype 0: a center far below its score (logits are cosines, in [-1, 1])
+    dino.center.zero_()
+    dino.center[0, 0] = -100.0
+    dino.training_step(images, torch.Generator().manual_seed(0))
+    used = float(dino.step_metrics["prototypes_used"])
+    assert used < 1.01
+    assert any("one prototype" in sign for sign in collapse.collapse_signs({"prototypes_used": used}, teacher_outputs=40))
 
 
 TINY = ["--dataset", "shapes", "--epochs", "1", "--num-images", "32", "--num-test", "24", "--batch-size", "8",

@@ -277,12 +277,13 @@ def test_collapse_metrics_are_logged_per_window_and_checkpointed(tmp_path, name)
     method = tiny_method(name)
     history, _ = load_or_train(method, images, config, tmp_path, progress=False)
     assert history.metrics_step == [2, 3, 4]  # end of epoch 1, log_every, end of epoch 2
-    expected = {"embedding_std"} | ({"teacher_entropy", "teacher_student_kl"} if name == "dino" else set())
+    expected = {"embedding_std"} | ({"teacher_entropy", "teacher_student_kl", "prototypes_used"} if name == "dino" else set())
     assert set(history.metrics) == expected and all(len(v) == 3 for v in history.metrics.values())
     assert all(0 < value <= 1 for value in history.metrics["embedding_std"])
     if name == "dino":
         assert all(0 <= value <= math.log(16) + 1e-5 for value in history.metrics["teacher_entropy"])
         assert all(value >= -1e-4 for value in history.metrics["teacher_student_kl"])
+        assert all(1 - 1e-4 <= value <= 16 + 1e-3 for value in history.metrics["prototypes_used"])
     loaded, status = load_or_train(tiny_method(name), images, config, tmp_path, progress=False)
     assert status == "loaded" and loaded == history
 

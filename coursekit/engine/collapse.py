@@ -11,6 +11,10 @@ trace in the statistics every method logs (``coursekit.methods.Method.record``):
 - **uniform collapse** (DINO): the teacher's output is the same flat distribution for every image.
   Its entropy then equals ln K, the largest possible for K outputs (the loss too sits at ln K);
   at 95% of ln K or more the teacher no longer tells images apart.
+- **one prototype** (DINO's other collapse): one of the K prototypes takes every image, confidently.
+  ``prototypes_used``, e to the entropy of the batch's mean teacher output (K when the images share
+  all prototypes evenly, 1 when they all go to one), falls under 2. Fewer prototypes in use than K
+  is not collapse (a run on 10 classes of garments may settle on a dozen); one is.
 
 Both are judged on the last logged window, i.e. on what the run ends with: a run that dips and
 recovers is healthy. ``fit`` stores the signs in ``History.collapse`` and prints them;
@@ -22,13 +26,15 @@ import math
 
 COLLAPSED_SPREAD = 0.25  # embedding_std below this fraction of 1/sqrt(D): complete collapse
 UNIFORM_ENTROPY = 0.95  # teacher entropy at or above this fraction of ln K: uniform collapse
+ONE_PROTOTYPE = 2.0  # prototypes_used below this: one prototype takes every image
 
 
 def collapse_signs(metrics: dict[str, float], embedding_dim: int | None = None,
                    teacher_outputs: int | None = None) -> list[str]:
     """The signs of collapse in a run's last logged statistics, as sentences (empty: healthy).
 
-    metrics: the last value of each logged statistic (``embedding_std``, ``teacher_entropy``...).
+    metrics: the last value of each logged statistic (``embedding_std``, ``teacher_entropy``,
+        ``prototypes_used``...).
     embedding_dim: D of the embedding whose spread ``embedding_std`` measures (None: not checked).
     teacher_outputs: K, the number of the teacher's outputs (None: not checked).
     """
@@ -47,6 +53,10 @@ def collapse_signs(metrics: dict[str, float], embedding_dim: int | None = None,
             signs.append(f"the teacher's output went uniform: its entropy ended at {entropy:.3f}, "
                          f"{entropy / uniform:.0%} of ln {teacher_outputs} = {uniform:.3f} (the same flat "
                          f"distribution for every image)")
+    used = metrics.get("prototypes_used")
+    if used is not None and used < ONE_PROTOTYPE:
+        signs.append(f"one prototype takes every image: the teacher's outputs use {used:.2f} prototypes "
+                     f"(e^entropy of their batch mean), under {ONE_PROTOTYPE:g}")
     return signs
 
 

@@ -144,6 +144,10 @@ class DINO(Method):
         """x: [N, C, H, W] -> student logits [N, out_dim]."""
         return self.head(self.backbone(x))
 
+    def student_embedding(self, x: Tensor) -> Tensor:
+        """x: [N, C, H, W] -> the student's unit-length bottleneck [N, bottleneck_dim] (before the prototypes)."""
+        return self.head.bottleneck(self.backbone(x))
+
     @torch.no_grad()
     def teacher(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> teacher logits [N, out_dim], no gradient."""
@@ -154,10 +158,11 @@ class DINO(Method):
         pairs; then the center moves towards this batch's mean teacher output."""
         views = self.views(images, generator)  # 2 global [N, C, S, S], then locals [N, C, s, s]
         teacher_out = multicrop_forward(self.teacher, views[:2])  # 2 x [N, out_dim]
-        student_out = multicrop_forward(self.student, views)  # (2 + n_local) x [N, out_dim]
+        student_embeddings = multicrop_forward(self.student_embedding, views)  # (2 + n_local) x [N, bottleneck]
+        student_out = [self.head.last_layer(z) for z in student_embeddings]  # (2 + n_local) x [N, out_dim]
         temp = teacher_temperature(self._progress, self.warmup_teacher_temp, self.teacher_temp, self.warmup_fraction)
         loss = dino_loss(student_out, teacher_out, self.center, self.student_temp, temp)
-        self._record_collapse_statistics(loss, teacher_out, student_out, temp)
+        self._record_collapse_statistics(loss, teacher_out, student_embeddings[0], temp)
         if self.training:
             self._update_center(torch.cat(teacher_out))
         return loss
@@ -169,15 +174,21 @@ class DINO(Method):
         self.center.copy_(update_center(self.center, batch_center, self.center_momentum))
 
     @torch.no_grad()
-    def _record_collapse_statistics(self, loss: Tensor, teacher_out: list[Tensor], student_out: list[Tensor],
+    def _record_collapse_statistics(self, loss: Tensor, teacher_out: list[Tensor], student_embedding: Tensor,
                                     temp: float) -> None:
-        """The teacher's entropy tells the two collapses apart: ln(out_dim) when its output is
-        uniform (compare it with ``math.log(out_dim)``), 0 when one dimension dominates; the KL between teacher and student (the loss less
-        the teacher's entropy) goes to 0 in both. Plus the spread of the student's embedding."""
+        """DINO's two collapses (``coursekit.engine.collapse``): the teacher's entropy per image reaches
+        ln(out_dim) when its output is uniform (the loss less that entropy, the teacher-student KL, then
+        goes to 0 too); ``prototypes_used`` (e^entropy of the batch's mean teacher output: how many
+        prototypes share the images) falls to 1 when one prototype takes every image. The spread is
+        read on the unit bottleneck [N, bottleneck_dim] the prototypes score, not on the logits: K
+        cosine similarities to K prototypes are correlated across images (most prototypes sit unused
+        or close together) and stay near each other even while the images spread over the sphere."""
         probs = F.softmax((torch.cat(teacher_out).float() - self.center) / temp, dim=-1)  # [2N, K]
         entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-        self.record(student_out[0], teacher_entropy=entropy,
-                    teacher_student_kl=loss.detach().float() - entropy)
+        mean_probs = probs.mean(dim=0)  # [K]: the share of the batch each prototype takes
+        prototypes_used = torch.exp(-(mean_probs * torch.log(mean_probs.clamp_min(1e-12))).sum())
+        self.record(student_embedding, teacher_entropy=entropy, teacher_student_kl=loss.detach().float() - entropy,
+                    prototypes_used=prototypes_used)
 
     def on_before_optimizer_step(self, epoch: float) -> None:
         """Keep the prototypes (the head's last layer) fixed during the first ``freeze_last_layer`` epochs."""

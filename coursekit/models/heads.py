@@ -82,9 +82,12 @@ class DINOHead(nn.Module):
             magnitude.fill_(1.0)
         magnitude.requires_grad_(not norm_last_layer)
 
+    def bottleneck(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, in_dim] -> the unit-length embedding [N, bottleneck_dim] that the prototypes score."""
+        return F.normalize(self.mlp(x), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(self.mlp(x), dim=-1)  # [N, bottleneck_dim], unit length
-        return self.last_layer(x)  # [N, out_dim]
+        return self.last_layer(self.bottleneck(x))  # [N, out_dim]: cosine similarity to each prototype
 
     def cancel_last_layer_gradients(self) -> None:
         """Drop the last layer's gradients; DINO calls this after backward during the first
