@@ -142,7 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     pretrained.MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
 
     train, test = evaluation_sets(report["dataset"], image_size)
-    torch.manual_seed(derived_seed(report["seed"], "init"))  # the initialization the run started from
+    # the initialization the run started from: torch.manual_seed(init_seed); reports without init_seed come
+    # from the command before it seeded as the lessons do (its init was derived_seed(seed, "init"))
+    init_seed = report.get("init_seed")
+    torch.manual_seed(derived_seed(report["seed"], "init") if init_seed is None else init_seed)
     random_init = build_backbone(info["backbone"], **info["kwargs"]).eval()
     entry["metrics"] = {"pretrained": backbone_metrics(pretrained.load(args.name), train, test),
                         "random_init": backbone_metrics(random_init, train, test)}

@@ -171,6 +171,26 @@ def test_knn_methods_keeps_other_seeds_of_the_same_recipe(tmp_path):
     assert set(read(tmp_path, "knn_methods_simclr")["runs"]) == {"2"}
 
 
+@pytest.mark.parametrize("method", ["simclr", "mae"])
+def test_the_command_reproduces_the_benchmark_row_of_its_seed(tmp_path, method):
+    """coursekit pretrain --report with the profile's sizes and --seed 1 scores what knn_methods.py reports
+    for seed 1: the same images, initial weights, training and protocol (issue 22 item 8)."""
+    import knn_methods
+    from coursekit.cli import main
+
+    knn_methods.main(["--profile", "smoke", "--methods", method, "--seeds", "1", "--test-images", "128",
+                      "--results-dir", str(tmp_path)])
+    benchmark = read(tmp_path, f"knn_methods_{method}")["runs"]["1"]
+    report_path = tmp_path / "command.json"
+    assert main(["pretrain", "--method", method, "--profile", "smoke", "--device", "cpu", "--seed", "1",
+                 "--num-test", "128", "--report", str(report_path)]) == 0
+    command = json.loads(report_path.read_text())
+    assert command["steps"] == benchmark["steps"]
+    for protocol in {"knn", benchmark["protocol"]}:
+        for key in ("random_init", "pretrained"):
+            assert command[protocol][key] == pytest.approx(benchmark[protocol][key], abs=1e-4), (protocol, key)
+
+
 def test_knn_methods_keeps_the_seed_0_run_for_the_lessons(tmp_path, monkeypatch):
     import knn_methods
     from coursekit.data import load_images

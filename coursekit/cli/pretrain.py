@@ -18,8 +18,11 @@ at its random initialization, as JSON, and a ``"verdict"``: ``"ok"``, or ``"coll
 run ended collapsed (the embeddings' spread near 0, or DINO's teacher output uniform:
 ``coursekit.engine.collapse``; the signs are under ``"collapse"`` and printed as a warning).
 
-``--seed`` decides everything: the initial weights (built from a generator seeded by the seed),
-the images picked, their order, the augmentations. The same command gives the same checkpoint,
+``--seed`` decides the run's randomness: the initial weights (built under ``torch.manual_seed(seed)``),
+the images' order and the augmentations. The images picked from a dataset are the profile's, the
+same for every seed (drawn with ``DATA_SEED``), as in the lessons (``recipes.load_or_pretrain``) and
+``benchmarks/knn_methods.py``: a command with ``--seed S`` and the profile's sizes makes the run of
+the README's table for seed S and scores it the same way. The same command gives the same checkpoint,
 and a run killed at any moment and started again with ``--resume`` ends with the same checkpoint
 as a run never interrupted.
 
@@ -54,7 +57,7 @@ import torch.distributed as dist
 
 from coursekit.cli import UsageError
 from coursekit.data import DATASET_NAMES, load_images
-from coursekit.engine import PRECISIONS, TrainConfig, derived_seed, distributed, fit
+from coursekit.engine import PRECISIONS, TrainConfig, distributed, fit
 from coursekit.engine.checkpoint import remove_stale_temporaries
 from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.methods import METHODS, build_method
@@ -75,6 +78,7 @@ DEFAULT_MIN_BATCH = 2
 STOP_AFTER_STEP_ENV = "COURSEKIT_STOP_AFTER_STEP"
 YOLO_STRIDE = 32  # input sides of YOLO backbones are multiples of it (coursekit.models.yolo)
 MAX_DATA_WORKERS = 4
+DATA_SEED = 0  # draws a dataset's images: the profile's images, the lessons' and the benchmarks', for every --seed
 PROTOCOL_NAMES = {"knn": "kNN accuracy (k=200, temperature=0.1)", "linear": "linear-probe accuracy"}
 
 
@@ -113,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints (0: only at the end)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="decides the initial weights, the images, their order and the augmentations")
+                        help="decides the initial weights, the images' order and the augmentations (the images "
+                             "picked are the profile's, the same for every seed)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
     methods = parser.add_argument_group("method options (default: the recipe's, else the method's own)")
     methods.add_argument("--temperature", type=float, help="softmax temperature (SimCLR, MoCo; DINO's student)")
@@ -279,10 +284,11 @@ def stop_after_step_hook() -> Callable[[int], None] | None:
 # The run
 
 
-def load_split(dataset: str, split: str, n: int, image_size: int, seed: int):
-    """``load_images`` with its complaints about sizes as UsageErrors naming the option."""
+def load_split(dataset: str, split: str, n: int, image_size: int):
+    """``load_images`` (the images drawn with ``DATA_SEED``) with its complaints about sizes as
+    UsageErrors naming the option."""
     try:
-        return load_images(dataset, split, n=n, image_size=image_size, seed=seed)
+        return load_images(dataset, split, n=n, image_size=image_size, seed=DATA_SEED)
     except ValueError as error:
         option = "--num-images" if split == "train" else "--num-test"
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
@@ -413,7 +419,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 def build_seeded(args: argparse.Namespace, plan: Plan):
     """(backbone, method) at the initialization decided by ``--seed``; a method that refuses its
     options is a UsageError."""
-    torch.manual_seed(derived_seed(args.seed, "init"))
+    torch.manual_seed(args.seed)  # as recipes.load_or_pretrain and benchmarks/knn_methods.py: the same weights
     backbone = build_backbone(plan.backbone, **plan.backbone_kwargs)
     try:
         method = build_method(args.method, backbone, image_size=plan.image_size, **plan.method_options)
@@ -441,13 +447,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"--resume: no checkpoint in {args.checkpoint_dir} yet, training from the start")
 
     if plan.folder is None:
-        train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size, args.seed)
+        train_set = load_split(plan.dataset, "train", plan.num_images, plan.image_size)
     elif is_main and plan.dataset is not None:  # --eval-dataset: its train split is the labeled train set
-        train_set = load_split(plan.dataset, "train", profile.num_train, plan.image_size, args.seed)
+        train_set = load_split(plan.dataset, "train", profile.num_train, plan.image_size)
     else:  # --data alone: no labels, no evaluation
         train_set = None
     has_labels = is_main and plan.dataset is not None
-    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size, args.seed) if has_labels else None
+    test_set = load_split(plan.dataset, "test", plan.num_test, plan.image_size) if has_labels else None
     backbone, method = build_seeded(args, plan)
     random_init_backbone = copy.deepcopy(backbone) if args.report is not None else None
     settings = {"dataset": "folder" if plan.folder is not None else plan.dataset, "backbone": plan.backbone,
@@ -476,8 +482,8 @@ def run(args: argparse.Namespace) -> int:
             scores = {name: {"random_init": random_init[name], "pretrained": pretrained[name]} for name in pretrained}
             report = build_report(plan.recipe, plan.dataset, args.seed, history.step[-1] if history.step else 0,
                                   seconds, scores, config=plan.config.settings(), method_options=plan.method_options,
-                                  num_images=plan.num_images, image_size=plan.image_size,
-                                  num_test=0 if test_set is None else len(test_set),
+                                  num_images=plan.num_images, image_size=plan.image_size, init_seed=args.seed,
+                                  data_seed=DATA_SEED, num_test=0 if test_set is None else len(test_set),
                                   processes=world, verdict="collapsed" if history.collapsed else "ok",
                                   collapse=history.collapse)
             args.report.write_text(json.dumps(report, indent=2))
