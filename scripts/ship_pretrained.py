@@ -98,6 +98,13 @@ def final_collapse_signs(checkpoint_dir: Path, report: dict, image_size: int, ba
     return collapse_signs(metrics, method.embedding_dim, method.teacher_outputs)
 
 
+def init_seed(report: dict) -> int:
+    """The torch seed the run's backbone was built under (``torch.manual_seed``): the report's
+    ``init_seed``; a report without one comes from the command before it seeded as the lessons do,
+    which built the backbone under ``derived_seed(seed, "init")``."""
+    return report.get("init_seed", derived_seed(report["seed"], "init"))
+
+
 def cpu_seconds(time_log: Path) -> float:
     """User + system seconds from a ``/usr/bin/time -v`` log."""
     text = time_log.read_text(errors="replace")
@@ -135,17 +142,15 @@ def main(argv: list[str] | None = None) -> int:
              "epochs": report["config"]["epochs"], "seed": report["seed"], "steps": report["steps"],
              "command": " ".join(args.command.split()), "commit": args.commit, "device": args.device,
              "cpu_seconds": cpu_seconds(args.time_log), "wall_seconds": report["seconds"],
-             "date": datetime.date.today().isoformat(), "file": file, "sha256": sha256, "metrics": {}}
+             "date": datetime.date.today().isoformat(), "file": file, "sha256": sha256,
+             "init_seed": init_seed(report), "metrics": {}}
     entry["verdict"] = "ok"  # final_collapse_signs found no sign of collapse on the final weights
     manifest = pretrained.read_manifest()
     manifest["entries"] = [e for e in manifest["entries"] if e["name"] != args.name] + [entry]
     pretrained.MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
 
     train, test = evaluation_sets(report["dataset"], image_size)
-    # the initialization the run started from: torch.manual_seed(init_seed); reports without init_seed come
-    # from the command before it seeded as the lessons do (its init was derived_seed(seed, "init"))
-    init_seed = report.get("init_seed")
-    torch.manual_seed(derived_seed(report["seed"], "init") if init_seed is None else init_seed)
+    torch.manual_seed(entry["init_seed"])  # the initialization the run started from
     random_init = build_backbone(info["backbone"], **info["kwargs"]).eval()
     entry["metrics"] = {"pretrained": backbone_metrics(pretrained.load(args.name), train, test),
                         "random_init": backbone_metrics(random_init, train, test)}

@@ -34,7 +34,7 @@ FOLDER = Path(__file__).parent
 MANIFEST = FOLDER / "manifest.json"
 TRANSFER = FOLDER / "transfer.json"  # written by benchmarks/transfer.py --report
 ENTRY_FIELDS = ("name", "method", "backbone", "backbone_kwargs", "dataset", "images", "image_size", "epochs", "steps",
-                "seed", "command", "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
+                "seed", "init_seed", "command", "commit", "device", "cpu_seconds", "date", "file", "sha256", "metrics")
 
 
 class PretrainedError(ValueError):
