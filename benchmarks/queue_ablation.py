@@ -31,8 +31,7 @@ NAME = "queue_ablation"
 
 def runs(batch_size: int, profile: str) -> dict[str, tuple[str, dict]]:
     """Row name -> (method, load_or_pretrain changes) of the three runs at ``batch_size``."""
-    recipe = get_recipe("moco", profile)
-    queue = recipe.build_method(recipe.build_backbone()).queue.shape[0]  # the recipe's K
+    queue = get_recipe("moco", profile).method_kwargs["queue_size"]  # the recipe's K
     return {f"SimCLR ({2 * batch_size - 2} negatives)": ("simclr", {}),
             f"MoCo, queue K = {queue}": ("moco", {}),
             f"MoCo, queue K = {batch_size} (one batch)": ("moco", {"method_kwargs": {"queue_size": batch_size}})}
@@ -56,9 +55,10 @@ def main(argv: list[str] | None = None) -> dict:
     bank, test = evaluation_data("moco", args.profile, args.test_images, args.train_images)
     result = {**common.environment(device), "profile": args.profile, "batch_size": args.batch_size,
               "epochs": args.epochs, "seeds": args.seeds, "test_images": len(test), "knn": {}}
+    rows = runs(args.batch_size, args.profile)
     with tempfile.TemporaryDirectory() as work:
         for seed in args.seeds:
-            for row, (method, changes) in runs(args.batch_size, args.profile).items():
+            for row, (method, changes) in rows.items():
                 start = time.process_time()
                 model, _, _ = load_or_pretrain(method, bank.images, Path(work) / f"{row}-{seed}", seed=seed,
                                                profile_name=args.profile, device=device, progress=False,
