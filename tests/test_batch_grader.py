@@ -164,3 +164,100 @@ def test_a_grader_failure_on_one_submission_becomes_its_error_row(tmp_path, monk
     rows = list(csv.DictReader(out.open()))
     assert [(r["status"], r["reason"]) for r in rows] == [
         ("error", "the grader failed on this submission: RuntimeError: a bug in the grader"), ("ok", "graded")]
+
+
+# ---------------------------------------------------------------------------------------------
+# A bounded grader: hostile notebooks written here by hand, not by the fixtures' builder
+
+
+def _notebook_json(cells: list[dict]) -> str:
+    return json.dumps({"nbformat": 4, "nbformat_minor": 4, "metadata": {}, "cells": cells})
+
+
+def _code(source) -> dict:
+    return {"cell_type": "code", "metadata": {}, "source": source, "outputs": [], "execution_count": None}
+
+
+def test_notebooks_over_the_caps_are_refused_before_they_are_parsed(tmp_path):
+    import tracemalloc
+
+    from coursekit.grading import batch
+
+    cases = {
+        "huge_file_02_simclr.ipynb": None,  # over the file cap: a sparse file, never read whole
+        "many_cells_02_simclr.ipynb": _notebook_json([_code("x = 1")] * (batch.MAX_CELLS + 1)),
+        "big_cell_02_simclr.ipynb": _notebook_json([_code("x = 1\n" + "x = x + 1\n" * 400_000)]),  # 4 MiB
+        "big_cells_02_simclr.ipynb": _notebook_json([_code(["y = 2\n"] * 9_000)] * 12),  # each under the cell cap
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is None:
+            with open(path, "wb") as file:
+                file.truncate(batch.MAX_NOTEBOOK_BYTES + 1)
+        else:
+            path.write_text(text)
+    tracemalloc.start()
+    reasons = {name: batch.grade_submission(tmp_path / name).reason for name in cases}
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert reasons["huge_file_02_simclr.ipynb"].startswith("refused: the file is over")
+    assert reasons["many_cells_02_simclr.ipynb"].startswith(f"refused: {batch.MAX_CELLS + 1} cells")
+    assert reasons["big_cell_02_simclr.ipynb"].startswith("refused: cell 0 holds")
+    assert reasons["big_cells_02_simclr.ipynb"].startswith("refused: the cells hold")
+    assert peak < 64 * 2**20, peak  # a 4 MiB cell parsed into a syntax tree would take far more
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
+def test_outputs_and_feedback_keep_no_text_of_the_submission(tmp_path, capsys):
+    secret = tmp_path / "grades_of_others.csv"
+    secret.write_text("bob,SECRETSCORE25\n")
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    cells = [
+        _code("raise type('SECRETSCORE25', (Exception,), {})()"),
+        _code(f"def nt_xent(z1, z2, t):\n    raise ValueError(open({str(secret)!r}).read())\n"
+              "augmentation_pair_similarity = type('SECRETSCORE25', (), {})()"),
+        _code("from IPython.display import display\nfor i in range(160):\n"
+              "    display({'text/plain': str(i % 10) * 2**20}, raw=True)"),  # 160 MiB in messages of 1 MiB
+        _code("import sys\nsys.stdout.write('x' * (96 * 2**20))"),  # one message over the cap
+    ]
+    (folder / "mallory_02_simclr.ipynb").write_text(_notebook_json(cells))
+    out, report = tmp_path / "grades.csv", tmp_path / "grades.json"
+    assert main(["grade", str(folder), "--out", str(out), "--json", str(report), "--timeout", "60"]) == 0
+    printed = capsys.readouterr().out
+    row = json.loads(report.read_text())[0]
+    assert row["status"] == "ok" and "cell 0, (a type of its own)" in row["reason"], row
+    feedback = row["exercises"]["simclr.nt_xent"]["feedback"]
+    assert any("raised ValueError" in line for line in feedback), feedback
+    assert "SECRETSCORE25" not in report.read_text() + out.read_text() + printed
+    peak = int(printed.split("grader peak ")[1].split(" MiB")[0])
+    assert peak < 800, printed  # the 256 MiB of outputs, kept, would show here (1.2 GiB before they were dropped)
+
+
+def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path, monkeypatch, capsys):
+    from coursekit.grading import batch
+    from coursekit.grading.results import SubmissionResult
+
+    def hostile_grading(path, **options):
+        if "slow" in path.name:  # what a patched socket.connect and a no-op os.kill did to the old grader
+            import time
+            time.sleep(600)
+        if "greedy" in path.name:
+            return bytearray((batch.GRADER_MEMORY_MB + 512) * 2**20)
+        if "crash" in path.name:
+            os.kill(os.getpid(), 9)
+        return SubmissionResult(str(path), "02_simclr", "ok", "graded")
+
+    monkeypatch.setattr(batch, "grade_submission", hostile_grading)
+    monkeypatch.setattr(batch, "wall_limit", lambda timeout: 3.0)
+    names = ["a_slow_02_simclr", "b_greedy_02_simclr", "c_crash_02_simclr", "d_honest_02_simclr"]
+    for name in names:
+        shutil.copy(FIXTURES / "untitled.ipynb", tmp_path / f"{name}.ipynb")
+    out = tmp_path / "grades.csv"
+    assert main(["grade", *[str(tmp_path / f"{name}.ipynb") for name in names], "--out", str(out)]) == 0
+    reasons = [r["reason"] for r in csv.DictReader(out.open())]
+    assert reasons[0] == "ran past the grader's wall limit of 3 s for one submission and was stopped"
+    assert reasons[1] == f"grading it took more than the grader's cap of {batch.GRADER_MEMORY_MB} MiB"
+    assert reasons[2].startswith("the grader's worker for this submission ended (signal 9)")
+    assert reasons[3] == "graded"

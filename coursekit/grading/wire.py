@@ -50,7 +50,30 @@ DTYPES = {  # dtypes that travel; anything else is converted or refused
     "torch.bfloat16": (torch.bfloat16, np.float32), "torch.float32": (torch.float32, np.float32),
     "torch.float64": (torch.float64, np.float64),
 }
-NUMPY_KINDS = "biuf"  # numpy arrays returned by a student: bool, int, unsigned, float
+NUMPY_KINDS = "biuf"
+BACKWARD_FAILED = "backpropagating from your result failed: "  # numpy arrays returned by a student: bool, int, unsigned, float
+
+
+def safe_name(name) -> str:
+    """A type or exception name that came from the student's process, shown only if Python, numpy or
+    torch define it: feedback never carries text the submission chose (it could be a file's content)."""
+    return name if isinstance(name, str) and name in _known_names() else "(a type of its own)"
+
+
+def _known_names() -> set[str]:
+    import builtins
+
+    global _KNOWN_NAMES
+    if not _KNOWN_NAMES:
+        _KNOWN_NAMES = {name for name, value in vars(builtins).items() if isinstance(value, type)} | {
+            "Tensor", "Parameter", "ndarray", "Generator", "Module", "function", "method", "module", "NoneType",
+            "generator", "dict_values", "dict_keys", "OutOfMemoryError", "LinAlgError", "AxisError",
+            "ndarray of object", "ndarray of complex64", "ndarray of complex128", "ndarray of str",
+            "Timeout", "KeyboardInterrupt", "CellTimeoutError", "DeadKernelError", "error"}
+    return _KNOWN_NAMES
+
+
+_KNOWN_NAMES: set[str] = set()
 
 
 class WireError(Exception):
@@ -112,7 +135,7 @@ def encode(value, arrays: list, params: dict | None = None, depth: int = 0) -> d
         return {"t": "tensor", "i": len(arrays) - 1, "dtype": dtype, "grad": bool(value.requires_grad)}
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in NUMPY_KINDS:
-            return {"t": "object", "type": f"ndarray of {value.dtype}"}
+            return {"t": "object", "type": f"ndarray of {'str' if value.dtype.kind == 'U' else value.dtype}"}
         arrays.append(np.array(value, copy=True))
         return {"t": "ndarray", "i": len(arrays) - 1}
     if isinstance(value, torch.Generator):
@@ -187,7 +210,7 @@ def decode(node, arrays: list, modules: dict | None = None, depth: int = 0):
         load_state(module, node.get("state"), arrays)
         return module
     if kind == "object":
-        return Foreign(str(node.get("type"))[:100])
+        return Foreign(safe_name(node.get("type")))
     items = node.get("items")
     if not isinstance(items, list) or len(items) > MAX_ITEMS:
         raise WireError("malformed container")
@@ -202,7 +225,7 @@ def decode(node, arrays: list, modules: dict | None = None, depth: int = 0):
             key = decode(pair[0], arrays, modules, depth + 1)
             result[_hashable(key)] = decode(pair[1], arrays, modules, depth + 1)
         return result
-    raise WireError(f"unknown value kind {str(kind)[:40]!r}")
+    raise WireError("unknown value kind")
 
 
 def _hashable(key):
@@ -282,7 +305,7 @@ def build_module(spec) -> nn.Module:
         for name, child in children:
             module.add_module(name, child)
         return module
-    raise WireError(f"unknown module kind {str(kind)[:40]!r}")
+    raise WireError("unknown module kind")
 
 
 def encode_state(module: nn.Module, arrays: list) -> dict:
@@ -350,7 +373,7 @@ def invoke(fn, args: list, kwargs: dict, backward: dict | None = None, global_se
             total = value if upstream is None else (value * upstream).sum()
             total.backward()
         except Exception as error:  # noqa: BLE001 - e.g. a non-scalar loss
-            return ("raised", "backpropagating from your result failed: " + _describe(error)), value, []
+            return ("raised", BACKWARD_FAILED + _describe(error)), value, []
         grads = [leaf.grad for leaf in leaves]
     elif backward is not None:
         grads = [None for _ in leaves]
