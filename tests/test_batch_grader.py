@@ -4,6 +4,8 @@ The batch runs as its own process against a copy of the coursekit package (one s
 rewrites the package it finds), with its own HOME and TMPDIR holding files that must survive.
 """
 import csv
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -117,20 +119,63 @@ def test_a_class_of_broken_hostile_and_honest_submissions(tmp_path):
         assert not (place / "left_by_a_submission.txt").exists()
 
 
+def _signed(key: bytes, row: dict) -> str:
+    """A progress line signed as the README says (HMAC-SHA256 of the row's JSON, sorted keys, no spaces)."""
+    mark = hmac.new(key, json.dumps(row, sort_keys=True, separators=(",", ":")).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({"row": row, "hmac": mark})
+
+
 @pytest.mark.slow
-def test_resume_grades_only_what_the_progress_file_lacks(tmp_path):
+def test_resume_keeps_only_rows_signed_with_the_batch_key(tmp_path, capsys):
     folder = tmp_path / "submissions"
     folder.mkdir()
     for name in ("raising_cell_02_simclr", "renamed_function_02_simclr"):
         shutil.copy(FIXTURES / f"{name}.ipynb", folder)
     out = tmp_path / "grades.csv"
-    done = {"submission": str(folder / "raising_cell_02_simclr.ipynb"), "homework": "02_simclr", "status": "ok",
-            "reason": "graded before the interruption", "exercises": {}, "answers": []}
-    progress_path(out).write_text(json.dumps(done) + "\n" + '{"submission": "cut sh')  # the last line was cut
+    key = secrets.token_bytes(32)
+    key_file = tmp_path / "grades.progress.key"
+    key_file.write_text(key.hex())
+    key_file.chmod(0o600)
+    row = {"homework": "02_simclr", "status": "ok", "exercises": {}, "answers": [], "total": 0, "max": 0}
+    kept = {**row, "submission": str(folder / "raising_cell_02_simclr.ipynb"), "reason": "graded before the interruption"}
+    victim = {**row, "submission": str(folder / "renamed_function_02_simclr.ipynb"), "reason": "graded"}
+    altered = json.loads(_signed(key, victim))
+    altered["row"]["exercises"] = {"simclr.nt_xent": {"score": 10, "max_score": 10}}  # the mark changed, not the hmac
+    forged = {"row": {**victim, "reason": "forged by a submission graded first"}, "hmac": "0" * 64}
+    progress_path(out).write_text("\n".join([_signed(key, kept), json.dumps(altered), json.dumps(forged),
+                                             json.dumps(victim), '{"row": {"submission": "cut sh']))
     assert main(["grade", str(folder), "--out", str(out), "--resume", "--timeout", "30"]) == 0
+    assert "refused 4 line(s)" in capsys.readouterr().out
     rows = list(csv.DictReader(out.open()))
     assert [Path(r["submission"]).stem for r in rows] == ["raising_cell_02_simclr", "renamed_function_02_simclr"]
-    assert rows[0]["reason"] == "graded before the interruption"
+    assert rows[0]["reason"] == "graded before the interruption"  # kept: signed with the key
+    assert "nt_xent not found" in rows[1]["reason"] and rows[1]["total"] == "0"  # graded again
+    lines = progress_path(out).read_text().splitlines()  # what the grader wrote verifies with the key
+    assert [_signed(key, json.loads(line)["row"]) == line for line in lines] == [True, True]
+
+
+def test_a_key_file_others_can_read_signs_nothing(tmp_path):
+    from coursekit.grading.results import read_key
+
+    key_file = tmp_path / "grades.progress.key"
+    key_file.write_text(secrets.token_hex(32))
+    key_file.chmod(0o600)
+    assert read_key(key_file) is not None
+    key_file.chmod(0o644)
+    assert read_key(key_file) is None
+    (tmp_path / "link.key").symlink_to(key_file)
+    key_file.chmod(0o600)
+    assert read_key(tmp_path / "link.key") is None
+
+
+def test_a_fresh_batch_makes_a_key_only_its_owner_reads(tmp_path):
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(FIXTURES / "untitled.ipynb"), "--out", str(out)]) == 0
+    key_file = tmp_path / "grades.progress.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key = bytes.fromhex(key_file.read_text().strip())
+    line = progress_path(out).read_text().splitlines()[0]
+    assert _signed(key, json.loads(line)["row"]) == line
 
 
 def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
@@ -261,3 +306,44 @@ def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path,
     assert reasons[1] == f"grading it took more than the grader's cap of {batch.GRADER_MEMORY_MB} MiB"
     assert reasons[2].startswith("the grader's worker for this submission ended (signal 9)")
     assert reasons[3] == "graded"
+
+
+def test_the_package_hash_covers_bytecode_and_kernels_write_none(tmp_path):
+    from coursekit.grading import sandbox
+
+    package = tmp_path / "pkg"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "mod.py").write_text("x = 1\n")
+    (package / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"honest")
+    before = sandbox.fingerprint(package)
+    (package / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"crafted, same header as mod.py")
+    (package / "__pycache__" / "new.cpython-311.pyc").write_bytes(b"planted")
+    assert sandbox.changed_files(before, sandbox.fingerprint(package)) == [
+        "__pycache__/mod.cpython-311.pyc", "__pycache__/new.cpython-311.pyc"]
+    folders = sandbox.Folders(tmp_path / "sandbox")
+    assert folders.environment({})["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
+def test_a_submission_that_plants_bytecode_in_the_package_stops_the_batch(tmp_path):
+    package = tmp_path / "installed"
+    shutil.copytree(PACKAGE, package / "coursekit", ignore=shutil.ignore_patterns("__pycache__"))
+    folder = tmp_path / "submissions"
+    folder.mkdir()
+    plant = ("import coursekit, pathlib, sys\n"  # a .pyc for a module the grader imports late: methods/byol.py
+             "cache = pathlib.Path(coursekit.__file__).parent / 'methods' / '__pycache__'\n"
+             "cache.mkdir(exist_ok=True)\n"
+             "(cache / f'byol.{sys.implementation.cache_tag}.pyc').write_bytes(b'crafted')")
+    (folder / "a_mallory_02_simclr.ipynb").write_text(_notebook_json([_code(plant)]))
+    shutil.copy(FIXTURES / "raising_cell_02_simclr.ipynb", folder / "b_bob_02_simclr.ipynb")
+    out = tmp_path / "grades.csv"
+    env = {**os.environ, "PYTHONPATH": str(package)}
+    command = [sys.executable, "-m", "coursekit", "grade", str(folder), "--out", str(out), "--timeout", "30"]
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 1, finished.stdout + finished.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 1 and rows[0]["status"] == "error", rows
+    assert "methods/__pycache__/byol." in rows[0]["reason"]
+    written = [p for p in package.rglob("*.pyc") if "methods" in p.parts]
+    assert [p.name for p in written] == [f"byol.{sys.implementation.cache_tag}.pyc"]  # no honest .pyc there

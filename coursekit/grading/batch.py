@@ -21,9 +21,9 @@ graded in a forked worker of this process (``grade_in_worker``) whose memory may
    checks run here, in the grader: they send the kernel inputs drawn with a secret seed, the
    student's function is called there, and only plain arrays come back (``remote``, ``wire``).
    No score, marker or grading code is ever in the student's process.
-4. The row is appended to the progress file and the CSV, JSON and written answers are rewritten
-   (``results``). Then the installed coursekit package is checked unchanged; if it changed, the
-   batch stops (fix the installation, then ``--resume``).
+4. The row is appended, signed, to the progress file and the CSV, JSON and written answers are
+   rewritten (``results``). Then the installed coursekit package (its ``.pyc`` files included)
+   is checked unchanged; if it changed, the batch stops (fix the installation, then ``--resume``).
 
 While cells run, the grader keeps of their outputs only the names of errors; feedback names
 exceptions and types only when Python, numpy or torch define them, never their messages.
@@ -54,7 +54,8 @@ from . import checks, references, sandbox
 from .core import EXERCISES, GradeResult, get_exercise, grade_here
 from .homework import HOMEWORK
 from .remote import RemoteFunction, StudentKernel
-from .results import (SubmissionResult, append_progress, display_name, progress_path, read_progress, write_all)
+from .results import (SubmissionResult, append_progress, display_name, key_path, new_key, progress_path, read_key,
+                      read_progress, write_all)
 from .wire import safe_name
 
 DEFAULT_TIMEOUT = 300.0  # seconds for all cells of one notebook
@@ -496,7 +497,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"seconds for all cells of one notebook (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--homework", help="homework id for every submission (default: from metadata or file name)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the rows of the progress file and grade only the submissions it lacks")
+                        help="keep the rows of the progress file signed with the batch's key (OUT.progress.key) "
+                             "and grade the submissions it lacks; unsigned or altered rows are graded again")
     parser.add_argument("--memory-limit", type=int, default=defaults.memory_mb,
                         help=f"MiB of address space per process of a submission (default {defaults.memory_mb})")
     parser.add_argument("--cpu-limit", type=int, default=defaults.cpu_seconds,
@@ -514,12 +516,33 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"the folder of {output} does not exist")
     if args.homework and args.homework not in HOMEWORK:
         raise SystemExit(f"unknown homework {args.homework!r}; known: {', '.join(HOMEWORK)}")
+    # From here on this process reads and writes bytecode in a private folder, never in the package's
+    # __pycache__ (so a .pyc planted there is not loaded, and any .pyc written there shows in the hash)
+    prefix = sys.pycache_prefix
+    with tempfile.TemporaryDirectory(prefix="coursekit-grader-bytecode-") as bytecode:
+        sys.pycache_prefix = bytecode
+        try:
+            return _run_batch(args)
+        finally:
+            sys.pycache_prefix = prefix
+
+
+def _run_batch(args: argparse.Namespace) -> int:
     limits = sandbox.Limits(args.memory_limit, args.cpu_limit, args.process_limit)
     submissions = find_submissions(args.submissions)
-    progress = progress_path(args.out)
-    results = read_progress(progress) if args.resume else []
-    if not args.resume:
-        progress.unlink(missing_ok=True)
+    progress, key_file = progress_path(args.out), key_path(args.out)
+    key = read_key(key_file) if args.resume else None
+    results, refused = read_progress(progress, key) if key else ([], 0)
+    if args.resume and key is None and progress.exists():
+        print(f"no usable key in {key_file} (missing, a link, or readable by others): every submission is "
+              "graded again", flush=True)
+    elif refused:
+        print(f"refused {refused} line(s) of {progress}: unsigned, altered or cut short; their submissions are "
+              "graded again", flush=True)
+    key = key or new_key(key_file)
+    progress.unlink(missing_ok=True)
+    for result in results:  # the progress file keeps only the rows the key signed
+        append_progress(progress, result, key)
     done = {r.submission for r in results}
     for exercise in EXERCISES.values():  # import every reference now, before any submission runs
         exercise.reference()
@@ -541,14 +564,15 @@ def run(args: argparse.Namespace) -> int:
             _failed(result, "error", f"the installed coursekit package changed while this submission ran "
                                      f"({', '.join(changed[:3])}): grading stopped")
         results.append(result)
-        append_progress(progress, result)
+        append_progress(progress, result, key)
         write_all(results, args.out, args.json, args.format)
         memory = f", grader peak {peak} MiB" if peak else ""
         print(f"{result.submission}: {result.status} {result.total}/{result.max_score} "
               f"({time.monotonic() - started:.1f} s{memory}) {result.reason}".rstrip(), flush=True)
         if changed:
-            print(f"stopped: the coursekit package at {PACKAGE_DIR} changed ({', '.join(changed)}). Reinstall it, "
-                  "then run again with --resume to grade the rest.", flush=True)
+            print(f"stopped: the coursekit package at {PACKAGE_DIR} changed ({', '.join(changed)}). Reinstall it "
+                  "(or delete what changed, .pyc files included), then run again with --resume to grade the rest.",
+                  flush=True)
             return 1
     print(f"graded {len(results)} submission(s) into {args.out}")
     return 0
