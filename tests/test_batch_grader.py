@@ -32,12 +32,13 @@ ODD_NAME = b"good_\xff\xfe_02_simclr.ipynb"  # not valid UTF-8
 HONEST = {"zero": lambda z1, z2, t: torch.zeros(())}  # what a forged function computes, written honestly
 
 
-def test_homework_comes_from_metadata_then_file_name():
+def test_homework_comes_from_the_file_name_then_metadata():
     notebook = nbformat.v4.new_notebook()
     assert homework_of(notebook, Path("alice_02_simclr.ipynb"), None) == "02_simclr"
-    notebook.metadata["coursekit"] = {"homework": "03_moco"}
-    assert homework_of(notebook, Path("alice_02_simclr.ipynb"), None) == "03_moco"
-    assert homework_of(notebook, Path("x.ipynb"), "06_mae") == "06_mae"
+    notebook.metadata["coursekit"] = {"homework": "03_moco"}  # a notebook cannot name itself another homework
+    assert homework_of(notebook, Path("alice_02_simclr.ipynb"), None) == "02_simclr"
+    assert homework_of(notebook, Path("alice.ipynb"), None) == "03_moco"
+    assert homework_of(notebook, Path("alice_02_simclr.ipynb"), "06_mae") == "06_mae"
 
 
 def test_folders_are_searched_for_notebooks():
@@ -306,6 +307,29 @@ def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path,
     assert reasons[1] == f"grading it took more than the grader's cap of {batch.GRADER_MEMORY_MB} MiB"
     assert reasons[2].startswith("the grader's worker for this submission ended (signal 9)")
     assert reasons[3] == "graded"
+
+
+def test_symlinked_submissions_outside_the_folder_or_to_another_submission_are_refused(tmp_path, monkeypatch):
+    from coursekit.grading import batch
+    from coursekit.grading.results import SubmissionResult
+
+    monkeypatch.setattr(batch, "grade_submission",
+                        lambda path, **options: SubmissionResult(str(path), "02_simclr", "ok", "graded"))
+    folder, elsewhere = tmp_path / "submissions", tmp_path / "elsewhere"
+    (folder / "alice").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(FIXTURES / "good_02_simclr.ipynb", folder / "alice" / "alice_02_simclr.ipynb")
+    shutil.copy(FIXTURES / "good_02_simclr.ipynb", elsewhere / "someone_02_simclr.ipynb")
+    (folder / "mallory_02_simclr.ipynb").symlink_to(folder / "alice" / "alice_02_simclr.ipynb")
+    (folder / "eve_02_simclr.ipynb").symlink_to(elsewhere / "someone_02_simclr.ipynb")
+    (folder / "trudy").symlink_to(elsewhere, target_is_directory=True)  # a linked folder
+    out = tmp_path / "grades.csv"
+    assert main(["grade", str(folder), "--out", str(out)]) == 0
+    rows = {Path(r["submission"]).name: (r["status"], r["reason"]) for r in csv.DictReader(out.open())}
+    assert rows["alice_02_simclr.ipynb"] == ("ok", "graded")
+    assert rows["mallory_02_simclr.ipynb"] == ("error", "refused: a symbolic link to another submission")
+    assert rows["eve_02_simclr.ipynb"] == ("error", "refused: a symbolic link to a file outside the submissions folder")
+    assert rows.get("someone_02_simclr.ipynb", ("error",))[0] == "error"  # if the linked folder was searched
 
 
 def test_the_package_hash_covers_bytecode_and_kernels_write_none(tmp_path):

@@ -5,13 +5,14 @@ Usage (instructors)::
     coursekit grade submissions/ --out grades.csv --json grades.json [--timeout 300] [--homework 02_simclr]
                     [--resume] [--memory-limit 6144] [--cpu-limit 900] [--process-limit 256]
 
-SUBMISSIONS are notebook files or folders of ``.ipynb`` files (searched recursively). Each one is
-graded in a forked worker of this process (``grade_in_worker``) whose memory may grow by
+SUBMISSIONS are notebook files or folders of ``.ipynb`` files (searched recursively). A submission
+that is a symbolic link to a file outside its folder, or to another submission, is refused. Each
+one is graded in a forked worker of this process (``grade_in_worker``) whose memory may grow by
 ``GRADER_MEMORY_MB`` and which is killed past ``wall_limit``: one submission costs at most its row.
 
 1. The notebook is read as data, within the caps below (``MAX_*``: file, cells, source), its
-   stored outputs dropped unread; the homework is ``--homework``, else its metadata
-   ``coursekit.homework``, else a known homework id in the file name (``alice_02_simclr.ipynb``).
+   stored outputs dropped unread; the homework is ``--homework``, else a known homework id in
+   the file name (``alice_02_simclr.ipynb``), else its metadata ``coursekit.homework``.
    Its source is read (never run here) to find graded functions that call coursekit's own
    reference implementation (``references``): those exercises score 0.
 2. It runs top to bottom in its own Jupyter kernel inside a sandbox (``sandbox``: private cwd,
@@ -82,24 +83,43 @@ WALL_SLACK = 60.0  # seconds past the sum of the grading's own time limits befor
 
 def find_submissions(paths: list[str]) -> list[Path]:
     """Files as given (whatever their suffix), folders searched for ``.ipynb`` files, sorted."""
-    found: list[Path] = []
+    return [path for path, _ in _find_with_folders(paths)]
+
+
+def _find_with_folders(paths: list[str]) -> list[tuple[Path, Path]]:
+    """Each submission with the folder it must stay in: the folder searched, or a file's own folder."""
+    found: list[tuple[Path, Path]] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            found += [(p, path) for p in sorted(path.rglob("*.ipynb")) if ".ipynb_checkpoints" not in p.parts]
         else:
-            found.append(path)
+            found.append((path, path.parent))
     return found
 
 
+def link_problem(path: Path, folder: Path, others: set[Path]) -> str:
+    """Why a submission reached through a symbolic link is refused ("" when it is not): its target
+    must lie inside ``folder`` and be no other submission (``others``: their resolved paths)."""
+    real = Path(os.path.realpath(path))
+    if real == Path(os.path.abspath(path)):
+        return ""
+    if not real.is_relative_to(os.path.realpath(folder)):
+        return "refused: a symbolic link to a file outside the submissions folder"
+    if real in others:
+        return "refused: a symbolic link to another submission"
+    return ""
+
+
 def homework_of(notebook, path: Path, override: str | None) -> str:
-    """The homework id: the override, the notebook metadata, or a known id in the file name."""
+    """The homework id: the override, else a known id in the file name, else the notebook metadata
+    (the file name wins: a notebook cannot name itself another homework than its file says)."""
     if override:
         return override
-    declared = notebook.metadata.get("coursekit", {}).get("homework")
-    if declared:
-        return str(declared)
     matches = [hw for hw in HOMEWORK if hw in display_name(path.stem)]
-    return max(matches, key=len) if matches else ""
+    if matches:
+        return max(matches, key=len)
+    declared = notebook.metadata.get("coursekit", {}).get("homework")
+    return str(declared) if declared else ""
 
 
 def _read_notebook(path: Path):
@@ -529,7 +549,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace) -> int:
     limits = sandbox.Limits(args.memory_limit, args.cpu_limit, args.process_limit)
-    submissions = find_submissions(args.submissions)
+    submissions = _find_with_folders(args.submissions)
+    originals = {Path(os.path.realpath(p)) for p, _ in submissions if os.path.realpath(p) == os.path.abspath(p)}
     progress, key_file = progress_path(args.out), key_path(args.out)
     key = read_key(key_file) if args.resume else None
     results, refused = read_progress(progress, key) if key else ([], 0)
@@ -549,12 +570,16 @@ def _run_batch(args: argparse.Namespace) -> int:
     package = sandbox.fingerprint(PACKAGE_DIR)
     sandbox.become_subreaper()
     write_all(results, args.out, args.json, args.format)
-    for path in submissions:
+    for path, folder in submissions:
         if display_name(path) in done:
             continue
         before, started = sandbox.descendants(), time.monotonic()
-        result, peak = grade_in_worker(path, wall_limit(args.timeout), timeout=args.timeout,
-                                       homework=args.homework, limits=limits)
+        problem = link_problem(path, folder, originals)
+        if problem:
+            result, peak = _failed(SubmissionResult(display_name(path)), "error", problem), None
+        else:
+            result, peak = grade_in_worker(path, wall_limit(args.timeout), timeout=args.timeout,
+                                           homework=args.homework, limits=limits)
         ended = sandbox.end_new_processes(before)  # those of a worker that was killed
         if ended:
             result.reason = "; ".join(filter(None, [result.reason, f"{ended} leftover process(es) ended"]))
