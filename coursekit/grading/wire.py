@@ -22,6 +22,7 @@ the kernel can import from coursekit. The same ``invoke`` runs in-process for ``
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -60,20 +61,14 @@ def safe_name(name) -> str:
     return name if isinstance(name, str) and name in _known_names() else "(a type of its own)"
 
 
-def _known_names() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _known_names() -> frozenset[str]:
     import builtins
 
-    global _KNOWN_NAMES
-    if not _KNOWN_NAMES:
-        _KNOWN_NAMES = {name for name, value in vars(builtins).items() if isinstance(value, type)} | {
-            "Tensor", "Parameter", "ndarray", "Generator", "Module", "function", "method", "module", "NoneType",
-            "generator", "dict_values", "dict_keys", "OutOfMemoryError", "LinAlgError", "AxisError",
-            "ndarray of object", "ndarray of complex64", "ndarray of complex128", "ndarray of str",
-            "Timeout", "KeyboardInterrupt", "CellTimeoutError", "DeadKernelError", "error"}
-    return _KNOWN_NAMES
-
-
-_KNOWN_NAMES: set[str] = set()
+    return frozenset({name for name, value in vars(builtins).items() if isinstance(value, type)} | {
+        "Tensor", "Parameter", "ndarray", "Generator", "Module", "function", "method", "module", "NoneType",
+        "generator", "dict_values", "dict_keys", "OutOfMemoryError", "LinAlgError", "AxisError",
+        "ndarray of object", "ndarray of complex64", "ndarray of complex128", "ndarray of str", "Timeout"})
 
 
 class WireError(Exception):
