@@ -371,3 +371,18 @@ def test_a_submission_that_plants_bytecode_in_the_package_stops_the_batch(tmp_pa
     assert "methods/__pycache__/byol." in rows[0]["reason"]
     written = [p for p in package.rglob("*.pyc") if "methods" in p.parts]
     assert [p.name for p in written] == [f"byol.{sys.implementation.cache_tag}.pyc"]  # no honest .pyc there
+
+
+def test_an_inflated_progress_file_is_read_line_by_line_within_a_cap(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from coursekit.grading import results
+
+    monkeypatch.setattr(results, "MAX_PROGRESS_LINE_BYTES", 2**20)
+    progress = tmp_path / "grades.progress.jsonl"
+    with open(progress, "w") as file:  # what a submission could append: a 64 MiB line, then a short one
+        file.write('{"row": "' + "x" * 64 * 2**20 + '"}\n{"row": {}, "hmac": ""}\n')
+    tracemalloc.start()
+    assert results.read_progress(progress, secrets.token_bytes(32)) == ([], 2)
+    assert tracemalloc.get_traced_memory()[1] < 8 * 2**20  # read in pieces of the cap, never whole
+    tracemalloc.stop()

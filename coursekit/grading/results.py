@@ -27,6 +27,9 @@ from pathlib import Path
 from .homework import HOMEWORK
 
 
+MAX_PROGRESS_LINE_BYTES = 16 * 2**20  # one row; a notebook's source (answers included) is capped at 512 Ki characters
+
+
 @dataclass
 class SubmissionResult:
     """The grading of one submission (one CSV row)."""
@@ -109,7 +112,7 @@ def read_progress(path: Path, key: bytes | None) -> tuple[list[SubmissionResult]
     refused = 0
     if not path.exists():
         return [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in _lines(path):
         try:
             signed = json.loads(line)
             row, mark = signed["row"], signed["hmac"]
@@ -123,6 +126,18 @@ def read_progress(path: Path, key: bytes | None) -> tuple[list[SubmissionResult]
     results = [SubmissionResult(row["submission"], row["homework"], row["status"], row["reason"], row["exercises"],
                                 row.get("answers", [])) for row in rows.values()]
     return results, refused
+
+
+def _lines(path: Path):
+    """The lines of ``path``; one longer than ``MAX_PROGRESS_LINE_BYTES`` (which the grader never
+    writes) comes as an empty line, read in pieces, never whole."""
+    with open(path, "rb") as file:
+        while line := file.readline(MAX_PROGRESS_LINE_BYTES + 1):
+            if len(line) > MAX_PROGRESS_LINE_BYTES:
+                while line and not line.endswith(b"\n"):
+                    line = file.readline(MAX_PROGRESS_LINE_BYTES)
+                line = b""
+            yield line
 
 
 def append_progress(path: Path, result: SubmissionResult, key: bytes) -> None:
