@@ -479,6 +479,17 @@ def grade_in_worker(path: Path, wall_seconds: float, **options) -> tuple[Submiss
                                         f"{GRADER_MEMORY_MB} MiB cap?"), None
 
 
+def _warm_up() -> None:
+    """Import and load once, here, what every worker needs (Jupyter's client, nbformat's schema, the
+    reference check's parser): forked workers inherit it instead of loading it again, seconds each."""
+    import nbclient  # noqa: F401
+    import nbformat
+    from jupyter_client.asynchronous import AsyncKernelClient  # noqa: F401
+
+    nbformat.validate(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]))
+    references.parse_cells(["x = 1"])
+
+
 def _worker(path: Path, options: dict) -> bytes:
     """Grade in this (forked) process under the memory cap; the row as JSON, never an exception."""
     sandbox.become_subreaper()  # processes the submission detaches are re-parented here, and ended here
@@ -567,6 +578,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     done = {r.submission for r in results}
     for exercise in EXERCISES.values():  # import every reference now, before any submission runs
         exercise.reference()
+    _warm_up()
     package = sandbox.fingerprint(PACKAGE_DIR)
     sandbox.become_subreaper()
     write_all(results, args.out, args.json, args.format)
