@@ -495,9 +495,10 @@ def _worker(path: Path, options: dict) -> bytes:
     sandbox.become_subreaper()  # processes the submission detaches are re-parented here, and ended here
     current = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
                    if line.startswith("VmSize:")) * 1024 if sys.platform.startswith("linux") else 0
-    if current:
-        cap = current + GRADER_MEMORY_MB * 2**20  # the soft limit: the kernel's launcher sets its own
-        resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    if current:  # the soft limit (the kernel's launcher sets its own), within a hard limit set from outside
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        cap = current + GRADER_MEMORY_MB * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
     try:
         result = grade_submission(path, **options)
     except MemoryError:
