@@ -228,3 +228,92 @@ def test_pickled_or_malformed_answers_are_refused():
         wire.decode({"t": "tensor", "i": 0, "dtype": "torch.float32"}, [np.zeros(2, dtype=np.int64)])
     with pytest.raises(wire.WireError):
         wire.decode({"t": "param", "arg": 0, "name": "weight"}, [], {})
+
+
+# ---------------------------------------------------------------------------------------------
+# The wire's caps: a hostile answer costs the grader little, and is refused before it is built
+
+
+def _raw_message(header_bytes: bytes, blobs: list[bytes], declared: int | None = None):
+    """A message written by hand, as a hostile kernel would (not with wire.send_message)."""
+    import socket as sockets
+
+    sender, receiver = sockets.socketpair()
+    size = len(header_bytes) if declared is None else declared
+    sender.sendall(struct.pack("!Q", size) + header_bytes + b"".join(blobs))
+    return sender, receiver
+
+
+def test_a_header_over_the_cap_is_refused_before_it_is_read():
+    import time
+
+    from coursekit.grading import wire
+
+    sender, receiver = _raw_message(b"", [], declared=192 * 2**20)  # announces 192 MiB, sends nothing
+    with pytest.raises(wire.WireError, match="header over"):
+        wire.receive_message(receiver, time.monotonic() + 5)  # reading would wait: a timeout, not this
+    sender.close(), receiver.close()
+
+
+def test_arrays_over_the_cap_or_lying_about_their_size_are_refused():
+    import time
+    import tracemalloc
+
+    from coursekit.grading import wire
+
+    too_many = json.dumps({"outcome": "ok", "blobs": [wire.MAX_MESSAGE_BYTES, 1]}).encode()
+    sender, receiver = _raw_message(too_many, [])
+    with pytest.raises(wire.WireError, match="over"):
+        wire.receive_message(receiver, time.monotonic() + 5)
+    sender.close(), receiver.close()
+
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776,), }"  # 8 TiB declared
+    header = header + " " * (63 - (10 + len(header)) % 64) + "\n"
+    blob = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 8
+    sender, receiver = _raw_message(json.dumps({"outcome": "ok", "blobs": [len(blob)]}).encode(), [blob])
+    tracemalloc.start()
+    with pytest.raises(wire.WireError, match="malformed array"):
+        wire.receive_message(receiver, time.monotonic() + 5)
+    assert tracemalloc.get_traced_memory()[1] < 2**20
+    tracemalloc.stop()
+    sender.close(), receiver.close()
+
+
+def test_an_array_referenced_twice_is_refused():
+    from coursekit.grading import wire
+
+    big = np.zeros(1000, dtype=np.float32)
+    node = {"t": "list", "items": [{"t": "tensor", "i": 0, "dtype": "torch.float32"}] * 2}
+    with pytest.raises(wire.WireError, match="already used"):
+        wire.decode(node, [big])
+    arrays = [big, big.copy()]  # across the decodes of one reply too (value, gradients, arguments)
+    wire.decode({"t": "tensor", "i": 1, "dtype": "torch.float32"}, arrays)
+    with pytest.raises(wire.WireError, match="already used"):
+        wire.decode({"t": "ndarray", "i": 1}, arrays)
+
+
+def test_a_huge_module_spec_is_refused_before_it_is_built():
+    import tracemalloc
+
+    from coursekit.grading import wire
+
+    linear = {"kind": "Linear", "in": 16384, "out": 16384, "bias": True}
+    spec = {"kind": "Sequential", "children": [[str(i), linear] for i in range(3)]}
+    tracemalloc.start()
+    with pytest.raises(wire.WireError, match="parameters"):
+        wire.decode({"t": "module", "spec": spec, "state": {"tensors": {}}}, [np.zeros(4, dtype=np.float32)])
+    assert tracemalloc.get_traced_memory()[1] < 2**20  # three such layers would take 3 GiB
+    tracemalloc.stop()
+    small = {"kind": "Linear", "in": 3, "out": 2, "bias": True}  # 8 parameters, but the answer holds 4 numbers
+    with pytest.raises(wire.WireError, match="parameters"):
+        wire.decode({"t": "module", "spec": small, "state": {"tensors": {}}}, [np.zeros(4, dtype=np.float32)])
+    deep = {"kind": "Container", "children": []}
+    for _ in range(300):
+        deep = {"kind": "Container", "children": [["c", deep]]}
+    with pytest.raises(wire.WireError, match="malformed|layers"):
+        wire.decode({"t": "module", "spec": deep, "state": {"tensors": {}}}, [])
+    ok = wire.decode({"t": "module", "spec": small, "state": {"tensors": {
+        "weight": {"t": "tensor", "i": 0, "dtype": "torch.float32"},
+        "bias": {"t": "tensor", "i": 1, "dtype": "torch.float32"}}}},
+        [np.ones((2, 3), dtype=np.float32), np.zeros(2, dtype=np.float32)])
+    assert isinstance(ok, torch.nn.Linear) and float(ok.weight.detach().sum()) == 6.0

@@ -148,7 +148,8 @@ class RemoteFunction:
         try:
             return _read_reply(reply, reply_arrays, args, backward)
         except (wire.WireError, AttributeError, KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
-            return ("unreadable", f"malformed answer: {str(error)[:120]}"), None
+            detail = str(error) if isinstance(error, wire.WireError) else type(error).__name__  # never the answer's text
+            return ("unreadable", f"malformed answer: {detail}"), None
 
 
 def _read_reply(reply: dict, arrays: list, args: tuple, backward: dict | None):
@@ -158,7 +159,7 @@ def _read_reply(reply: dict, arrays: list, args: tuple, backward: dict | None):
         if not (isinstance(outcome, list) and len(outcome) == 2 and
                 outcome[0] in ("not_implemented", "exit", "raised", "unreadable")):
             raise wire.WireError("unknown outcome")
-        return (outcome[0], str(outcome[1])[:300]), None
+        return (outcome[0], _outcome_text(outcome[0], str(outcome[1]))), None
     modules = {i: a for i, a in enumerate(args) if isinstance(a, nn.Module)}
     value = wire.decode(reply["value"], arrays, modules)
     grads = [None if g is None else _tensor(wire.decode(g, arrays)) for g in reply["grads"]]
@@ -174,6 +175,19 @@ def _read_reply(reply: dict, arrays: list, args: tuple, backward: dict | None):
         if module_flags is not None:
             flags[index] = module_flags
     return "ok", Called(value, grads, flags)
+
+
+def _outcome_text(kind: str, text: str) -> str:
+    """What feedback may say of a failed call: the exception's name if Python, numpy or torch define
+    it, never its message (which the student's process chose, and could be a file's content)."""
+    if kind == "unreadable":
+        return "it holds a type or a size that cannot be sent back"
+    if kind != "raised":
+        return ""
+    backward = text.startswith(wire.BACKWARD_FAILED)
+    name = wire.safe_name(text.removeprefix(wire.BACKWARD_FAILED).split(":")[0])
+    return f"{name} while backpropagating from your result" if backward else \
+        f"{name} (run check() in your notebook to see its message)"
 
 
 def _tensor(value) -> torch.Tensor:

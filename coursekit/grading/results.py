@@ -3,19 +3,31 @@
 Every graded submission is appended at once to a progress file (JSON lines, flushed and synced),
 then the CSV, the JSON and the written answers are rewritten whole (to a temporary file, then
 renamed), so a crash or an interrupt loses at most the submission being graded; ``--resume``
-reads the progress file back and skips what it holds. File names that are not valid UTF-8 are
+reads the progress file back and skips what it holds.
+
+Each progress line is ``{"row": ..., "hmac": ...}``: the row signed (HMAC-SHA256 of its JSON with
+sorted keys and no spaces) with a random key made for the batch and kept beside the progress file
+(``OUT.progress.key``, mode 0600). ``--resume`` keeps only rows signed with that key: a row written
+or altered by anyone who cannot read the key is refused and its submission graded again. A process
+running as the instructor's account *can* read the key: that is not covered (see the README). File names that are not valid UTF-8 are
 written with their undecodable bytes escaped (``\\xff``).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .homework import HOMEWORK
+
+
+MAX_PROGRESS_LINE_BYTES = 16 * 2**20  # one row; a notebook's source (answers included) is capped at 512 Ki characters
 
 
 @dataclass
@@ -56,24 +68,83 @@ def answers_path(out: Path) -> Path:
     return out.with_name(out.stem + ".answers.md")
 
 
-def read_progress(path: Path) -> list[SubmissionResult]:
-    """The rows of a progress file; a last line cut short by a crash is dropped."""
-    results = []
-    if not path.exists():
-        return results
-    for line in path.read_text(encoding="utf-8").splitlines():
+def key_path(out: Path) -> Path:
+    """The file of the key that signs the progress rows (grades.csv -> grades.progress.key)."""
+    return out.with_name(out.stem + ".progress.key")
+
+
+def new_key(path: Path) -> bytes:
+    """A fresh random key for one batch, written to ``path`` readable by its owner only (0600)."""
+    path.unlink(missing_ok=True)
+    key = secrets.token_bytes(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key.hex() + "\n")
+    return key
+
+
+def read_key(path: Path) -> bytes | None:
+    """The batch's key, or None when the file is missing, a link, not this user's or readable by others."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(descriptor) as file:
+        status = os.fstat(file.fileno())
+        if status.st_uid != os.getuid() or status.st_mode & 0o077:
+            return None
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            return bytes.fromhex(file.read(200).strip())
+        except ValueError:
+            return None
+
+
+def signature(key: bytes, row: dict) -> str:
+    """HMAC-SHA256 of the row's canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(row, sort_keys=True, separators=(",", ":"))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def read_progress(path: Path, key: bytes | None) -> tuple[list[SubmissionResult], int]:
+    """The rows of a progress file signed with ``key``, the last one per submission, and how many
+    lines were refused (unsigned, altered, signed with another key, or cut short by a crash)."""
+    rows: dict[str, dict] = {}
+    refused = 0
+    if not path.exists():
+        return [], 0
+    for line in _lines(path):
+        try:
+            signed = json.loads(line)
+            row, mark = signed["row"], signed["hmac"]
+            valid = key is not None and isinstance(mark, str) and hmac.compare_digest(mark, signature(key, row))
+        except (ValueError, KeyError, TypeError, RecursionError):
+            valid = False
+        if not valid:
+            refused += 1
             continue
-        results.append(SubmissionResult(row["submission"], row["homework"], row["status"], row["reason"],
-                                        row["exercises"], row.get("answers", [])))
-    return results
+        rows[row["submission"]] = row
+    results = [SubmissionResult(row["submission"], row["homework"], row["status"], row["reason"], row["exercises"],
+                                row.get("answers", [])) for row in rows.values()]
+    return results, refused
 
 
-def append_progress(path: Path, result: SubmissionResult) -> None:
+def _lines(path: Path):
+    """The lines of ``path``; one longer than ``MAX_PROGRESS_LINE_BYTES`` (which the grader never
+    writes) comes as an empty line, read in pieces, never whole."""
+    with open(path, "rb") as file:
+        while line := file.readline(MAX_PROGRESS_LINE_BYTES + 1):
+            if len(line) > MAX_PROGRESS_LINE_BYTES:
+                while line and not line.endswith(b"\n"):
+                    line = file.readline(MAX_PROGRESS_LINE_BYTES)
+                line = b""
+            yield line
+
+
+def append_progress(path: Path, result: SubmissionResult, key: bytes) -> None:
+    """Append the row, signed with the batch's ``key``, flushed and synced."""
+    row = result.row()
     with open(path, "a", encoding="utf-8") as file:
-        file.write(json.dumps(result.row()) + "\n")
+        file.write(json.dumps({"row": row, "hmac": signature(key, row)}) + "\n")
         file.flush()
         os.fsync(file.fileno())
 

@@ -11,7 +11,9 @@
   that processes a submission detaches (double fork, ``setsid``) are re-parented to the grader
   instead of init. After each submission every process that descends from the grader and did
   not exist before is killed.
-* **The package:** ``fingerprint`` hashes the installed coursekit before and after each submission.
+* **The package:** ``fingerprint`` hashes the installed coursekit, its ``.pyc`` files included,
+  before and after each submission. Kernels write no bytecode (``PYTHONDONTWRITEBYTECODE``), so
+  a ``.pyc`` that appears or changes there is a submission's doing.
 
 Outside this guarantee: the network, and reading or writing any file the instructor's account
 may access outside these folders. Grade in a container (or a throwaway account) for that.
@@ -82,6 +84,7 @@ class Folders:
     def environment(self, base: dict) -> dict:
         env = {**base, "HOME": str(self.home), "TMPDIR": str(self.tmp), "TMP": str(self.tmp), "TEMP": str(self.tmp)}
         env["MALLOC_ARENA_MAX"] = "2"  # glibc reserves address space per thread otherwise
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # no .pyc written anywhere, the package's __pycache__ included
         env.pop("JUPYTER_RUNTIME_DIR", None)
         return env
 
@@ -153,10 +156,11 @@ def _reap(pid: int) -> None:
 
 
 def fingerprint(package_dir: Path) -> dict[str, str]:
-    """sha256 of every file of the package (caches excluded), by path relative to it."""
+    """sha256 of every file of the package, ``__pycache__/*.pyc`` included, by path relative to it
+    (the grader and the kernels read and write bytecode elsewhere, so no honest run changes them)."""
     hashes = {}
     for path in sorted(package_dir.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
+        if path.is_file():
             hashes[str(path.relative_to(package_dir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return hashes
 

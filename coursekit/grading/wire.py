@@ -22,8 +22,10 @@ the kernel can import from coursekit. The same ``invoke`` runs in-process for ``
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
+import math
 import os
 import signal
 import socket
@@ -35,7 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-MAX_MESSAGE_BYTES = 256 * 2**20  # one reply larger than this is treated as a wrong answer
+# Caps on what one message may cost the side that reads it, checked before anything is parsed or built
+MAX_HEADER_BYTES = 2**20  # the JSON header holds names and numbers, never data: the checks' are under 4 KiB
+MAX_MESSAGE_BYTES = 8 * 2**20  # the arrays of one message: the checks' inputs and answers are under 16 KiB
+MAX_MODULE_PARAMETERS = 2**16  # a module that comes back: the checks' own modules have under 200 parameters
+MAX_MODULE_LAYERS = 256  # layers and containers in one module spec: the checks' modules have under 20
 MAX_DEPTH = 12  # nesting depth of lists, tuples and dicts
 MAX_ITEMS = 10_000  # items in one list, tuple or dict
 DTYPES = {  # dtypes that travel; anything else is converted or refused
@@ -45,7 +51,24 @@ DTYPES = {  # dtypes that travel; anything else is converted or refused
     "torch.bfloat16": (torch.bfloat16, np.float32), "torch.float32": (torch.float32, np.float32),
     "torch.float64": (torch.float64, np.float64),
 }
-NUMPY_KINDS = "biuf"  # numpy arrays returned by a student: bool, int, unsigned, float
+NUMPY_KINDS = "biuf"
+BACKWARD_FAILED = "backpropagating from your result failed: "  # numpy arrays returned by a student: bool, int, unsigned, float
+
+
+def safe_name(name) -> str:
+    """A type or exception name that came from the student's process, shown only if Python, numpy or
+    torch define it: feedback never carries text the submission chose (it could be a file's content)."""
+    return name if isinstance(name, str) and name in _known_names() else "(a type of its own)"
+
+
+@functools.lru_cache(maxsize=1)
+def _known_names() -> frozenset[str]:
+    import builtins
+
+    return frozenset({name for name, value in vars(builtins).items() if isinstance(value, type)} | {
+        "Tensor", "Parameter", "ndarray", "Generator", "Module", "function", "method", "module", "NoneType",
+        "generator", "dict_values", "dict_keys", "OutOfMemoryError", "LinAlgError", "AxisError",
+        "ndarray of object", "ndarray of complex64", "ndarray of complex128", "ndarray of str", "Timeout"})
 
 
 class WireError(Exception):
@@ -107,7 +130,7 @@ def encode(value, arrays: list, params: dict | None = None, depth: int = 0) -> d
         return {"t": "tensor", "i": len(arrays) - 1, "dtype": dtype, "grad": bool(value.requires_grad)}
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in NUMPY_KINDS:
-            return {"t": "object", "type": f"ndarray of {value.dtype}"}
+            return {"t": "object", "type": f"ndarray of {'str' if value.dtype.kind == 'U' else value.dtype}"}
         arrays.append(np.array(value, copy=True))
         return {"t": "ndarray", "i": len(arrays) - 1}
     if isinstance(value, torch.Generator):
@@ -177,11 +200,12 @@ def decode(node, arrays: list, modules: dict | None = None, depth: int = 0):
         generator.set_state(decode(node.get("state"), arrays, depth=depth + 1))
         return generator
     if kind == "module":
+        check_spec(node.get("spec"), sum(a.size for a in arrays if a is not None))
         module = build_module(node.get("spec"))
         load_state(module, node.get("state"), arrays)
         return module
     if kind == "object":
-        return Foreign(str(node.get("type"))[:100])
+        return Foreign(safe_name(node.get("type")))
     items = node.get("items")
     if not isinstance(items, list) or len(items) > MAX_ITEMS:
         raise WireError("malformed container")
@@ -196,7 +220,7 @@ def decode(node, arrays: list, modules: dict | None = None, depth: int = 0):
             key = decode(pair[0], arrays, modules, depth + 1)
             result[_hashable(key)] = decode(pair[1], arrays, modules, depth + 1)
         return result
-    raise WireError(f"unknown value kind {str(kind)[:40]!r}")
+    raise WireError("unknown value kind")
 
 
 def _hashable(key):
@@ -208,9 +232,15 @@ def _hashable(key):
 
 
 def _array(arrays: list, index) -> np.ndarray:
+    """The array ``index`` refers to, taken out of ``arrays``: a message whose values refer to one
+    array twice (to cost the reader one copy per reference) is refused."""
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(arrays):
         raise WireError("a value refers to a missing array")
-    return arrays[index]
+    array = arrays[index]
+    if array is None:
+        raise WireError("a value refers to an array already used: each array is used once")
+    arrays[index] = None
+    return array
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,6 +256,32 @@ def module_spec(module: nn.Module) -> dict:
         return {"kind": "BatchNorm1d", "features": module.num_features}
     children = [[name, module_spec(child)] for name, child in module.named_children()]
     return {"kind": "Sequential" if isinstance(module, nn.Sequential) else "Container", "children": children}
+
+
+def check_spec(spec, elements: int) -> None:
+    """Refuse, before anything is built, a module spec over the grader's caps or with more
+    parameters than the message holds numbers (``elements``) to fill them."""
+    count, layers, pending = 0, 0, [(spec, 0)]
+    while pending:
+        node, depth = pending.pop()
+        layers += 1
+        if not isinstance(node, dict) or depth > MAX_DEPTH or layers > MAX_MODULE_LAYERS:
+            raise WireError(f"a module spec that is malformed or has more than {MAX_MODULE_LAYERS} layers")
+        sizes = [node.get(key, 0) for key in ("in", "out", "features")]
+        if not all(isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_MODULE_PARAMETERS
+                   for size in sizes):
+            raise WireError("a module spec with a malformed layer size")
+        if node.get("kind") == "Linear":
+            count += sizes[0] * sizes[1] + sizes[1]
+        elif node.get("kind") == "BatchNorm1d":
+            count += 2 * sizes[2]
+        children = node.get("children", [])
+        if not isinstance(children, list):
+            raise WireError("a module spec that is malformed")
+        pending += [(child[1], depth + 1) for child in children if isinstance(child, list) and len(child) == 2]
+        if count > min(MAX_MODULE_PARAMETERS, elements):
+            raise WireError(f"a module of more than {min(MAX_MODULE_PARAMETERS, elements)} parameters "
+                            "(the grader's cap, or more than the answer holds numbers)")
 
 
 def build_module(spec) -> nn.Module:
@@ -244,7 +300,7 @@ def build_module(spec) -> nn.Module:
         for name, child in children:
             module.add_module(name, child)
         return module
-    raise WireError(f"unknown module kind {str(kind)[:40]!r}")
+    raise WireError("unknown module kind")
 
 
 def encode_state(module: nn.Module, arrays: list) -> dict:
@@ -312,7 +368,7 @@ def invoke(fn, args: list, kwargs: dict, backward: dict | None = None, global_se
             total = value if upstream is None else (value * upstream).sum()
             total.backward()
         except Exception as error:  # noqa: BLE001 - e.g. a non-scalar loss
-            return ("raised", "backpropagating from your result failed: " + _describe(error)), value, []
+            return ("raised", BACKWARD_FAILED + _describe(error)), value, []
         grads = [leaf.grad for leaf in leaves]
     elif backward is not None:
         grads = [None for _ in leaves]
@@ -384,8 +440,8 @@ def receive_message(connection: socket.socket, deadline: float | None = None) ->
     """One message; ``TimeoutError`` past ``deadline`` (time.monotonic), ``EOFError`` when closed,
     ``WireError`` when malformed. Arrays are read with ``allow_pickle=False``."""
     (size,) = struct.unpack("!Q", _read(connection, 8, deadline))
-    if size > MAX_MESSAGE_BYTES:
-        raise WireError("message too large")
+    if size > MAX_HEADER_BYTES:
+        raise WireError(f"a message header over {MAX_HEADER_BYTES} bytes")
     try:
         header = json.loads(_read(connection, size, deadline))
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -393,17 +449,28 @@ def receive_message(connection: socket.socket, deadline: float | None = None) ->
     blobs = header.pop("blobs", None) if isinstance(header, dict) else None
     if not isinstance(blobs, list) or not all(isinstance(b, int) and 0 <= b <= MAX_MESSAGE_BYTES for b in blobs) \
             or sum(blobs) > MAX_MESSAGE_BYTES:
-        raise WireError("malformed header")
-    arrays = []
-    for length in blobs:
-        try:
-            array = np.load(io.BytesIO(_read(connection, length, deadline)), allow_pickle=False)
-        except (ValueError, OSError, EOFError):
-            raise WireError("malformed array") from None
-        if not isinstance(array, np.ndarray):
-            raise WireError("malformed array")
-        arrays.append(array)
-    return header, arrays
+        raise WireError(f"a message whose arrays are malformed or over {MAX_MESSAGE_BYTES} bytes")
+    return header, [load_array(_read(connection, length, deadline)) for length in blobs]
+
+
+def load_array(blob: bytes) -> np.ndarray:
+    """One ``.npy`` blob as an array, without pickles, and only if its header declares exactly the
+    data the blob holds (numpy allocates what the header declares before reading the data)."""
+    buffer = io.BytesIO(blob)
+    try:
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(buffer)]
+        shape, _, dtype = read_header(buffer)
+        declared = dtype.itemsize * math.prod(shape)
+        if dtype.hasobject or declared != len(blob) - buffer.tell():
+            raise ValueError
+        buffer.seek(0)
+        array = np.load(buffer, allow_pickle=False)
+    except (KeyError, ValueError, OSError, EOFError, TypeError, SyntaxError):
+        raise WireError("malformed array") from None
+    if not isinstance(array, np.ndarray):
+        raise WireError("malformed array")
+    return array
 
 
 def _read(connection: socket.socket, size: int, deadline: float | None) -> bytes:
