@@ -6,6 +6,11 @@ official download. Without any of them :class:`WeightsUnavailableError` says whe
 random weights only with ``allow_random=True``, and then ``model.pretrained`` is False and
 ``model.banner`` says that the results are meaningless. The architecture is
 ``coursekit.models.dinov2``.
+
+Offline, lesson 08 needs features that mean something all the same: :func:`load_stand_in` gives the
+course's own long DINO ViT run (``coursekit.pretrained``, shipped with the package) in DINOv2's
+place, with the same feature interface and a banner that says it is a stand-in trained here, not
+DINOv2.
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from torch import nn
+
+from coursekit import pretrained
 from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD
 from coursekit.models.dinov2 import DINOV2_CONFIGS, PATCH_SIZE, DinoVisionTransformer, create_dinov2
 
-__all__ = ["WEIGHTS_URL", "WeightsUnavailableError", "load_dinov2", "prepare_images", "weights_cache_path",
-           "weights_url", "create_dinov2", "DINOV2_CONFIGS"]
+__all__ = ["WEIGHTS_URL", "STAND_IN", "WeightsUnavailableError", "load_dinov2", "load_stand_in", "prepare_images",
+           "weights_cache_path", "weights_url", "create_dinov2", "DINOV2_CONFIGS"]
 
 WEIGHTS_URL = "https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth"
 DOWNLOAD_TIMEOUT_S = 10.0  # seconds to wait for the server before calling the machine offline
-
+STAND_IN = "fmnist-dino-vit"  # the shipped run that stands in for DINOv2 offline (coursekit.pretrained)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -108,6 +116,7 @@ def load_dinov2(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = create_dinov2(name)
+        model.weights_hint = f" Put {cache} in place (from {weights_url(name)})."
     else:
         with torch.device("meta"):  # no random init (and no second copy) of weights about to be replaced
             model = create_dinov2(name)
@@ -117,6 +126,31 @@ def load_dinov2(
             raise WeightsUnavailableError(f"{source} does not hold {name} weights: {err}") from err
         model.pretrained, model.weights_source = True, str(source)
     return model.to(device).eval()
+
+
+def load_stand_in(name: str = STAND_IN, device: torch.device | str | None = None) -> nn.Module:
+    """The shipped long run ``name`` (``coursekit.pretrained``; a ViT) in DINOv2's place, in eval mode.
+
+    For a machine without DINOv2's weights: a ViT that the course trained itself, self-supervised,
+    on its own data (the run's command, data and CPU time are in its manifest entry). It has
+    DINOv2's feature interface (``forward_features`` -> ``global``, ``patch``, ``grid``;
+    ``feature_dim``, ``patch_size``) and takes ImageNet-normalized images as :func:`prepare_images`
+    makes them, at its own training size ``model.input_size`` (pixels). ``model.banner`` says that
+    it is a stand-in trained here, not DINOv2; ``model.pretrained`` is True (its weights are trained).
+    """
+    entry = pretrained.entry(name)
+    if entry["backbone"] not in ("vit_tiny", "vit_small"):
+        raise ValueError(f"{name} is a {entry['backbone']} run; a stand-in for DINOv2 must be a ViT "
+                         f"(patch features): choose one of "
+                         f"{[e['name'] for e in pretrained.entries() if e['backbone'].startswith('vit')]}")
+    model = pretrained.load(name)
+    model.input_size, model.pretrained, model.weights_source = entry["image_size"], True, name
+    kwargs = entry["backbone_kwargs"]
+    model.banner = (f"STAND-IN, not DINOv2: {name}, a {entry['backbone']}/{kwargs['patch_size']} trained here with "
+                    f"{entry['method'].upper()} on {entry['images']:,} unlabeled {entry['dataset']} images at "
+                    f"{entry['image_size']} px ({entry['epochs']} epochs, {entry['cpu_seconds'] / 60:.0f} CPU-minutes; "
+                    f"command in coursekit/pretrained/manifest.json)")
+    return model.to(device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -284,3 +284,35 @@ def test_prepare_images():
     assert prepare_images(images, size=3).shape[-1] == 14
     with pytest.raises(ValueError, match="expected images"):
         prepare_images(torch.zeros(3, 28, 28, dtype=torch.uint8))
+
+
+# --- the stand-in: the course's own long DINO ViT run, when DINOv2's weights cannot be had -------
+
+
+def test_the_stand_in_is_a_shipped_vit_with_the_dinov2_feature_interface():
+    from coursekit import pretrained
+
+    model = foundation.load_stand_in()
+    entry = pretrained.entry(foundation.STAND_IN)
+    assert entry["backbone"].startswith("vit") and model.input_size == entry["image_size"]
+    assert model.banner.startswith("STAND-IN, not DINOv2") and foundation.STAND_IN in model.banner
+    assert model.pretrained and not model.training
+    images = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    x = prepare_images(images, model.input_size, model.patch_size)
+    side = model.input_size // model.patch_size
+    with torch.no_grad():
+        out = model.forward_features(x)
+        assert out["grid"] == (side, side)
+        assert out["global"].shape == (3, model.feature_dim) and out["patch"].shape == (3, side * side, model.feature_dim)
+        torch.testing.assert_close(out["global"], pretrained.load(foundation.STAND_IN)(x))  # the shipped weights
+
+
+def test_only_a_vit_run_can_stand_in():
+    from coursekit import pretrained
+
+    for entry in pretrained.entries():
+        if entry["backbone"].startswith("vit"):
+            assert foundation.load_stand_in(entry["name"]).feature_dim > 0
+        else:
+            with pytest.raises(ValueError, match="must be a ViT"):
+                foundation.load_stand_in(entry["name"])

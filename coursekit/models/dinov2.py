@@ -139,8 +139,9 @@ class DinoVisionTransformer(nn.Module):
             is timm's ``dynamic_img_size`` resampling.
         name: the model name (e.g. ``"dinov2_vits14"``), used for messages.
 
-    Attributes set by :func:`load_dinov2`: ``pretrained`` (bool) and ``weights_source`` (the file the
-    weights came from, or None); ``banner`` turns them into one line for the notebook.
+    Attributes set by :func:`load_dinov2`: ``pretrained`` (bool), ``weights_source`` (the file the
+    weights came from, or None) and ``weights_hint`` (where the missing weights go); ``banner`` turns
+    them into one line for the notebook.
     """
 
     def __init__(
@@ -166,6 +167,7 @@ class DinoVisionTransformer(nn.Module):
         self.interpolate_offset = interpolate_offset
         self.pretrained = False
         self.weights_source: str | None = None
+        self.weights_hint = ""
 
         grid = img_size // patch_size
         self.patch_embed = Dinov2PatchEmbed(patch_size, 3, embed_dim)
@@ -191,11 +193,7 @@ class DinoVisionTransformer(nn.Module):
         name = self.name or "DINOv2"
         if self.pretrained:
             return f"{name}: pretrained DINOv2 weights from {self.weights_source}"
-        where = ""
-        if self.name in DINOV2_CONFIGS:
-            from coursekit.foundation import weights_cache_path, weights_url  # the loader imports this module
-            where = f" Put {weights_cache_path(self.name)} in place (from {weights_url(self.name)})."
-        return f"WARNING: {name} has RANDOM weights: results are meaningless.{where}"
+        return f"WARNING: {name} has RANDOM weights: results are meaningless.{self.weights_hint}"
 
     def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
         """Position embeddings for an ``h x w`` patch grid: [1, 1 + h*w, D] (CLS first).
