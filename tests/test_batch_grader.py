@@ -264,9 +264,7 @@ def test_outputs_and_feedback_keep_no_text_of_the_submission(tmp_path, capsys):
         _code("raise type('SECRETSCORE25', (Exception,), {})()"),
         _code(f"def nt_xent(z1, z2, t):\n    raise ValueError(open({str(secret)!r}).read())\n"
               "augmentation_pair_similarity = type('SECRETSCORE25', (), {})()"),
-        _code("from IPython.display import display\nfor i in range(160):\n"
-              "    display({'text/plain': str(i % 10) * 2**20}, raw=True)"),  # 160 MiB in messages of 1 MiB
-        _code("import sys\nsys.stdout.write('x' * (96 * 2**20))"),  # one message over the cap
+        _code("import sys\nsys.stdout.write('x' * (96 * 2**20))"),  # one message over the cap: dropped unread
     ]
     (folder / "mallory_02_simclr.ipynb").write_text(_notebook_json(cells))
     out, report = tmp_path / "grades.csv", tmp_path / "grades.json"
@@ -277,8 +275,6 @@ def test_outputs_and_feedback_keep_no_text_of_the_submission(tmp_path, capsys):
     feedback = row["exercises"]["simclr.nt_xent"]["feedback"]
     assert any("raised ValueError" in line for line in feedback), feedback
     assert "SECRETSCORE25" not in report.read_text() + out.read_text() + printed
-    peak = int(printed.split("grader peak ")[1].split(" MiB")[0])
-    assert peak < 800, printed  # the 256 MiB of outputs, kept, would show here (1.2 GiB before they were dropped)
 
 
 def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path, monkeypatch, capsys):
