@@ -138,11 +138,13 @@ def load_stand_in(name: str = STAND_IN, device: torch.device | str | None = None
     makes them, at its own training size ``model.input_size`` (pixels). ``model.banner`` says that
     it is a stand-in trained here, not DINOv2; ``model.pretrained`` is True (its weights are trained).
     """
+    def is_vit(run: dict) -> bool:  # vit_tiny, vit_small: patch tokens as DINOv2 has
+        return run["backbone"].startswith("vit")
+
     entry = pretrained.entry(name)
-    if entry["backbone"] not in ("vit_tiny", "vit_small"):
+    if not is_vit(entry):
         raise ValueError(f"{name} is a {entry['backbone']} run; a stand-in for DINOv2 must be a ViT "
-                         f"(patch features): choose one of "
-                         f"{[e['name'] for e in pretrained.entries() if e['backbone'].startswith('vit')]}")
+                         f"(patch features): choose one of {[e['name'] for e in pretrained.entries() if is_vit(e)]}")
     model = pretrained.load(name)
     model.input_size, model.pretrained, model.weights_source = entry["image_size"], True, name
     kwargs = entry["backbone_kwargs"]

@@ -140,10 +140,6 @@ class DINO(Method):
         self.hidden_dim, self.bottleneck_dim, self.freeze_last_layer = hidden_dim, bottleneck_dim, freeze_last_layer
         self.head_batch_norm = head_batch_norm
 
-    def student(self, x: Tensor) -> Tensor:
-        """x: [N, C, H, W] -> student logits [N, out_dim]."""
-        return self.head(self.backbone(x))
-
     def student_embedding(self, x: Tensor) -> Tensor:
         """x: [N, C, H, W] -> the student's unit-length bottleneck [N, bottleneck_dim] (before the prototypes)."""
         return self.head.bottleneck(self.backbone(x))
