@@ -346,10 +346,7 @@ def _execute(notebook, folders: sandbox.Folders, exercise_ids: list[str], copies
     past the limit or None, the executed notebook)."""
     from nbclient.util import run_sync
 
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout  # the notebook holds no outputs: _read_notebook dropped them
     client = _error_names_client()(
         notebook, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
         error_on_timeout={"ename": "Timeout", "evalue": "the time limit was reached", "traceback": []},
