@@ -51,8 +51,8 @@ DTYPES = {  # dtypes that travel; anything else is converted or refused
     "torch.bfloat16": (torch.bfloat16, np.float32), "torch.float32": (torch.float32, np.float32),
     "torch.float64": (torch.float64, np.float64),
 }
-NUMPY_KINDS = "biuf"
-BACKWARD_FAILED = "backpropagating from your result failed: "  # numpy arrays returned by a student: bool, int, unsigned, float
+NUMPY_KINDS = "biuf"  # numpy arrays returned by a student: bool, int, unsigned, float
+BACKWARD_FAILED = "backpropagating from your result failed: "
 
 
 def safe_name(name) -> str:
