@@ -8,10 +8,12 @@ from coursekit.evaluate.patches import tokens_to_feature_map
 from coursekit.transfer.optim import make_optimizer, set_backbone_trainable
 from coursekit.transfer.segmentation import (
     LinearSegHead,
+    PyramidDecoder,
     SegmentationModel,
     UpsamplingDecoder,
     mean_iou,
     predict_masks,
+    random_resized_crop,
     train_segmentation,
 )
 
@@ -110,6 +112,19 @@ def test_heads_shapes():
     fmap = torch.randn(2, 16, 4, 4)
     assert LinearSegHead(16, 3)(fmap).shape == (2, 3, 4, 4)
     assert UpsamplingDecoder(16, 3, channels=8, num_upsamples=2)(fmap).shape == (2, 3, 16, 16)
+
+
+def test_pyramid_decoder_returns_the_finest_resolution():
+    fmaps = [torch.randn(2, 8, 16, 16), torch.randn(2, 16, 8, 8), torch.randn(2, 32, 2, 2)]
+    assert PyramidDecoder([8, 16, 32], 5, channels=12)(fmaps).shape == (2, 5, 16, 16)
+
+
+def test_pyramid_head_on_a_yolo_backbone_and_refused_without_a_pyramid():
+    pytest.importorskip("ultralytics")
+    model = SegmentationModel(build_backbone("yolo11n"), num_classes=4, head="pyramid")
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4, 64, 64)
+    with pytest.raises(ValueError, match="feature pyramid"):
+        SegmentationModel(tiny_backbone("vit_tiny"), num_classes=4, head="pyramid")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny"])
@@ -227,3 +242,44 @@ def test_training_a_frozen_backbone_leaves_it_unchanged():
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     train_segmentation(model, images, target, epochs=1, batch_size=4, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+
+
+# ----------------------------------------------------------------------------------------------
+# Random resized crops of (image, mask) pairs
+
+
+def column_index_pair(n=4, size=SIZE):
+    """Images whose every pixel holds its column index; masks whose every pixel holds its column index // 8."""
+    columns = torch.arange(size, dtype=torch.float32).expand(n, 1, size, size)
+    return columns.repeat(1, 3, 1, 1), (columns[:, 0] // 8).long()
+
+
+def test_crop_covers_the_drawn_area_fraction():
+    x, _ = column_index_pair()
+    generator = torch.Generator().manual_seed(0)
+    out, _ = random_resized_crop(x, torch.zeros(4, SIZE, SIZE, dtype=torch.long), (0.25, 0.25), generator, ratio=1.0)
+    spans = out[:, 0].amax(dim=(1, 2)) - out[:, 0].amin(dim=(1, 2))  # columns seen: half the side, less one pixel
+    assert torch.allclose(spans, torch.full((4,), SIZE / 2 - 1.0), atol=0.6)
+
+
+def test_crop_moves_image_and_mask_together_and_keeps_mask_values():
+    x, y = column_index_pair()
+    y[:, :, :3] = 255  # an ignored strip
+    out_x, out_y = random_resized_crop(x, y, (0.3, 1.0), torch.Generator().manual_seed(1))
+    assert out_y.dtype == torch.long and set(out_y.unique().tolist()) <= {0, 1, 2, 3, 255}
+    counted = out_y != 255
+    # nearest mask value and bilinear column agree away from the edges between strips
+    agree = (out_y[counted] == (out_x[:, 0][counted] // 8).long()).float().mean()
+    assert agree > 0.9
+    again = random_resized_crop(x, y, (0.3, 1.0), torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], out_x) and torch.equal(again[1], out_y)
+
+
+def test_training_with_crops_and_cosine_runs_and_checks_the_scale():
+    images, target = square_data(8)
+    model = SegmentationModel(tiny_backbone("resnet18"), num_classes=3)
+    history = train_segmentation(model, images, target, epochs=2, batch_size=4, crop_scale=(0.5, 1.0), cosine=True,
+                                 progress=False)
+    assert len(history["loss"]) == 2
+    with pytest.raises(ValueError, match="crop_scale"):
+        train_segmentation(model, images, target, epochs=1, crop_scale=(0.0, 1.0), progress=False)

@@ -62,6 +62,30 @@ def test_cut_output_equals_the_full_models_intermediate_output(family):
     torch.testing.assert_close(mine, captured["out"])
 
 
+def test_pyramid_holds_the_last_map_of_every_stride(family):
+    """forward_pyramid against hooks on the full model: at each stride, the last backbone layer's output."""
+    from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+    torch.manual_seed(0)
+    yolo = load_yolo(family)
+    backbone = yolo_backbone(yolo).eval()
+    full = yolo.model.eval()
+    seen = []  # (layer index, output) of every backbone layer, in order
+    handles = [layer.register_forward_hook(lambda module, inputs, output, i=i: seen.append((i, output)))
+               for i, layer in enumerate(full.model[:len(backbone.model)])]
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        full(x)
+        pyramid = backbone.forward_pyramid(normalize(x, IMAGENET_MEAN, IMAGENET_STD))
+    for handle in handles:
+        handle.remove()
+    assert [fmap.shape[-1] for fmap in pyramid] == [16, 8, 4, 2]  # strides 4, 8, 16, 32
+    assert backbone.pyramid_dims == [fmap.shape[1] for fmap in pyramid] and backbone.pyramid_dims[-1] == backbone.feature_dim
+    for fmap in pyramid:
+        expected = [out for _, out in seen if out.shape[-1] == fmap.shape[-1]][-1]
+        torch.testing.assert_close(fmap, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_pooling_head_and_gradients(family):
     yolo = load_yolo(family)
     yolo.model.requires_grad_(False)  # as ultralytics leaves loaded models

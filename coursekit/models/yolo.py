@@ -31,13 +31,15 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("YOLO backbones need ultralytics: pip install 'coursekit[yolo]'") from err
 
-__all__ = ["YOLO_BACKBONES", "YOLO_STRIDE", "YOLOBackbone", "yolo_backbone", "build_yolo_backbone",
+__all__ = ["YOLO_BACKBONES", "YOLO_STRIDE", "PYRAMID_STRIDES", "YOLOBackbone", "yolo_backbone", "build_yolo_backbone",
            "detection_model",
            "dino_local_size", "check_size"]
 
 
 #: The largest stride of a YOLO backbone: input sizes must be multiples of it.
 YOLO_STRIDE = 32
+#: The strides of ``YOLOBackbone.forward_pyramid``'s maps (a segmentation decoder's inputs).
+PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
 def detection_model(yolo_model) -> nn.Module:
@@ -60,6 +62,7 @@ class YOLOBackbone(nn.Module):
         model: ``nn.Sequential`` of the backbone layers (ultralytics modules with ``.i``/``.f``);
             its state-dict keys, prefixed with ``model.``, are those of the full detection model.
         feature_dim: channels of the last backbone layer, the width of the pooled feature.
+        pyramid_dims: channels of ``forward_pyramid``'s maps, finest first.
     """
 
     def __init__(self, layers: list[nn.Module], feature_dim: int):
@@ -67,11 +70,12 @@ class YOLOBackbone(nn.Module):
         self.model = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = feature_dim
+        self.pyramid_dims: list[int] = []  # measured by yolo_backbone
         # Outputs that later layers read by absolute index (ultralytics' routing through ``m.f``).
         self._save = {j for m in layers for j in _sources(m) if j != -1}
 
-    def forward_map(self, x: Tensor) -> Tensor:
-        """Run the backbone layers on YOLO's input: ``[N, 3, H, W]`` in [0, 1] -> ``[N, C, H/32, W/32]``."""
+    def _layer_outputs(self, x: Tensor):
+        """Yield every backbone layer's output, in order, for YOLO's input ``[N, 3, H, W]`` in [0, 1]."""
         outputs: list[Tensor | None] = []
         for layer in self.model:
             if layer.f != -1:  # input from earlier layers, as in ultralytics' BaseModel._predict_once
@@ -80,7 +84,21 @@ class YOLOBackbone(nn.Module):
                 ]
             x = layer(x)
             outputs.append(x if layer.i in self._save else None)
+            yield x
+
+    def forward_map(self, x: Tensor) -> Tensor:
+        """Run the backbone layers on YOLO's input: ``[N, 3, H, W]`` in [0, 1] -> ``[N, C, H/32, W/32]``."""
+        for x in self._layer_outputs(x):
+            pass
         return x
+
+    def forward_pyramid(self, x: Tensor) -> list[Tensor]:
+        """ImageNet-normalized ``[N, 3, H, W]`` -> the last feature map at each of ``PYRAMID_STRIDES``,
+        finest first: ``[N, C_s, H/s, W/s]`` (YOLO11n: 64, 128, 128 and 256 channels at strides 4, 8,
+        16 and 32; ultralytics' detection head reads the last three)."""
+        side = x.shape[-1]
+        levels = {side // out.shape[-1]: out for out in self._layer_outputs(denormalize(x))}
+        return [levels[stride] for stride in PYRAMID_STRIDES]
 
     def forward_features(self, x: Tensor, return_attention: bool = False) -> dict:
         """ImageNet-normalized ``[N, 3, H, W]`` -> ``{"global": [N, C], "patch": [N, h*w, C], "grid": (h, w)}``
@@ -119,7 +137,8 @@ def yolo_backbone(yolo_model, image_size: int = 64) -> YOLOBackbone:
         if any(j >= n_backbone for j in _sources(layer)):
             raise ValueError(f"backbone layer {layer.i} reads from a layer outside the backbone")
     backbone = YOLOBackbone(layers, feature_dim=0).float()
-    backbone.feature_dim = _output_channels(backbone, image_size)
+    backbone.pyramid_dims = _output_channels(backbone, image_size)
+    backbone.feature_dim = backbone.pyramid_dims[-1]
     backbone.requires_grad_(True)
     return backbone.train()
 
@@ -132,11 +151,12 @@ def build_yolo_backbone(name: str) -> YOLOBackbone:
 
 
 @torch.no_grad()
-def _output_channels(backbone: YOLOBackbone, image_size: int) -> int:
-    """Channels of the backbone's last output, measured with a dummy forward pass in eval mode."""
+def _output_channels(backbone: YOLOBackbone, image_size: int) -> list[int]:
+    """Channels of the backbone's pyramid maps (the last is its output), measured with a dummy
+    forward pass in eval mode."""
     device = module_device(backbone)
     backbone.eval()
-    return backbone.forward_map(torch.zeros(1, 3, image_size, image_size, device=device)).shape[1]
+    return [fmap.shape[1] for fmap in backbone.forward_pyramid(torch.zeros(1, 3, image_size, image_size, device=device))]
 
 
 def dino_local_size(image_size: int) -> int:

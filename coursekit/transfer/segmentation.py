@@ -12,11 +12,14 @@ last blocks with a smaller learning rate (``coursekit.transfer.optim``: ``set_ba
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine.device import module_device
+from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
 from coursekit.engine.supervised import epoch_means, train_supervised
 from coursekit.evaluate.patches import tokens_to_feature_map
@@ -26,8 +29,10 @@ __all__ = [
     "mean_iou",
     "LinearSegHead",
     "UpsamplingDecoder",
+    "PyramidDecoder",
     "SegmentationModel",
     "train_segmentation",
+    "random_resized_crop",
     "predict_masks",
 ]
 
@@ -140,13 +145,38 @@ class UpsamplingDecoder(nn.Module):
         return self.classifier(x)  # [N, K, h * 2**s, w * 2**s]
 
 
+class PyramidDecoder(nn.Module):
+    """A feature-pyramid decoder (FPN's top-down path) for a convolutional backbone's multi-scale maps.
+
+    ``[[N, C_0, h_0, w_0], ..., [N, C_k, h_k, w_k]]`` (finest first, e.g. strides 4 to 32) ->
+    logits ``[N, num_classes, h_0, w_0]``: each map is projected to ``channels`` by a 1x1 conv; from
+    the coarsest, the running map is upsampled to the next finer one, added to it and smoothed by a
+    3x3 conv. The coarse maps say *what* is there, the fine ones *where* its edges are.
+    """
+
+    def __init__(self, in_dims: list[int], num_classes: int, channels: int = 48):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(dim, channels, kernel_size=1) for dim in in_dims)
+        self.smooth = nn.ModuleList(_conv_bn_relu(channels, channels) for _ in in_dims[:-1])
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, fmaps: list[Tensor]) -> Tensor:
+        x = self.lateral[-1](fmaps[-1])  # the coarsest map [N, C, h_k, w_k]
+        for level in range(len(fmaps) - 2, -1, -1):
+            x = F.interpolate(x, size=fmaps[level].shape[-2:], mode="bilinear", align_corners=False)
+            x = self.smooth[level](x + self.lateral[level](fmaps[level]))
+        return self.classifier(x)  # [N, K, h_0, w_0]
+
+
 class SegmentationModel(nn.Module):
-    """Backbone patch features -> feature map -> head -> logits at the input resolution.
+    """Backbone features -> head -> logits at the input resolution.
 
     Args:
-        backbone: a coursekit backbone (``forward_features`` with ``"patch"`` and ``"grid"``).
+        backbone: a coursekit backbone (``forward_features`` with ``"patch"`` and ``"grid"``; for the
+            ``"pyramid"`` head, ``forward_pyramid`` and ``pyramid_dims``: a YOLO backbone).
         num_classes: classes of the masks (background included).
-        head: ``"linear"`` (:class:`LinearSegHead`) or ``"decoder"`` (:class:`UpsamplingDecoder`).
+        head: ``"linear"`` (:class:`LinearSegHead`) or ``"decoder"`` (:class:`UpsamplingDecoder`) on
+            the last feature map, or ``"pyramid"`` (:class:`PyramidDecoder`) on the maps of every stride.
 
     BatchNorm layers whose parameters are all frozen stay in eval mode under ``model.train()``,
     so a frozen backbone is truly frozen (its running statistics do not drift either).
@@ -156,18 +186,29 @@ class SegmentationModel(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        heads = {"linear": LinearSegHead, "decoder": UpsamplingDecoder}
+        heads = {"linear": LinearSegHead, "decoder": UpsamplingDecoder, "pyramid": PyramidDecoder}
         if head not in heads:
             raise ValueError(f"head must be one of {sorted(heads)}, got {head!r}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.head = heads[head](backbone.feature_dim, num_classes, **head_kwargs)
+        self.multiscale = head == "pyramid"
+        if self.multiscale:
+            if not hasattr(backbone, "forward_pyramid"):
+                raise ValueError(f"head='pyramid' needs a backbone with a feature pyramid (a YOLO backbone, e.g. "
+                                 f"build_backbone('yolo11n')); a {type(backbone).__name__} has one feature map: "
+                                 "use head='decoder'")
+            self.head = PyramidDecoder(backbone.pyramid_dims, num_classes, **head_kwargs)
+        else:
+            self.head = heads[head](backbone.feature_dim, num_classes, **head_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[N, 3, H, W]`` normalized float -> logits ``[N, num_classes, H, W]``."""
-        features = self.backbone.forward_features(x)
-        fmap = tokens_to_feature_map(features["patch"], features["grid"])  # [N, D, h, w]
-        logits = self.head(fmap)  # [N, K, h', w']
+        if self.multiscale:
+            logits = self.head(self.backbone.forward_pyramid(x))  # [N, K, H/4, W/4]
+        else:
+            features = self.backbone.forward_features(x)
+            fmap = tokens_to_feature_map(features["patch"], features["grid"])  # [N, D, h, w]
+            logits = self.head(fmap)  # [N, K, h', w']
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
     def train(self, mode: bool = True) -> "SegmentationModel":
@@ -203,6 +244,8 @@ def train_segmentation(
     std=None,
     device: str | torch.device | None = None,
     precision: str = "auto",
+    crop_scale: tuple[float, float] | None = None,
+    cosine: bool = False,
     progress: bool = True,
 ) -> dict[str, list[float]]:
     """Train a segmentation model with per-pixel cross-entropy (``ignore_index`` pixels count for nothing).
@@ -210,13 +253,18 @@ def train_segmentation(
     The backbone trains or not as ``set_backbone_trainable`` left it; the optimizer is built by
     ``make_optimizer`` unless one is given. Images and masks are moved to the device once; batches
     come in an order seeded by ``(seed, epoch)``, each flipped horizontally at random (image and
-    mask together) by a generator seeded by ``(seed, step)``; steps through
-    ``engine.OptimizerStep`` (mixed precision on CUDA with ``precision="auto"``).
+    mask together) by a generator seeded by ``(seed, step)``, and with ``crop_scale`` also cropped
+    and resized back (:func:`random_resized_crop`); steps through ``engine.OptimizerStep`` (mixed
+    precision on CUDA with ``precision="auto"``).
 
     Args:
         images: ``[N, 3, H, W]`` uint8 (or float in [0, 1]); normalized with ``mean``/``std``
             (ImageNet's by default, as coursekit's SSL views).
         masks: ``[N, H, W]`` integer class per pixel, or ``ignore_index``.
+        crop_scale: (min, max) area fraction of a random crop per pair, e.g. ``(0.3, 1.0)``: with a
+            few hundred masks the model sees new object sizes and positions every epoch instead of
+            learning the masks by heart. None: no crops.
+        cosine: decay every learning rate to 0 with a half cosine over the run (else constant).
 
     Returns:
         ``{"loss": [mean loss of every epoch]}``.
@@ -227,12 +275,20 @@ def train_segmentation(
     images, masks = images.to(device), masks.to(device).long()
     optimizer = optimizer or make_optimizer(model, lr, backbone_lr_scale)
 
+    if crop_scale is not None and not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+    total_steps = epochs * -(-len(images) // batch_size)
+
     def batch_loss(step: int, indices: Tensor) -> Tensor:
-        x, y = _random_flip(_prepare(images[indices], mean, std), masks[indices], step_generator(seed, step, device))
+        generator = step_generator(seed, step, device)
+        x, y = _random_flip(_prepare(images[indices], mean, std), masks[indices], generator)
+        if crop_scale is not None:
+            x, y = random_resized_crop(x, y, crop_scale, generator)
         return F.cross_entropy(model(x).float(), y, ignore_index=ignore_index)
 
+    schedule = (lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0)) if cosine else None
     losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
-                              precision, desc="segmentation", progress=progress)
+                              precision, schedule=schedule, desc="segmentation", progress=progress)
     return {"loss": epoch_means(losses, epochs)}
 
 
@@ -257,6 +313,30 @@ def _random_flip(x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tens
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     y = torch.where(flip[:, None, None], y.flip(-1), y)
     return x, y
+
+
+def random_resized_crop(x: Tensor, y: Tensor, scale: tuple[float, float], generator: torch.Generator,
+                        ratio: float = 4 / 3) -> tuple[Tensor, Tensor]:
+    """Crop each (image, mask) pair to the same random box and resize it back to the full size.
+
+    The box covers an area fraction drawn uniformly from ``scale`` with a width/height ratio
+    log-uniform in ``[1/ratio, ratio]`` (each side at most the image's), anywhere inside the image.
+    Images ``[N, C, H, W]`` float are resampled bilinearly, masks ``[N, H, W]`` long by nearest
+    neighbour (so every pixel keeps a class of the mask, ``ignore_index`` included).
+    """
+    n, device = len(x), x.device
+    draws = torch.rand(4, n, generator=generator, device=generator.device).to(device)  # [4, N]
+    area = scale[0] + (scale[1] - scale[0]) * draws[0]
+    aspect = torch.exp((2 * draws[1] - 1) * math.log(ratio))
+    width, height = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)  # fractions
+    # affine_grid maps output coordinates in [-1, 1] to input ones: scale by the box, shift to its center
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 1, 1] = width, height
+    theta[:, 0, 2], theta[:, 1, 2] = (2 * draws[2] - 1) * (1 - width), (2 * draws[3] - 1) * (1 - height)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = F.grid_sample(y[:, None].float(), grid, mode="nearest", padding_mode="border", align_corners=False)
+    return x, y[:, 0].long()
 
 
 @torch.no_grad()
