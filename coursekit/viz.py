@@ -162,7 +162,8 @@ def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
 
 
 def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
-                 xlabel: str | None = None, references: Mapping[str, Mapping[str, float]] | None = None) -> Figure:
+                 xlabel: str | None = None, references: Mapping[str, Mapping[str, float]] | None = None,
+                 sharey: bool = False) -> Figure:
     """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
@@ -177,6 +178,8 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
             except ``epoch_*`` series, which count epochs.
         references: per series, dashed horizontal lines to read it against, ``{label: y}`` (e.g.
             ``{"embedding_std": {"1/sqrt(D): spread out": 0.088, "0: collapsed": 0.0}}``), with a legend.
+        sharey: one y scale for every panel (for series of the same quantity, e.g. the loss of
+            several runs, so that the panels compare at a glance).
     """
     series, x_axes = _numeric_series(history)
     keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
@@ -186,7 +189,7 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
     stray = sorted(set(references or {}) - set(keys))
     if stray:
         raise ValueError(f"plot_history: references for {stray}, which are not plotted (keys: {keys})")
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False, sharey=sharey)
     for ax, key in zip(axes[0], keys):
         values = series[key]
         x_name = x_axes[key] if len(series.get(x_axes[key], ())) == len(values) else None
@@ -534,13 +537,15 @@ def _mask_colors(masks: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = None, num_classes: int | None = None,
-                 alpha: float = 0.55, normalized: bool = True, class_names: Sequence[str] | None = None) -> Figure:
+                 alpha: float = 0.75, normalized: bool = True, class_names: Sequence[str] | None = None) -> Figure:
     """One row per image: the image, its mask over it and, when given, the predicted mask over it.
 
     Masks are ``[N, H, W]`` integers: 0 = background (not colored), ``c + 1`` = class ``c``,
     255 = ignored (gray). ``num_classes`` sets the palette (default: from the largest value). A legend
     below the grid names each color (``class_names``, default "class 0", "class 1"...), so that a
     prediction that is all background (nothing colored: it looks like the input) reads as such.
+    The masks are drawn over a dimmed gray copy of the image, so that the class colors cannot be
+    mistaken for the colors of the objects themselves (the first column keeps the image's colors).
     """
     rgb = to_rgb(images, normalized)
     columns = {"ground truth": masks.detach().cpu().long().numpy()}
@@ -558,10 +563,11 @@ def mask_overlay(images: Tensor, masks: Tensor, predictions: Tensor | None = Non
     fig, axes = _image_grid(len(rgb), 1 + len(columns))
     for row, image in enumerate(rgb):
         _show(axes[row, 0], image, "image" if row == 0 else None)
+        backdrop = np.repeat(0.3 + 0.4 * image.mean(axis=-1, keepdims=True), 3, axis=-1)  # gray, low contrast
         for col, (name, values) in enumerate(columns.items(), start=1):
             overlay = _mask_colors(values[row], num_classes)
             overlay[..., 3] *= alpha
-            _show(axes[row, col], image, name if row == 0 else None)
+            _show(axes[row, col], backdrop, name if row == 0 else None)
             axes[row, col].imshow(overlay, extent=(0, image.shape[1], image.shape[0], 0), interpolation="nearest")
     names = list(class_names or [f"class {c}" for c in range(num_classes)])
     handles = [Rectangle((0, 0), 1, 1, facecolor=color, alpha=alpha) for color in _class_colors(num_classes)]

@@ -134,6 +134,17 @@ def test_detection_and_segmentation_pictures(shapes):
     assert _drawn(fig) and len(fig.axes) == 4 * 3
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == list(shapes.classes) + ["background (no color)", "ignored"]
+    # the first column shows the image in its colors, the mask columns a gray copy under the class colors
+    first, under_mask = fig.axes[0].images[0].get_array(), fig.axes[1].images[0].get_array()
+    assert np.ptp(np.asarray(first), axis=-1).max() > 0.1
+    assert np.allclose(np.ptp(np.asarray(under_mask), axis=-1), 0)
+
+
+def test_plot_history_can_share_one_y_scale():
+    runs = {"short": [2.0, 1.0, 0.5], "long": [0.4, 0.3, 0.2]}
+    fig = viz.plot_history(runs, xlabel="epoch", sharey=True)
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    assert viz.plot_history(runs, xlabel="epoch").axes[0].get_ylim() != viz.plot_history(runs, xlabel="epoch").axes[1].get_ylim()
 
 
 def test_grouped_bars_draws_each_series_with_its_spread_and_an_axis_that_shows_the_gaps():
