@@ -2,6 +2,7 @@
 
 - ``loop``: ``TrainConfig``, ``History``, ``fit`` and ``load_or_train`` (the loop in plain sight).
 - ``step``: ``OptimizerStep``, the one optimizer step of every training loop in the package.
+- ``optim``: ``create_optimizer``, the one optimizer factory (parameter groups, weight-decay rules).
 - ``supervised``: ``train_supervised``, the loop of the probe, fine-tuning, segmentation, detection.
 - ``batches``: the batches of a step, from images in memory or a Dataset streamed by a DataLoader.
 - ``checkpoint``: atomic saves and validated loads.
@@ -16,6 +17,7 @@ from coursekit.engine.checkpoint import CheckpointError
 from coursekit.engine.device import (PRECISIONS, autocast, make_grad_scaler, module_device, resolve_precision,
                                      use_channels_last)
 from coursekit.engine.loop import CHECKPOINT_NAME, History, TrainConfig, build_optimizer, fit, load_or_train
+from coursekit.engine.optim import create_optimizer
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import derived_seed, epoch_permutation, step_generator
@@ -23,8 +25,8 @@ from coursekit.engine.step import OptimizerStep, fused_if_cuda
 from coursekit.engine.supervised import train_supervised
 
 __all__ = [
-    "TrainConfig", "History", "fit", "load_or_train", "build_optimizer", "epoch_indices", "CHECKPOINT_NAME",
-    "CheckpointError", "PRECISIONS", "autocast", "make_grad_scaler", "module_device", "resolve_precision",
+    "TrainConfig", "History", "fit", "load_or_train", "build_optimizer", "create_optimizer", "epoch_indices",
+    "CHECKPOINT_NAME", "CheckpointError", "PRECISIONS", "autocast", "make_grad_scaler", "module_device", "resolve_precision",
     "use_channels_last", "OptimizerStep", "fused_if_cuda", "progress_bar", "cosine_schedule", "derived_seed",
     "epoch_permutation", "step_generator", "train_supervised",
 ]

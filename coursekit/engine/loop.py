@@ -54,13 +54,14 @@ from coursekit.engine.batches import Data, StepIndexBatches, check_data, data_fi
 from coursekit.engine.checkpoint import check_settings, load_checkpoint, save_checkpoint
 from coursekit.engine.collapse import collapse_signs, collapse_warning
 from coursekit.engine.device import PRECISIONS, module_device, resolve_precision, use_channels_last
+from coursekit.engine.optim import create_optimizer
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
-from coursekit.engine.step import OptimizerStep, fused_if_cuda
+from coursekit.engine.step import OptimizerStep
 
 CHECKPOINT_NAME = "checkpoint.pt"
-OPTIMIZERS = ("adamw", "sgd")
+CONFIG_OPTIMIZERS = ("adamw", "sgd")  # a pretraining's choice (create_optimizer also builds the probe's Adam)
 NOT_IN_SETTINGS = ("compile", "checkpoint_every", "log_every", "num_workers")  # fields that do not change the result
 
 
@@ -116,8 +117,8 @@ class TrainConfig:
         if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
             raise ValueError(f"TrainConfig needs lr > 0 and min_lr, weight_decay, warmup_epochs >= 0; got lr={self.lr}, "
                              f"min_lr={self.min_lr}, weight_decay={self.weight_decay}, warmup_epochs={self.warmup_epochs}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}")
+        if self.optimizer not in CONFIG_OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {CONFIG_OPTIMIZERS}; got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}; got {self.precision!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -188,16 +189,10 @@ def build_optimizer(method: nn.Module, config: TrainConfig, device: torch.device
                              "and a multiplier > 0")
         scale_of.update({id(p): scale for p in getattr(method, name).parameters()})
     trainable = [p for p in method.parameters() if p.requires_grad]
-    groups = []
-    for scale in sorted({1.0, *scale_of.values()}):
-        mine = [p for p in trainable if scale_of.get(id(p), 1.0) == scale]
-        groups += [
-            {"params": [p for p in mine if p.ndim > 1], "weight_decay": config.weight_decay, "lr": config.lr * scale},
-            {"params": [p for p in mine if p.ndim <= 1], "weight_decay": 0.0, "lr": config.lr * scale},
-        ]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, **fused_if_cuda(device))
-    return torch.optim.AdamW(groups, lr=config.lr, **fused_if_cuda(device))
+    groups = [{"params": [p for p in trainable if scale_of.get(id(p), 1.0) == scale], "lr": config.lr * scale}
+              for scale in sorted({1.0, *scale_of.values()})]
+    return create_optimizer(groups, config.optimizer, config.lr, config.weight_decay, momentum=config.momentum,
+                            decay_1d=False, device=device)
 
 
 def lr_factor(config: TrainConfig, total_steps: int, warmup_steps: int) -> Callable[[int], float]:

@@ -25,7 +25,7 @@ from coursekit.data.images import check_images
 from coursekit.engine.device import module_device, use_channels_last
 from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
-from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.optim import create_optimizer
 from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_labels, extract_features, num_classes_of
 from coursekit.evaluate.knn import accuracy
@@ -95,10 +95,10 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
     model = nn.Sequential(backbone, head).to(device)
     if use_channels_last(backbone, device):
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW([
+    optimizer = create_optimizer([
         {"params": backbone.parameters(), "lr": lr * backbone_lr_scale},
         {"params": head.parameters(), "lr": lr},
-    ], weight_decay=weight_decay, **fused_if_cuda(device))
+    ], "adamw", lr, weight_decay, device=device)
     total_steps = epochs * steps_per_epoch
     images, labels = images.to(device), labels.to(device)
 

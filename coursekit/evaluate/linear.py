@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from coursekit.data.subsets import stratified_subset
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
-from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.optim import create_optimizer
 from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_features, check_labels, num_classes_of
 from coursekit.evaluate.knn import accuracy
@@ -68,7 +68,7 @@ def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, 
     classifier = nn.utils.skip_init(nn.Linear, features.shape[1], num_classes, device=device)
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay, **fused_if_cuda(device))
+    optimizer = create_optimizer([{"params": classifier.parameters()}], "adam", lr, weight_decay, device=device)
     total_steps = epochs * -(-len(features) // batch_size)
 
     def batch_loss(step: int, index: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from coursekit.engine.device import module_device, use_channels_last
-from coursekit.engine.step import fused_if_cuda
+from coursekit.engine.optim import create_optimizer
 
 
 def freeze_frozen_batchnorm(model: nn.Module) -> None:
@@ -98,7 +98,7 @@ def make_optimizer(
     groups = param_groups(model, lr, backbone_lr_scale)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **fused_if_cuda(module_device(model)))
+    return create_optimizer(groups, "adamw", lr, weight_decay, device=module_device(model))
 
 
 def param_groups(model: nn.Module, lr: float, backbone_lr_scale: float = 0.1) -> list[dict]:
