@@ -12,10 +12,10 @@ Solutions are the single source of the homework. ``coursekit exercises`` turns e
 - every other output is dropped.
 
 ``coursekit exercises --check`` exits with 1 when ``exercises/`` differs from what the solutions
-generate (the test suite runs it). ``python -m coursekit.notebooks store-outputs PATH...`` executes
-notebooks under the smoke profile and keeps only the outputs of the cells nbval compares.
+generate (the test suite runs it). ``coursekit store-outputs PATH...`` executes notebooks under the
+smoke profile and keeps only the outputs of the cells nbval compares.
 
-Lessons are *published*: ``python -m coursekit.notebooks publish notebooks/02_simclr.ipynb`` runs a
+Lessons are *published*: ``coursekit publish notebooks/02_simclr.ipynb`` runs a
 lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
 small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
 ``coursekit.outputs = {"profile", "device", "date", "source_sha256"}``. ``source_sha256`` is the
@@ -26,7 +26,6 @@ the profile).
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import copy
 import datetime
@@ -34,7 +33,6 @@ import hashlib
 import io
 import os
 import re
-import sys
 from pathlib import Path
 
 import nbformat
@@ -339,61 +337,3 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
     notebook.metadata.setdefault("coursekit", {})[PUBLISHED_KEY] = stamp
     nbformat.write(notebook, path)
     return stamp
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--check", action="store_true", help="only check that exercises/ is in sync; exit 1 if not")
-    parser.add_argument("--solutions", type=Path, default=REPO_ROOT / "solutions")
-    parser.add_argument("--exercises", type=Path, default=REPO_ROOT / "exercises")
-
-
-def run(args: argparse.Namespace) -> int:
-    if not any(args.solutions.glob("*.ipynb")):  # else every exercise would be deleted as stale
-        from coursekit.cli import UsageError
-
-        raise UsageError(f"--solutions {args.solutions} holds no notebooks: give the folder of the solution notebooks")
-    stale = generate_exercises(args.solutions, args.exercises, check_only=args.check)
-    if args.check and stale:
-        print(f"exercises/ is out of date for: {', '.join(stale)}. Run `coursekit exercises` to regenerate.")
-        return 1
-    print(f"{'stale' if args.check else 'regenerated'}: {', '.join(stale) or 'none'}")
-    return 0
-
-
-def add_publish_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``coursekit publish`` (and ``python -m coursekit.notebooks publish``)."""
-    parser.add_argument("paths", nargs="+", type=Path, help="lesson notebooks to run and publish")
-    parser.add_argument("--profile", default="demo", help="run profile of the published outputs (default: demo)")
-    parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
-
-
-def run_publish(args: argparse.Namespace) -> int:
-    for path in args.paths:  # check every path first: a typo must not surface after an hour of running
-        if Path(path).suffix != ".ipynb" or not Path(path).is_file():
-            from coursekit.cli import UsageError  # printed as one line, status 2, by the coursekit command
-
-            raise UsageError(f"{path} is not a notebook file: give the .ipynb path of a lesson (e.g. notebooks/02_simclr.ipynb)")
-    for path in args.paths:
-        print(f"publishing {path} ({args.profile} profile)", flush=True)
-        stamp = publish(path, args.profile, args.timeout)
-        print(f"  {stamp['date']} on {stamp['device']}, source {stamp['source_sha256'][:12]}", flush=True)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coursekit.notebooks")
-    commands = parser.add_subparsers(dest="command", required=True)
-    store = commands.add_parser("store-outputs", help="run under smoke, keep only the compared cells' outputs")
-    store.add_argument("paths", nargs="+", type=Path)
-    add_publish_arguments(commands.add_parser("publish", help="run a lesson under a profile and keep all outputs"))
-    args = parser.parse_args(argv)
-    if args.command == "publish":
-        return run_publish(args)
-    for path in args.paths:
-        print(f"executing {path} (smoke profile)", flush=True)
-        store_outputs(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

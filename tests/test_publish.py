@@ -22,7 +22,7 @@ def test_published_lesson_outputs_come_from_its_current_code(path):
     assert set(stamp) == {"profile", "device", "date", "source_sha256"}
     assert not is_stale(notebook), (
         f"{path}: code changed since its outputs were made ({stamp['date']}); "
-        f"run `python -m coursekit.notebooks publish {path}`")
+        f"run `coursekit publish {path}`")
 
 
 def test_source_sha256_is_of_the_code_cells_joined_by_nul():

@@ -1,6 +1,6 @@
 """The ``coursekit`` command line (also ``python -m coursekit``).
 
-Each subcommand's module (``coursekit/cli/<command>.py``, or the package that owns the work) provides
+Each subcommand's module (``coursekit/cli/<command>.py``, the only place that parses arguments) provides
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand is used, so ``coursekit --help`` stays fast.
 
@@ -18,11 +18,12 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS = {
     "pretrain": ("coursekit.cli.pretrain", "self-supervised pretraining of a backbone (works under torchrun)"),
-    "grade": ("coursekit.grading.batch", "grade a folder of submitted homework notebooks into CSV/JSON"),
-    "exercises": ("coursekit.notebooks", "regenerate exercises/ from solutions/ (or --check that it is in sync)"),
+    "grade": ("coursekit.cli.grade", "grade a folder of submitted homework notebooks into CSV/JSON"),
+    "exercises": ("coursekit.cli.exercises", "regenerate exercises/ from solutions/ (or --check that it is in sync)"),
     "profile": ("coursekit.cli.profile", "print the run profile that would be used"),
     "export": ("coursekit.cli.export", "write a pretrained backbone as a YOLO .pt (ultralytics) or a state_dict"),
     "publish": ("coursekit.cli.publish", "run lessons under a profile and keep their stamped outputs"),
+    "store-outputs": ("coursekit.cli.store_outputs", "run notebooks under smoke, keep only the outputs nbval compares"),
 }
 USER_ERROR_STATUS = 2
 

@@ -36,7 +36,6 @@ died or never answered, the grader failed on it, or the package changed).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -509,61 +508,35 @@ def _worker(path: Path, options: dict) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line
+# A batch (``coursekit grade``, in ``coursekit/cli/grade.py``, parses the command line)
 # ---------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = sandbox.Limits()
-    parser.add_argument("submissions", nargs="+", help="notebook files or folders of .ipynb files")
-    parser.add_argument("--out", required=True, type=Path,
-                        help="CSV file: one row per submission (beside it: OUT.progress.jsonl and OUT.answers.md)")
-    parser.add_argument("--format", choices=("csv", "gradescope"), default="csv",
-                        help="what --out holds: the CSV, or Gradescope's results.json for the one student whose "
-                             "notebooks are SUBMISSIONS (e.g. /autograder/results/results.json)")
-    parser.add_argument("--json", type=Path, help="JSON file with every score, its feedback and the written answers")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help=f"seconds for all cells of one notebook (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--homework", help="homework id for every submission (default: from metadata or file name)")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep the rows of the progress file signed with the batch's key (OUT.progress.key) "
-                             "and grade the submissions it lacks; unsigned or altered rows are graded again")
-    parser.add_argument("--memory-limit", type=int, default=defaults.memory_mb,
-                        help=f"MiB of address space per process of a submission (default {defaults.memory_mb})")
-    parser.add_argument("--cpu-limit", type=int, default=defaults.cpu_seconds,
-                        help=f"CPU seconds per process of a submission (default {defaults.cpu_seconds})")
-    parser.add_argument("--process-limit", type=int, default=defaults.processes,
-                        help=f"processes and threads a submission may add (default {defaults.processes})")
-
-
-def run(args: argparse.Namespace) -> int:
-    for name in ("memory_limit", "cpu_limit", "process_limit"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"--{name.replace('_', '-')} must be positive")
-    for output in filter(None, [args.out, args.json]):
-        if not output.parent.is_dir():
-            raise SystemExit(f"the folder of {output} does not exist")
-    if args.homework and args.homework not in HOMEWORK:
-        raise SystemExit(f"unknown homework {args.homework!r}; known: {', '.join(HOMEWORK)}")
+def grade_batch(submissions: list[str], out: Path, json_path: Path | None = None, fmt: str = "csv",
+                timeout: float = DEFAULT_TIMEOUT, homework: str | None = None, resume: bool = False,
+                limits: sandbox.Limits | None = None) -> int:
+    """Grade every notebook of ``submissions`` (files or folders), each in its own sandboxed worker,
+    into ``out`` (CSV, or Gradescope's results.json with ``fmt="gradescope"``) and ``json_path``;
+    ``resume`` keeps the signed rows of a previous run. Returns the exit status."""
     # From here on this process reads and writes bytecode in a private folder, never in the package's
     # __pycache__ (so a .pyc planted there is not loaded, and any .pyc written there shows in the hash)
     prefix = sys.pycache_prefix
     with tempfile.TemporaryDirectory(prefix="coursekit-grader-bytecode-") as bytecode:
         sys.pycache_prefix = bytecode
         try:
-            return _run_batch(args)
+            return _grade_batch(submissions, out, json_path, fmt, timeout, homework, resume, limits or sandbox.Limits())
         finally:
             sys.pycache_prefix = prefix
 
 
-def _run_batch(args: argparse.Namespace) -> int:
-    limits = sandbox.Limits(args.memory_limit, args.cpu_limit, args.process_limit)
-    submissions = _find_with_folders(args.submissions)
+def _grade_batch(submissions: list[str], out: Path, json_path: Path | None, fmt: str, timeout: float,
+                 homework: str | None, resume: bool, limits: sandbox.Limits) -> int:
+    submissions = _find_with_folders(submissions)
     originals = {Path(os.path.realpath(p)) for p, _ in submissions if os.path.realpath(p) == os.path.abspath(p)}
-    progress, key_file = progress_path(args.out), key_path(args.out)
-    key = read_key(key_file) if args.resume else None
+    progress, key_file = progress_path(out), key_path(out)
+    key = read_key(key_file) if resume else None
     results, refused = read_progress(progress, key) if key else ([], 0)
-    if args.resume and key is None and progress.exists():
+    if resume and key is None and progress.exists():
         print(f"no usable key in {key_file} (missing, a link, or readable by others): every submission is "
               "graded again", flush=True)
     elif refused:
@@ -579,7 +552,7 @@ def _run_batch(args: argparse.Namespace) -> int:
     _warm_up()
     package = sandbox.fingerprint(PACKAGE_DIR)
     sandbox.become_subreaper()
-    write_all(results, args.out, args.json, args.format)
+    write_all(results, out, json_path, fmt)
     for path, folder in submissions:
         if display_name(path) in done:
             continue
@@ -588,8 +561,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         if problem:
             result, peak = _failed(SubmissionResult(display_name(path)), "error", problem), None
         else:
-            result, peak = grade_in_worker(path, wall_limit(args.timeout), timeout=args.timeout,
-                                           homework=args.homework, limits=limits)
+            result, peak = grade_in_worker(path, wall_limit(timeout), timeout=timeout,
+                                           homework=homework, limits=limits)
         ended = sandbox.end_new_processes(before)  # those of a worker that was killed
         if ended:
             result.reason = "; ".join(filter(None, [result.reason, f"{ended} leftover process(es) ended"]))
@@ -600,7 +573,7 @@ def _run_batch(args: argparse.Namespace) -> int:
                                      f"({', '.join(changed[:3])}): grading stopped")
         results.append(result)
         append_progress(progress, result, key)
-        write_all(results, args.out, args.json, args.format)
+        write_all(results, out, json_path, fmt)
         memory = f", grader peak {peak} MiB" if peak else ""
         print(f"{result.submission}: {result.status} {result.total}/{result.max_score} "
               f"({time.monotonic() - started:.1f} s{memory}) {result.reason}".rstrip(), flush=True)
@@ -609,5 +582,5 @@ def _run_batch(args: argparse.Namespace) -> int:
                   "(or delete what changed, .pyc files included), then run again with --resume to grade the rest.",
                   flush=True)
             return 1
-    print(f"graded {len(results)} submission(s) into {args.out}")
+    print(f"graded {len(results)} submission(s) into {out}")
     return 0
