@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 
 from coursekit import viz  # noqa: E402
 from coursekit.augment import normalize  # noqa: E402
@@ -21,18 +21,27 @@ def shapes():
 
 @pytest.fixture(autouse=True)
 def close_figures():
+    """After each test, every figure it made also renders (matplotlib checks some artists only when
+    drawing), then is closed."""
     yield
+    for number in plt.get_fignums():
+        plt.figure(number).canvas.draw()
     plt.close("all")
 
 
-def _drawn(fig) -> bool:
-    """The figure renders, and what it renders is not blank: some axes hold artists (images, lines,
-    patches, texts) and the pixels are not all one color."""
-    assert isinstance(fig, Figure)
-    fig.canvas.draw()
-    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
-    has_artists = any(ax.images or ax.lines or ax.patches or ax.collections or ax.texts for ax in fig.axes)
-    return has_artists and bool((pixels != pixels[0, 0]).any())
+def _rgb(images: torch.Tensor) -> np.ndarray:
+    """uint8 [N, 3, H, W] -> what imshow should hold: float [N, H, W, 3] in [0, 1]."""
+    return images.permute(0, 2, 3, 1).numpy() / 255
+
+
+def _grid(fig, rows: int, cols: int) -> list[list]:
+    """The figure's first rows * cols axes as rows (plt.subplots adds them row by row)."""
+    return [fig.axes[row * cols:(row + 1) * cols] for row in range(rows)]
+
+
+def _scaled(maps: torch.Tensor) -> np.ndarray:
+    """Min-max scaling of one map to [0, 1], as the attention pictures promise."""
+    return ((maps - maps.min()) / (maps.max() - maps.min())).numpy()
 
 
 def test_to_rgb_inverts_normalization_and_accepts_uint8_gray_and_single_images(shapes):
@@ -48,11 +57,43 @@ def test_to_rgb_inverts_normalization_and_accepts_uint8_gray_and_single_images(s
 
 def test_image_pictures(shapes):
     views = [normalize(shapes.images.float() / 255), normalize(shapes.images[..., :16, :16].float() / 255)]
-    assert _drawn(viz.show_images(shapes.images, shapes.labels, shapes.classes, ncols=2))
-    assert _drawn(viz.augmentation_grid(shapes.images, views, ["global", "local"]))
-    assert _drawn(viz.mae_reconstructions(shapes.images, shapes.images // 2, views[0]))
-    assert _drawn(viz.retrieval_grid(shapes.images[:2], shapes.images, torch.tensor([[1, 2], [3, 0]]),
-                                     shapes.labels[:2], shapes.labels))
+    expected, expected_local = _rgb(shapes.images), _rgb(shapes.images[..., :16, :16])
+
+    fig = viz.show_images(shapes.images, shapes.labels, shapes.classes, ncols=2)
+    assert len(fig.axes) == 4 and all(len(ax.images) == 1 for ax in fig.axes)  # 2 x 2, one image each
+    assert [ax.get_title() for ax in fig.axes] == [shapes.classes[label] for label in shapes.labels.tolist()]
+    for ax, image in zip(fig.axes, expected):
+        np.testing.assert_allclose(ax.images[0].get_array(), image, atol=1e-6)
+
+    fig = viz.augmentation_grid(shapes.images, views, ["global", "local"])
+    rows = _grid(fig, 4, 3)
+    assert len(fig.axes) == 4 * 3 and all(len(ax.images) == 1 for ax in fig.axes)  # original + 2 views per image
+    assert [ax.get_title() for ax in rows[0]] == ["original", "global", "local"]
+    assert all(ax.get_title() == "" for row in rows[1:] for ax in row)
+    for row, (ax_original, ax_global, ax_local) in enumerate(rows):
+        np.testing.assert_allclose(ax_original.images[0].get_array(), expected[row], atol=1e-6)
+        np.testing.assert_allclose(ax_global.images[0].get_array(), expected[row], atol=1e-5)  # normalization undone
+        np.testing.assert_allclose(ax_local.images[0].get_array(), expected_local[row], atol=1e-5)  # at its own size
+
+    fig = viz.mae_reconstructions(shapes.images, shapes.images // 2, views[0])
+    rows = _grid(fig, 4, 3)
+    assert len(fig.axes) == 4 * 3 and [ax.get_title() for ax in rows[0]] == ["original", "masked", "reconstruction"]
+    for row, columns in enumerate(rows):
+        for ax, image in zip(columns, (expected[row], _rgb(shapes.images // 2)[row], expected[row])):
+            np.testing.assert_allclose(ax.images[0].get_array(), image, atol=1e-5)
+
+    indices = torch.tensor([[0, 1], [2, 3]])  # each query finds one image of its class and one of another
+    fig = viz.retrieval_grid(shapes.images[:2], shapes.images, indices, shapes.labels[:2], shapes.labels)
+    rows = _grid(fig, 2, 3)
+    assert len(fig.axes) == 2 * 3 and [ax.get_title() for ax in rows[0]] == ["query", "#1", "#2"]
+    for row, (query, *retrieved) in enumerate(rows):
+        np.testing.assert_allclose(query.images[0].get_array(), expected[row], atol=1e-6)
+        for ax, index in zip(retrieved, indices[row].tolist()):
+            np.testing.assert_allclose(ax.images[0].get_array(), expected[index], atol=1e-6)
+            frame = "tab:green" if shapes.labels[index] == shapes.labels[row] else "tab:red"
+            assert all(to_rgba(spine.get_edgecolor()) == to_rgba(frame) for spine in ax.spines.values())
+    frames = {to_rgba(ax.spines["top"].get_edgecolor()) for row in rows for ax in row[1:]}
+    assert frames == {to_rgba("tab:green"), to_rgba("tab:red")}  # both a match and a miss are drawn
     with pytest.raises(ValueError, match="same number of images"):
         viz.mae_reconstructions(shapes.images, shapes.images[:2], shapes.images)
 
@@ -60,7 +101,10 @@ def test_image_pictures(shapes):
 def test_curve_pictures():
     history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
     fig = viz.plot_history(history, ylabels={"loss": "NT-Xent loss (nats)"})
-    assert _drawn(fig) and [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    for ax, key in zip(fig.axes, ["loss", "lr"]):  # one line per panel: the series against the steps
+        assert len(ax.lines) == 1
+        assert list(ax.lines[0].get_xdata()) == history["step"] and list(ax.lines[0].get_ydata()) == history[key]
     assert [ax.get_ylabel() for ax in fig.axes] == ["NT-Xent loss (nats)", "lr"]
     assert {ax.get_xlabel() for ax in fig.axes} == {"optimizer step"}
     with pytest.raises(ValueError, match="accuracy"):
@@ -85,19 +129,36 @@ def test_curve_pictures():
     assert fig.axes[0].get_legend() is None
     with pytest.raises(ValueError, match="not plotted"):
         viz.plot_history(history, keys=["loss"], references={"embedding_std": {"0": 0.0}})
-    assert _drawn(viz.plot_curves([1, 10, 100], {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]},
-                                  "labels per class", "accuracy", logx=True))
+    curves = {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]}
+    fig = viz.plot_curves([1, 10, 100], curves, "labels per class", "accuracy", logx=True)
+    ax, = fig.axes
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines] == [([1, 10, 100], y) for y in curves.values()]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == list(curves)
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_xscale()) == ("labels per class", "accuracy", "log")
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_embedding_map(method):
     features, labels = torch.randn(24, 8, generator=torch.Generator().manual_seed(0)), torch.arange(24) % 3
-    assert _drawn(viz.embedding_map(features, labels, method=method, class_names=["a", "b", "c"]))
+    fig = viz.embedding_map(features, labels, method=method, class_names=["a", "b", "c"])
+    ax, = fig.axes
+    assert [len(points.get_offsets()) for points in ax.collections] == [8, 8, 8]  # one scatter per class, every point
+    assert np.isfinite(np.concatenate([points.get_offsets() for points in ax.collections])).all()
+    assert len({tuple(points.get_facecolor()[0]) for points in ax.collections}) == 3  # a color per class
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "class" and [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
+    assert ax.get_title() == f"{method.upper()} of 8-d features"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (f"{method.upper()} component 1", f"{method.upper()} component 2")
 
 
 def test_feature_pictures(shapes):
     generator = torch.Generator().manual_seed(0)
-    assert _drawn(viz.similarity_matrix(torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)))
+    z1, z2 = torch.randn(6, 4, generator=generator), torch.randn(6, 4, generator=generator)
+    fig = viz.similarity_matrix(z1, z2)
+    cosines = (z1[:, None] * z2[None]).sum(-1) / (z1.norm(dim=1)[:, None] * z2.norm(dim=1)[None])
+    assert len(fig.axes) == 2 and len(fig.axes[0].images) == 1  # the matrix and its colorbar
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), cosines.numpy(), atol=1e-6)
+    assert f"diagonal mean {cosines.diagonal().mean():.2f}" in fig.axes[0].get_title()
     same_direction = torch.ones(3, 4)
     fig = viz.similarity_matrix(same_direction, same_direction, names=["a", "b", "c"])
     assert "off-diagonal mean 1.00" in fig.axes[0].get_title()
@@ -105,10 +166,27 @@ def test_feature_pictures(shapes):
     assert fig.axes[1].get_ylabel() == "cosine similarity"  # the colorbar says what the colors mean
     attention = torch.rand(4, 3, 17, 17, generator=generator).softmax(dim=-1)
     fig = viz.attention_maps(shapes.images, attention, grid=(4, 4), outlines=shapes.masks > 0)
-    assert _drawn(fig) and fig.axes[-1].get_ylabel() == "CLS attention (scaled per map)"
+    assert fig.axes[-1].get_ylabel() == "CLS attention (scaled per map)"
+    rows = _grid(fig, 4, 5)  # image, mean of the 3 heads, each head; then the colorbar
+    assert len(fig.axes) == 4 * 5 + 1
+    assert [ax.get_title() for ax in rows[0]] == ["image", "mean of heads", "head 0", "head 1", "head 2"]
+    cls_to_patches = attention[:, :, 0, 1:].reshape(4, 3, 4, 4)
+    for row, (image, *maps) in enumerate(rows):
+        np.testing.assert_allclose(image.images[0].get_array(), _rgb(shapes.images)[row], atol=1e-6)
+        expected = [cls_to_patches[row].mean(dim=0)] + list(cls_to_patches[row])
+        for ax, values in zip(maps, expected):
+            np.testing.assert_allclose(ax.images[0].get_array(), _scaled(values), atol=1e-5)
+            assert len(ax.lines) == 3 + 3  # white lines at the inner patch edges of a 4 x 4 grid
+            assert len(ax.collections) == 1  # the object's outline
     snapshots = {f"step {s}": torch.rand(4, 4, 4, generator=generator) for s in (0, 10)}
     fig = viz.attention_snapshots(shapes.images, snapshots, outlines=shapes.masks > 0)
-    assert _drawn(fig) and [ax.get_title() for ax in fig.axes[:3]] == ["image", "step 0", "step 10"]
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "step 0", "step 10"]
+    assert len(fig.axes) == 4 * 3 + 1 and fig.axes[-1].get_ylabel() == "CLS attention (scaled per map)"
+    for row, (image, *maps) in enumerate(_grid(fig, 4, 3)):
+        np.testing.assert_allclose(image.images[0].get_array(), _rgb(shapes.images)[row], atol=1e-6)
+        for ax, values in zip(maps, snapshots.values()):
+            np.testing.assert_allclose(ax.images[0].get_array(), _scaled(values[row]), atol=1e-5)
+            assert len(ax.collections) == 1  # the object's outline
     with pytest.raises(ValueError, match="same number"):
         viz.attention_snapshots(shapes.images, {"step 0": torch.rand(2, 4, 4)})
     with pytest.raises(ValueError, match="outlines"):
@@ -116,13 +194,30 @@ def test_feature_pictures(shapes):
     with pytest.raises(ValueError, match="L = 3\\*3"):
         viz.attention_maps(shapes.images, attention, grid=(3, 3))
     patches = torch.randn(4, 16, 8, generator=generator)
-    assert _drawn(viz.patch_pca(patches, (4, 4), shapes.images))
+    fig = viz.patch_pca(patches, (4, 4), shapes.images)
+    images, maps = _grid(fig, 2, 4)  # the images above, one map of patch colors below each
+    assert len(fig.axes) == 2 * 4 and all(len(ax.images) == 1 for ax in fig.axes)
+    assert fig.get_suptitle() == "patch features: first 3 principal components"
+    for i, (image, colors) in enumerate(zip(images, maps)):
+        np.testing.assert_allclose(image.images[0].get_array(), _rgb(shapes.images)[i], atol=1e-6)
+        patch_colors = np.asarray(colors.images[0].get_array())
+        assert patch_colors.shape == (4, 4, 3) and 0 <= patch_colors.min() and patch_colors.max() <= 1
 
 
 def test_detection_and_segmentation_pictures(shapes):
-    fig = viz.draw_boxes(shapes.images, shapes.boxes, shapes.box_labels, shapes.classes,
-                         scores=[torch.rand(len(b)) for b in shapes.boxes], title="predictions")
-    assert _drawn(fig) and sum(len(ax.patches) for ax in fig.axes) == sum(len(b) for b in shapes.boxes)
+    scores = [torch.rand(len(b)) for b in shapes.boxes]
+    fig = viz.draw_boxes(shapes.images, shapes.boxes, shapes.box_labels, shapes.classes, scores=scores,
+                         title="predictions")
+    assert sum(len(ax.patches) for ax in fig.axes) == sum(len(b) for b in shapes.boxes)
+    assert len(fig.axes) == 4 and fig.get_suptitle() == "predictions"
+    for ax, image, boxes, labels, image_scores in zip(fig.axes, _rgb(shapes.images), shapes.boxes,
+                                                      shapes.box_labels, scores):
+        np.testing.assert_allclose(ax.images[0].get_array(), image, atol=1e-6)
+        drawn = [(*patch.get_xy(), patch.get_x() + patch.get_width(), patch.get_y() + patch.get_height())
+                 for patch in ax.patches]
+        assert drawn == [tuple(box) for box in boxes.tolist()]  # xyxy, in pixel-edge coordinates
+        assert [text.get_text() for text in ax.texts] == [
+            f"{shapes.classes[label]} {score:.2f}" for label, score in zip(labels.tolist(), image_scores.tolist())]
     # the title sits above the top row of images, not over it
     fig.canvas.draw()
     title_bottom = fig._suptitle.get_window_extent().y0
@@ -131,7 +226,19 @@ def test_detection_and_segmentation_pictures(shapes):
     masks[:, 0, :] = 255  # an ignored row is drawn too
     fig = viz.mask_overlay(shapes.images, masks, predictions=shapes.masks, num_classes=len(shapes.classes),
                            class_names=shapes.classes)
-    assert _drawn(fig) and len(fig.axes) == 4 * 3
+    assert len(fig.axes) == 4 * 3
+    rows = _grid(fig, 4, 3)
+    assert [ax.get_title() for ax in rows[0]] == ["image", "ground truth", "prediction"]
+    assert all([len(ax.images) for ax in row] == [1, 2, 2] for row in rows)  # each mask over its own backdrop
+    for row, (_, truth, prediction) in enumerate(rows):
+        for ax, mask in ((truth, masks[row]), (prediction, shapes.masks[row])):
+            overlay = np.asarray(ax.images[1].get_array())
+            assert overlay.shape == (32, 32, 4)
+            assert ((overlay[..., 3] > 0) == (mask > 0).numpy()).all()  # background is not colored
+            colors = {value: {tuple(c) for c in overlay[(mask == value).numpy()]} for value in mask.unique().tolist()}
+            assert all(len(shades) == 1 for shades in colors.values())  # one color per class
+            assert len({shades.pop() for shades in colors.values()}) == len(colors)  # a different one each
+        np.testing.assert_allclose(truth.images[1].get_array()[0, :, :3], 0.6)  # the ignored row is gray
     legend = [text.get_text() for text in fig.legends[0].get_texts()]
     assert legend == list(shapes.classes) + ["background (no color)", "ignored"]
     # the first column shows the image in its colors, the mask columns a gray copy under the class colors
