@@ -14,7 +14,8 @@ one is graded in a forked worker of this process (``grade_in_worker``) whose mem
    stored outputs dropped unread; the homework is ``--homework``, else a known homework id in
    the file name (``alice_02_simclr.ipynb``), else its metadata ``coursekit.homework``.
    Its source is read (never run here) to find graded functions that call coursekit's own
-   reference implementation (``references``): those exercises score 0.
+   reference implementation, or are a copy of its source with the names changed
+   (``references``): those exercises score 0.
 2. It runs top to bottom in its own Jupyter kernel inside a sandbox (``sandbox``: private cwd,
    HOME and TMPDIR, resource limits, every process ended afterwards), every cell even when some
    raise, within ``--timeout`` seconds for the whole notebook. Stored outputs are never read.
@@ -244,8 +245,7 @@ def grade_submission(path: Path, timeout: float = DEFAULT_TIMEOUT, homework: str
     _zero_scores(result, exercise_ids, "not graded")
     result.answers = written_answers(notebook, result.homework)
     trees = references.parse_cells([cell.source for cell in notebook.cells if cell.cell_type == "code"])
-    copies = {eid: references.reference_use(trees, get_exercise(eid).function_name, get_exercise(eid).reference())
-              for eid in exercise_ids}
+    copies = {eid: _reference_feedback(trees, get_exercise(eid)) for eid in exercise_ids}
     before = sandbox.descendants()
     with tempfile.TemporaryDirectory(prefix="coursekit-grade-", ignore_cleanup_errors=True) as root:
         folders = sandbox.Folders(Path(root))
@@ -272,6 +272,18 @@ def grade_submission(path: Path, timeout: float = DEFAULT_TIMEOUT, homework: str
                    and g.feedback[0].startswith("function ")]
         result.reason = "; ".join(filter(None, [_cell_errors(executed), ", ".join(missing), result.reason]))
     return result
+
+
+def _reference_feedback(trees, ex) -> str:
+    """The feedback of an exercise whose graded function calls or copies coursekit's reference, else ""."""
+    used = references.reference_use(trees, ex.function_name, ex.reference())
+    if used:
+        return (f"{ex.function_name} calls coursekit's own reference implementation ({used}): "
+                "the exercise asks for your own code")
+    if references.copies_reference(trees, ex.function_name, ex.reference()):
+        return (f"{ex.function_name} is coursekit's own reference implementation with its names changed "
+                f"({ex.reference_path.replace(':', '.')}): the exercise asks for your own code")
+    return ""
 
 
 def _zero_scores(result: SubmissionResult, exercise_ids: list[str], why: str) -> None:
@@ -391,9 +403,7 @@ def _grade_through(kernel: StudentKernel, exercise_ids: list[str], copies: dict[
     for exercise_id in exercise_ids:
         ex = get_exercise(exercise_id)
         if copies.get(exercise_id):
-            grades[exercise_id] = GradeResult(exercise_id, 0, ex.max_score, False, [
-                f"{ex.function_name} calls coursekit's own reference implementation ({copies[exercise_id]}): "
-                "the exercise asks for your own code"])
+            grades[exercise_id] = GradeResult(exercise_id, 0, ex.max_score, False, [copies[exercise_id]])
             continue
         opened = None if kernel_lost else kernel.open_exercise(ex.function_name, time_limit, alive)
         if opened is None:
