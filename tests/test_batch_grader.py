@@ -111,6 +111,8 @@ def test_a_class_of_broken_hostile_and_honest_submissions(tmp_path):
     assert raising == ["not implemented yet: replace the raise NotImplementedError with your code"]
     for name in ("hostile_reference_02_simclr", "hostile_reference_wrapped_02_simclr"):
         assert "reference implementation" in feedback[name]["exercises"]["simclr.nt_xent"]["feedback"][0]
+    copied = feedback["hostile_reference_copied_02_simclr"]["exercises"]["simclr.augmentation_pair_similarity"]
+    assert copied["score"] == 0 and "reference implementation with its names changed" in copied["feedback"][0]
     assert feedback["good_02_simclr"]["answers"][0]["answer"].endswith("Because two crops share their colors.")
     assert len(progress_path(out).read_text().splitlines()) == len(rows)
 

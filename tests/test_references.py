@@ -160,7 +160,8 @@ def test_the_shipped_solution_is_not_a_copy_and_a_pasted_reference_is(exercise_i
     assert copies_reference(pasted, ex.function_name, ex.reference())
 
 
-def test_no_fixture_submission_is_a_copy():
+def test_no_fixture_submission_is_a_copy_but_the_copied_one():
+    copied = {("hostile_reference_copied_02_simclr.ipynb", "simclr.augmentation_pair_similarity")}
     for notebook in sorted(FIXTURES.glob("*_02_simclr.ipynb")):
         try:
             cells = _code_cells(notebook)
@@ -169,4 +170,5 @@ def test_no_fixture_submission_is_a_copy():
         trees = parse_cells(cells)
         for exercise_id in HOMEWORK["02_simclr"]:
             ex = get_exercise(exercise_id)
-            assert not copies_reference(trees, ex.function_name, ex.reference()), (notebook.name, exercise_id)
+            expected = (notebook.name, exercise_id) in copied
+            assert copies_reference(trees, ex.function_name, ex.reference()) == expected, (notebook.name, exercise_id)
