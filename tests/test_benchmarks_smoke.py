@@ -300,3 +300,33 @@ def test_transfer_refuses_bad_arguments_before_training(tmp_path, capsys):
         transfer.main(["--work", str(tmp_path), "--detection-backbone", "no-such-run"])
     assert "no shipped run called 'no-such-run'" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_frozen_probe_reads_a_shipped_run_a_checkpoint_folder_and_random(tmp_path):
+    """Three kinds of backbone, one decoder each, scored; a name that is none of them is refused first."""
+    pytest.importorskip("ultralytics")
+    import frozen_probe
+    from coursekit.cli import main as coursekit_main
+
+    run = tmp_path / "run"
+    assert coursekit_main(["pretrain", "--method", "simclr", "--profile", "smoke", "--dataset", "shapes",
+                           "--backbone", "yolo11n", "--image-size", "64", "--num-images", "64", "--num-test", "32",
+                           "--batch-size", "32", "--epochs", "1", "--checkpoint-dir", str(run)]) == 0
+    report = tmp_path / "probe.json"
+    tiny = ["--masks", "4", "--test", "4", "--epochs-scale", "0.01", "--report", str(report)]
+    assert frozen_probe.main(["scenes-yolo11n-simclr", str(run), "random", *tiny]) == 0
+    probes = json.loads(report.read_text())["probes"]
+    assert list(probes) == ["scenes-yolo11n-simclr", str(run), "random"]
+    assert all(len(runs) == 1 and 0 < runs[0]["miou"] <= 1 for runs in probes.values())
+
+
+def test_frozen_probe_refuses_what_is_not_a_yolo11n_backbone(tmp_path, capsys):
+    import frozen_probe
+
+    with pytest.raises(SystemExit):
+        frozen_probe.main(["no-such-run", "--masks", "4"])
+    assert "no shipped run called 'no-such-run'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        frozen_probe.main(["fmnist-simclr"])
+    assert "this probe reads YOLO11n backbones" in capsys.readouterr().err
