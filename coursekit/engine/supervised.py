@@ -16,13 +16,14 @@ from torch import Tensor, nn
 from coursekit.engine.batches import shuffled_batches
 from coursekit.engine.device import resolve_precision
 from coursekit.engine.progress import progress_bar
+from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.step import OptimizerStep
 
 
 def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int, Tensor], Tensor],
                      optimizer: torch.optim.Optimizer, epochs: int, batch_size: int, seed: int,
                      device: torch.device | str, precision: str = "auto",
-                     schedule: Callable[[int], float] | None = None, desc: str = "train",
+                     cosine: bool = False, desc: str = "train",
                      progress: bool = True) -> list[float]:
     """Train ``model`` (put in train mode) for ``epochs`` passes over ``num_items`` items.
 
@@ -30,15 +31,17 @@ def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int
         batch_loss: (step, indices long [B] on ``device``) -> the scalar loss of those items.
         optimizer: over the parameters that train (fused on CUDA: ``step.fused_if_cuda``).
         precision: "auto" (bf16 / fp16 on CUDA, fp32 on the CPU), "bf16", "fp16" or "fp32".
-        schedule: step -> factor of every group's learning rate (None: constant).
+        cosine: decay every group's learning rate to 0 with a half cosine over the run (else constant).
 
     Returns:
         The loss of every step, copied to the host once, at the end.
     """
+    total_steps = epochs * -(-num_items // batch_size)
+    schedule = (lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0)) if cosine else None
     optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device, schedule=schedule)
     losses = []  # device tensors
     model.train()
-    bar = progress_bar(epochs * -(-num_items // batch_size), desc, progress)
+    bar = progress_bar(total_steps, desc, progress)
     for step, _, indices in shuffled_batches(num_items, batch_size, epochs, seed, device):
         with optimizer_step.autocast():
             loss = batch_loss(step, indices)

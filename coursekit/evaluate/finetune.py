@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from coursekit import augment
 from coursekit.data.images import check_images
 from coursekit.engine.device import module_device, use_channels_last
-from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
 from coursekit.engine.optim import create_optimizer
 from coursekit.engine.supervised import train_supervised
@@ -99,7 +98,6 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
         {"params": backbone.parameters(), "lr": lr * backbone_lr_scale},
         {"params": head.parameters(), "lr": lr},
     ], "adamw", lr, weight_decay, device=device)
-    total_steps = epochs * steps_per_epoch
     images, labels = images.to(device), labels.to(device)
 
     def batch_loss(step: int, index: Tensor) -> Tensor:
@@ -107,8 +105,7 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
         return F.cross_entropy(model(views).float(), labels[index])
 
     losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
-                              schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0),
-                              desc="fine-tune", progress=progress)
+                              cosine=True, desc="fine-tune", progress=progress)
     logits = extract_features(model, test_images, batch_size=256, device=device)
     return FineTuneResult(accuracy(logits.argmax(dim=1), test_labels), model, losses)
 

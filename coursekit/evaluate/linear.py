@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from coursekit.data.subsets import stratified_subset
 from coursekit.engine.progress import progress_bar
-from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.optim import create_optimizer
 from coursekit.engine.supervised import train_supervised
 from coursekit.evaluate.features import check_features, check_labels, num_classes_of
@@ -69,13 +68,12 @@ def train_linear(features: Tensor, labels: Tensor, num_classes: int, lr: float, 
     nn.init.zeros_(classifier.weight)
     nn.init.zeros_(classifier.bias)
     optimizer = create_optimizer([{"params": classifier.parameters()}], "adam", lr, weight_decay, device=device)
-    total_steps = epochs * -(-len(features) // batch_size)
 
     def batch_loss(step: int, index: Tensor) -> Tensor:
         return F.cross_entropy(classifier(features[index]).float(), labels[index])
 
     train_supervised(classifier, len(features), batch_loss, optimizer, epochs, batch_size, seed, device, precision,
-                     schedule=lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0), desc="linear probe",
+                     cosine=True, desc="linear probe",
                      progress=progress)
     return classifier
 

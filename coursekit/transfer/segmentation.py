@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.engine.device import module_device
-from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
 from coursekit.engine.supervised import epoch_means, train_supervised
 from coursekit.evaluate.patches import tokens_to_feature_map
@@ -189,21 +188,18 @@ class SegmentationModel(nn.Module):
         heads = {"linear": LinearSegHead, "decoder": UpsamplingDecoder, "pyramid": PyramidDecoder}
         if head not in heads:
             raise ValueError(f"head must be one of {sorted(heads)}, got {head!r}")
+        if head == "pyramid" and not hasattr(backbone, "forward_pyramid"):
+            raise ValueError(f"head='pyramid' needs a backbone with a feature pyramid (a YOLO backbone, e.g. "
+                             f"build_backbone('yolo11n')); a {type(backbone).__name__} has one feature map: "
+                             "use head='decoder'")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.multiscale = head == "pyramid"
-        if self.multiscale:
-            if not hasattr(backbone, "forward_pyramid"):
-                raise ValueError(f"head='pyramid' needs a backbone with a feature pyramid (a YOLO backbone, e.g. "
-                                 f"build_backbone('yolo11n')); a {type(backbone).__name__} has one feature map: "
-                                 "use head='decoder'")
-            self.head = PyramidDecoder(backbone.pyramid_dims, num_classes, **head_kwargs)
-        else:
-            self.head = heads[head](backbone.feature_dim, num_classes, **head_kwargs)
+        in_dims = backbone.pyramid_dims if head == "pyramid" else backbone.feature_dim
+        self.head = heads[head](in_dims, num_classes, **head_kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """``[N, 3, H, W]`` normalized float -> logits ``[N, num_classes, H, W]``."""
-        if self.multiscale:
+        if isinstance(self.head, PyramidDecoder):
             logits = self.head(self.backbone.forward_pyramid(x))  # [N, K, H/4, W/4]
         else:
             features = self.backbone.forward_features(x)
@@ -270,14 +266,12 @@ def train_segmentation(
         ``{"loss": [mean loss of every epoch]}``.
     """
     _check_pairs(images, masks)
+    if crop_scale is not None and not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
     mean, std = _stats(mean, std)
     device = to_training_device(model, device)
     images, masks = images.to(device), masks.to(device).long()
     optimizer = optimizer or make_optimizer(model, lr, backbone_lr_scale)
-
-    if crop_scale is not None and not 0 < crop_scale[0] <= crop_scale[1] <= 1:
-        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
-    total_steps = epochs * -(-len(images) // batch_size)
 
     def batch_loss(step: int, indices: Tensor) -> Tensor:
         generator = step_generator(seed, step, device)
@@ -286,9 +280,8 @@ def train_segmentation(
             x, y = random_resized_crop(x, y, crop_scale, generator)
         return F.cross_entropy(model(x).float(), y, ignore_index=ignore_index)
 
-    schedule = (lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0)) if cosine else None
     losses = train_supervised(model, len(images), batch_loss, optimizer, epochs, batch_size, seed, device,
-                              precision, schedule=schedule, desc="segmentation", progress=progress)
+                              precision, cosine=cosine, desc="segmentation", progress=progress)
     return {"loss": epoch_means(losses, epochs)}
 
 
