@@ -76,6 +76,13 @@ def write_result(name: str, device: torch.device, result: dict, results_dir: Pat
     return path
 
 
+def write_report(path: Path, report: dict, indent: int = 1) -> None:
+    """Write a ``--report`` file (its folder made if missing) and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=indent) + "\n")
+    print(f"report written to {path}")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so that a clock reading means something."""
     if device.type == "cuda":

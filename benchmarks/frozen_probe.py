@@ -14,7 +14,6 @@ before the full comparison of ``transfer.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 import torch  # noqa: E402
 
 import common  # noqa: E402
-from transfer import IMAGE_SIZE, SEGMENTATION, epochs  # noqa: E402
+from transfer import IMAGE_SIZE, SEGMENTATION, segmentation_score  # noqa: E402
 from coursekit import pretrained  # noqa: E402
 from coursekit.cli import UsageError  # noqa: E402
 from coursekit.data import load_images  # noqa: E402
@@ -75,21 +74,9 @@ def load_backbone(name: str, seed: int):
 
 
 def probe(name: str, seed: int, train, test, epochs_scale: float) -> dict:
-    from coursekit.transfer.optim import make_optimizer, set_backbone_trainable
-    from coursekit.transfer.segmentation import SegmentationModel, mean_iou, predict_masks, train_segmentation
-
     started = time.process_time()
-    backbone = load_backbone(name, seed)
-    num_classes = len(train.classes) + 1
-    torch.manual_seed(seed)
-    model = SegmentationModel(backbone, num_classes, head=SEGMENTATION["head"])
-    set_backbone_trainable(model, "frozen")
-    regime = "small" if len(train) <= 100 else "all"
-    train_segmentation(model, train.images, train.masks, epochs=epochs(SEGMENTATION, regime, epochs_scale),
-                       batch_size=SEGMENTATION["batch"], optimizer=make_optimizer(model, SEGMENTATION["lr"]),
-                       crop_scale=tuple(SEGMENTATION["crop_scale"]), cosine=True, seed=seed, device="cpu",
-                       progress=False)
-    score = mean_iou(predict_masks(model, test.images), test.masks.long(), num_classes)
+    regime = "small" if len(train) <= 100 else "all"  # transfer.py's budget for about that many masks
+    score = segmentation_score(load_backbone(name, seed), "frozen", regime, seed, train, test, epochs_scale)
     return {"miou": round(score, 4), "cpu_seconds": round(time.process_time() - started, 1)}
 
 
@@ -106,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"settings": {"masks": args.masks, "test": args.test, "seeds": args.seeds,
                                "epochs_scale": args.epochs_scale, "segmentation": SEGMENTATION},
                   "probes": rows, "environment": common.environment(torch.device("cpu"))}
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"report written to {args.report}")
+        common.write_report(args.report, report)
     return 0
 
 

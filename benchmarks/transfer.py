@@ -151,21 +151,27 @@ def segmentation_encoder(args, init: str, seed: int):
 
 
 def segmentation_run(args, regime: str, init: str, seed: int, train, test) -> dict:
+    started = time.process_time()
+    # both inits: everything learns from the start
+    score = segmentation_score(segmentation_encoder(args, init, seed), "all", regime, seed, train, test, args.epochs_scale)
+    return {"score": score, "cpu_seconds": time.process_time() - started}
+
+
+def segmentation_score(backbone, trainable: str, regime: str, seed: int, train, test, epochs_scale: float) -> float:
+    """Test mIoU of ``backbone`` + the pyramid decoder trained with the ``regime``'s budget, the
+    backbone trainable as ``trainable`` says (``set_backbone_trainable``'s mode); also the frozen probe's."""
     from coursekit.transfer.optim import make_optimizer, set_backbone_trainable
     from coursekit.transfer.segmentation import SegmentationModel, mean_iou, predict_masks, train_segmentation
 
-    started = time.process_time()
     num_classes = len(train.classes) + 1
-    encoder = segmentation_encoder(args, init, seed)
     torch.manual_seed(seed)
-    model = SegmentationModel(encoder, num_classes, head=SEGMENTATION["head"])
-    set_backbone_trainable(model, "all")  # both inits: everything learns from the start
+    model = SegmentationModel(backbone, num_classes, head=SEGMENTATION["head"])
+    set_backbone_trainable(model, trainable)
     optimizer = make_optimizer(model, SEGMENTATION["lr"], backbone_lr_scale=SEGMENTATION["backbone_lr_scale"])
-    train_segmentation(model, train.images, train.masks, epochs=epochs(SEGMENTATION, regime, args.epochs_scale),
+    train_segmentation(model, train.images, train.masks, epochs=epochs(SEGMENTATION, regime, epochs_scale),
                        batch_size=SEGMENTATION["batch"], optimizer=optimizer, crop_scale=tuple(SEGMENTATION["crop_scale"]),
                        cosine=True, seed=seed, device="cpu", progress=False)
-    score = mean_iou(predict_masks(model, test.images), test.masks.long(), num_classes)
-    return {"score": score, "cpu_seconds": time.process_time() - started}
+    return mean_iou(predict_masks(model, test.images), test.masks.long(), num_classes)
 
 
 def majority_class_miou(train, test) -> float:
@@ -232,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = f", majority class {row['majority_class']:.3f}" if "majority_class" in row else ""
             print(f"  {row['labels']:>5} labels: ssl {row['ssl']}, scratch {row['scratch']}{extra}")
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
-        print(f"report written to {args.report}")
+        common.write_report(args.report, report)
     return 0
 
 
