@@ -18,9 +18,13 @@ smoke profile and keeps only the outputs of the cells nbval compares.
 Lessons are *published*: ``coursekit publish notebooks/02_simclr.ipynb`` runs a
 lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
 small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
-``coursekit.outputs = {"profile", "device", "date", "source_sha256"}``. ``source_sha256`` is the
-sha256 of the code cells' sources joined by ``"\\0"``; a test fails when a published lesson's code
-changed since its outputs were made. nbval still compares only the marked cells under ``smoke``, so
+``coursekit.outputs = {"profile", "device", "date", "seconds", "load_average", "source_sha256",
+"markdown_sha256", "values"}``. It runs with an empty checkpoint cache, so ``seconds`` is what a
+learner waits on a fresh machine (``load_average``, the 1-minute load when it started, says whether
+the machine was idle). ``source_sha256`` and ``markdown_sha256`` are the sha256 of the code and of
+the markdown cells' sources, each joined by ``"\\0"``; ``values`` fingerprints every profile, recipe,
+shipped run and stored result the lesson read (``coursekit.provenance``). A test fails when any of
+them changed since the outputs were made (``staleness``). nbval still compares only the marked cells under ``smoke``, so
 publishing refuses a marked cell whose output differs from the one committed (it must not depend on
 the profile).
 """
@@ -33,6 +37,7 @@ import hashlib
 import io
 import os
 import re
+import time
 from pathlib import Path
 
 import nbformat
@@ -40,6 +45,7 @@ import nbformat
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPARE_TAG = "nbval-check-output"
 GRADED_TAG = "graded"
+PRETRAINING_TAG = "pretraining"  # a lesson cell that pretrains (or loads from the cache) what the lesson uses
 CODE_BEGIN, CODE_END = "# BEGIN SOLUTION", "# END SOLUTION"
 MD_BEGIN, MD_END = "<!-- BEGIN SOLUTION -->", "<!-- END SOLUTION -->"
 STUB = 'raise NotImplementedError("Exercise: replace this line with your solution")'
@@ -185,16 +191,16 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures become s
 
 
 def _execute(notebook: nbformat.NotebookNode, path: Path, profile: str, timeout: int,
-             mpl_backend: str = "Agg") -> None:
+             mpl_backend: str = "Agg", env: dict | None = None) -> None:
     """Run every cell of ``notebook`` in a fresh kernel under ``profile``, in the notebook's folder.
 
-    The kernel gets this process's environment with the profile, offline YOLO and the given
-    matplotlib backend set (this process's own environment is left alone).
+    The kernel gets this process's environment with the profile, offline YOLO, the given
+    matplotlib backend and ``env`` set (this process's own environment is left alone).
     Raises nbclient's CellExecutionError at the first cell that fails.
     """
     from nbclient import NotebookClient
 
-    env = {**os.environ, "COURSEKIT_PROFILE": profile, "MPLBACKEND": mpl_backend}
+    env = {**os.environ, "COURSEKIT_PROFILE": profile, "MPLBACKEND": mpl_backend, **(env or {})}
     env.setdefault("YOLO_OFFLINE", "1")
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(Path(path).parent)}}).execute(env=env)
@@ -218,10 +224,19 @@ PUBLISHED_KEY = "outputs"  # notebook.metadata["coursekit"]["outputs"]
 MAX_PNG_WIDTH = 900  # pixels: wide enough for a two-panel figure on GitHub, small enough to commit
 
 
+def _cells_sha256(notebook: nbformat.NotebookNode, cell_type: str) -> str:
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == cell_type]
+    return hashlib.sha256("\0".join(sources).encode("utf-8")).hexdigest()
+
+
 def source_sha256(notebook: nbformat.NotebookNode) -> str:
     """sha256 of the code cells' sources joined by ``"\\0"``: what the stored outputs were made from."""
-    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
-    return hashlib.sha256("\0".join(sources).encode("utf-8")).hexdigest()
+    return _cells_sha256(notebook, "code")
+
+
+def markdown_sha256(notebook: nbformat.NotebookNode) -> str:
+    """sha256 of the markdown cells' sources joined by ``"\\0"``: the text that quotes the outputs' numbers."""
+    return _cells_sha256(notebook, "markdown")
 
 
 def publication(notebook: nbformat.NotebookNode) -> dict | None:
@@ -229,10 +244,31 @@ def publication(notebook: nbformat.NotebookNode) -> dict | None:
     return notebook.metadata.get("coursekit", {}).get(PUBLISHED_KEY)
 
 
-def is_stale(notebook: nbformat.NotebookNode) -> bool:
-    """True when a published notebook's code changed since its outputs were made."""
+def staleness(notebook: nbformat.NotebookNode) -> list[str]:
+    """Why a published notebook's outputs may no longer be what it would show: one line per changed
+    input (its code, its markdown, a value it read), empty when it is current or was never published."""
+    from coursekit.provenance import fingerprint
+
     stamp = publication(notebook)
-    return stamp is not None and stamp.get("source_sha256") != source_sha256(notebook)
+    if stamp is None:
+        return []
+    reasons = []
+    if stamp.get("source_sha256") != source_sha256(notebook):
+        reasons.append("its code cells changed")
+    if stamp.get("markdown_sha256") != markdown_sha256(notebook):
+        reasons.append("its markdown cells changed (numbers in the text may no longer match the outputs)")
+    if "values" not in stamp:
+        reasons.append("its stamp does not record the coursekit values it read")
+    for key, stamped in sorted(stamp.get("values", {}).items()):
+        if fingerprint(key) != stamped:
+            reasons.append(f"{key} changed since it was read")
+    return reasons
+
+
+def is_stale(notebook: nbformat.NotebookNode) -> bool:
+    """True when a published notebook's code, markdown or a coursekit value it read changed since its
+    outputs were made."""
+    return bool(staleness(notebook))
 
 
 def shrink_png(data: str, max_width: int = MAX_PNG_WIDTH) -> str:
@@ -314,7 +350,10 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
         ValueError: the path is not a notebook, or a compared cell's output changed.
         nbclient.exceptions.CellExecutionError: a cell failed (the file is left as it was).
     """
-    from coursekit.profile import get_profile
+    import tempfile
+
+    from coursekit.profile import CACHE_ENV, get_profile
+    from coursekit.provenance import READS_ENV, fingerprint, read_keys
 
     path = Path(path)
     if path.suffix != ".ipynb" or not path.is_file():
@@ -323,7 +362,15 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
     notebook = nbformat.read(path, as_version=4)
     committed = {i: _output_texts(c) for i, c in enumerate(notebook.cells)
                  if c.cell_type == "code" and COMPARE_TAG in _tags(c) and c.get("outputs")}
-    _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND)
+    load_average = round(os.getloadavg()[0], 2)
+    with tempfile.TemporaryDirectory(prefix="coursekit-publish-") as scratch:
+        reads = Path(scratch) / "reads.txt"
+        start = time.perf_counter()
+        # an empty cache: the stamped seconds are what a learner waits on a fresh machine
+        _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND,
+                 env={CACHE_ENV: str(Path(scratch) / "cache"), READS_ENV: str(reads)})
+        seconds = round(time.perf_counter() - start)
+        values = {key: fingerprint(key) for key in read_keys(reads)}
     for index, expected in committed.items():
         if _output_texts(notebook.cells[index]) != expected:
             raise ValueError(f"publish: cell {index} of {path} is compared by nbval under smoke but printed "
@@ -333,7 +380,50 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
             _tidy_outputs(cell)
     stamp = {"profile": profile, "device": device,
              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-             "source_sha256": source_sha256(notebook)}
+             "seconds": seconds, "load_average": load_average,
+             "source_sha256": source_sha256(notebook), "markdown_sha256": markdown_sha256(notebook),
+             "values": values}
     notebook.metadata.setdefault("coursekit", {})[PUBLISHED_KEY] = stamp
     nbformat.write(notebook, path)
     return stamp
+
+
+def restamp_markdown(path: Path) -> dict:
+    """Stamp a published lesson's edited text without running it again: for prose rewritten to match
+    the outputs it already has. Refused when anything that made the outputs (its code, a value it read)
+    changed: then only a new run shows what the lesson prints. Returns the stamp.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    stamp = publication(notebook)
+    if stamp is None:
+        raise ValueError(f"publish: {path} was never published; run it first (coursekit publish {path})")
+    others = [reason for reason in staleness(notebook) if not reason.startswith("its markdown")]
+    if others:
+        raise ValueError(f"publish: {path} needs a new run, not a new stamp: {'; '.join(others)}")
+    stamp["markdown_sha256"] = markdown_sha256(notebook)
+    nbformat.write(notebook, path)
+    return stamp
+
+
+# --- Before class ----------------------------------------------------------------------------------
+
+def pretraining_cells(notebook: nbformat.NotebookNode) -> list[int]:
+    """Indices of the cells tagged ``pretraining``: the ones that train (or load from the cache) a run."""
+    return [i for i, cell in enumerate(notebook.cells) if cell.cell_type == "code" and PRETRAINING_TAG in _tags(cell)]
+
+
+def prepare(path: Path, profile: str = "demo", timeout: int = 3600) -> float | None:
+    """Run a lesson up to its last ``pretraining`` cell under ``profile``, so that its runs are in the
+    checkpoint cache (``coursekit.profile.cache_dir``) and the lesson loads them in class.
+
+    The cells before it run too (they load the data the pretraining reads); nothing is written to the
+    notebook. Returns the wall seconds it took, or None when the lesson pretrains nothing.
+    """
+    notebook = nbformat.read(path, as_version=4)
+    tagged = pretraining_cells(notebook)
+    if not tagged:
+        return None
+    notebook.cells = notebook.cells[:tagged[-1] + 1]
+    start = time.perf_counter()
+    _execute(notebook, Path(path), profile, timeout)
+    return time.perf_counter() - start

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from coursekit.data import DATASET_NAMES
+from coursekit.provenance import record
 
 PROFILE_ENV = "COURSEKIT_PROFILE"
 DATASET_ENV = "COURSEKIT_DATASET"
@@ -166,5 +167,6 @@ def get_profile(name: str | None = None, device: str | None = None) -> Profile:
     """
     chosen = profile_name(name)
     sizes = _PROFILES[chosen]
+    record("profile", chosen)
     return Profile(name=chosen, device=device or default_device(),
                    **{**sizes, "dataset": dataset_override() or sizes["dataset"]})

@@ -51,6 +51,7 @@ from coursekit.evaluate import extract_features, knn_accuracy, linear_probe
 from coursekit.methods import build_method
 from coursekit.models import build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
+from coursekit.provenance import record
 
 KNN_K, KNN_TEMPERATURE = 200, 0.1  # the weighted kNN of every coursekit report (Wu et al. 2018)
 REFERENCE_BATCH = 256  # base_lr is the learning rate of a batch of this size
@@ -249,6 +250,7 @@ def get_recipe(method: str, profile_name: str | None = None) -> Recipe:
         raise ValueError(f"no recipe for method {method!r}; methods with recipes: {', '.join(_RECIPES)}")
     profile = get_profile(profile_name, device="cpu").name
     backbone, backbone_kwargs = _backbone_for(method, profile)
+    record("recipe", f"{method}/{profile}")
     return Recipe(method=method, profile=profile, backbone=backbone, backbone_kwargs=backbone_kwargs,
                   **_RECIPES[method][profile])
 

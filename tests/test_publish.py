@@ -7,7 +7,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from coursekit.notebooks import COMPARE_TAG, is_stale, publication, publish, shrink_png, source_sha256
+from coursekit.profile import cache_dir
+
+from coursekit.notebooks import (COMPARE_TAG, is_stale, markdown_sha256, publication, publish, shrink_png, source_sha256,
+                                 staleness)
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").glob("*.ipynb"))
@@ -19,9 +22,10 @@ def test_published_lesson_outputs_come_from_its_current_code(path):
     stamp = publication(notebook)
     if stamp is None:
         pytest.skip("not published yet")
-    assert set(stamp) == {"profile", "device", "date", "source_sha256"}
-    assert not is_stale(notebook), (
-        f"{path}: code changed since its outputs were made ({stamp['date']}); "
+    assert set(stamp) == {"profile", "device", "date", "seconds", "load_average", "source_sha256", "markdown_sha256",
+                          "values"}
+    assert not staleness(notebook), (
+        f"{path}: {'; '.join(staleness(notebook))} since its outputs were made ({stamp['date']}); "
         f"run `coursekit publish {path}`")
 
 
@@ -33,13 +37,57 @@ def test_source_sha256_is_of_the_code_cells_joined_by_nul():
     assert source_sha256(notebook) == hashlib.sha256(b"a = 1\0b = 2").hexdigest()
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _recipe_fingerprint(method: str, profile: str) -> str:
+    """Built here from the recipe itself, not with coursekit.provenance's helper."""
+    import dataclasses
+    import json
+
+    from coursekit.recipes import get_recipe
+
+    return _sha256(json.dumps(dataclasses.asdict(get_recipe(method, profile)), sort_keys=True, default=repr))
+
+
+def _stamped(code: str = "a = 1", text: str = "# Title", values: dict | None = None):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text), nbformat.v4.new_code_cell(code)])
+    notebook.metadata["coursekit"] = {"outputs": {"date": "2026-12-05T12:00Z", "source_sha256": _sha256(code),
+                                                  "markdown_sha256": _sha256(text),
+                                                  "values": values or {}}}
+    return notebook
+
+
 def test_changed_code_makes_a_published_notebook_stale():
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1")])
-    assert not is_stale(notebook)  # never published: nothing to be stale
-    notebook.metadata["coursekit"] = {"outputs": {"source_sha256": source_sha256(notebook)}}
+    notebook = _stamped()
     assert not is_stale(notebook)
-    notebook.cells[0].source = "a = 2"
-    assert is_stale(notebook)
+    notebook.cells[1].source = "a = 2"
+    assert staleness(notebook) == ["its code cells changed"]
+    assert not is_stale(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("a = 1")])), "never published"
+
+
+def test_changed_markdown_makes_a_published_notebook_stale():
+    notebook = _stamped(text="Accuracy 71.1%.")
+    assert markdown_sha256(notebook) == _sha256("Accuracy 71.1%.") and not is_stale(notebook)
+    notebook.cells[0].source = "Accuracy 72.0%."
+    assert [r.split(" (")[0] for r in staleness(notebook)] == ["its markdown cells changed"]
+
+
+def test_a_changed_recipe_or_a_vanished_shipped_run_makes_a_published_notebook_stale(monkeypatch):
+    from coursekit import recipes
+
+    notebook = _stamped(values={"recipe:byol/demo": _recipe_fingerprint("byol", "demo")})
+    assert not is_stale(notebook)
+    changed = {**recipes._RECIPES["byol"]["demo"], "base_lr": recipes._RECIPES["byol"]["demo"]["base_lr"] * 2}
+    monkeypatch.setitem(recipes._RECIPES["byol"], "demo", changed)
+    assert staleness(notebook) == ["recipe:byol/demo changed since it was read"]
+    monkeypatch.undo()
+    gone = _stamped(values={"pretrained:no-such-run": _sha256("{}")})
+    assert staleness(gone) == ["pretrained:no-such-run changed since it was read"]
+    old_stamp = _stamped()
+    del old_stamp.metadata["coursekit"]["outputs"]["values"]
+    assert staleness(old_stamp) == ["its stamp does not record the coursekit values it read"]
 
 
 def _png(width: int, height: int) -> str:
@@ -71,6 +119,9 @@ def _lesson(tmp_path: Path) -> Path:
             "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(20, 4), dpi=100)\n"
             "ax.plot([0, 1], [0, 1])\nplt.show()"),
         nbformat.v4.new_code_cell("import sys\nfor i in range(3):\n    print(f'\\r{i}/2', end='', file=sys.stderr)"),
+        nbformat.v4.new_code_cell("from coursekit.profile import cache_dir\nfrom coursekit.recipes import get_recipe\n"
+                                  "lr = get_recipe('simclr').base_lr\n"
+                                  "print(cache_dir(), sorted(p.name for p in cache_dir().glob('*')))"),
     ]
     cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="profile smoke\n")]
     cells[0].execution_count = 1
@@ -90,6 +141,11 @@ def test_publish_runs_keeps_outputs_shrinks_pictures_and_stamps(tmp_path):
     figure = next(o for o in notebook.cells[1].outputs if "image/png" in o.get("data", {}))
     assert Image.open(io.BytesIO(base64.b64decode(figure["data"]["image/png"]))).width <= 900
     assert notebook.cells[2].outputs[0]["text"] == "2/2", "a progress bar keeps only its last state"
+    cache, contents = notebook.cells[3].outputs[0]["text"].rsplit(" ", 1)
+    assert contents.strip() == "[]" and cache != str(cache_dir()), "a publish runs with an empty cache of its own"
+    assert stamp["values"] == {"profile:smoke": stamp["values"]["profile:smoke"],
+                               "recipe:simclr/smoke": _recipe_fingerprint("simclr", "smoke")}
+    assert isinstance(stamp["seconds"], int) and stamp["seconds"] >= 0 and stamp["load_average"] >= 0
 
 
 def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
@@ -142,3 +198,20 @@ def test_coursekit_publish_refuses_a_path_that_is_not_a_notebook_in_one_line(tmp
     assert status == 2
     assert lines == [f"coursekit: error: {tmp_path / 'lesson.txt'} is not a notebook file: give the .ipynb path "
                      "of a lesson (e.g. notebooks/02_simclr.ipynb)"]
+
+
+def test_coursekit_publish_markdown_only_stamps_edited_text_and_refuses_changed_code(tmp_path, capsys):
+    from coursekit.cli import main
+
+    path = tmp_path / "lesson.ipynb"
+    nbformat.write(_stamped(code="a = 1", text="Accuracy 71.1%."), path)
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].source = "Accuracy 72.0%."
+    nbformat.write(notebook, path)
+    assert main(["publish", str(path), "--markdown-only"]) == 0
+    assert not is_stale(nbformat.read(path, as_version=4))
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells[0].source, notebook.cells[1].source = "Accuracy 73.0%.", "a = 2"
+    nbformat.write(notebook, path)
+    assert main(["publish", str(path), "--markdown-only"]) == 2
+    assert "needs a new run" in capsys.readouterr().err and is_stale(nbformat.read(path, as_version=4))

@@ -1,7 +1,9 @@
-"""``coursekit publish``: run lessons top to bottom under a profile and keep their outputs, stamped
-with the profile, device, date and the sha256 of their code (``coursekit.notebooks.publish``).
+"""``coursekit publish``: run lessons top to bottom under a profile, with an empty checkpoint cache, and
+keep their outputs, stamped with the profile, device, date, seconds, and the fingerprints of their code,
+their text and the coursekit values they read (``coursekit.notebooks.publish``).
 
     coursekit publish notebooks/02_simclr.ipynb --profile demo
+    coursekit publish notebooks/02_simclr.ipynb --markdown-only   # after editing the text to match the outputs
 """
 from __future__ import annotations
 
@@ -9,21 +11,31 @@ import argparse
 from pathlib import Path
 
 from coursekit.cli import UsageError
-from coursekit.notebooks import publish
+from coursekit.notebooks import publish, restamp_markdown
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="lesson notebooks to run and publish")
     parser.add_argument("--profile", default="demo", help="run profile of the published outputs (default: demo)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
+    parser.add_argument("--markdown-only", action="store_true",
+                        help="do not run: stamp the edited text of a lesson whose code and values are unchanged")
 
 
 def run(args: argparse.Namespace) -> int:
     check_notebook_paths(args.paths)
     for path in args.paths:
-        print(f"publishing {path} ({args.profile} profile)", flush=True)
+        if args.markdown_only:
+            try:
+                stamp = restamp_markdown(path)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            print(f"{path}: text stamped; the outputs of the run of {stamp['date']} stay", flush=True)
+            continue
+        print(f"publishing {path} ({args.profile} profile, empty checkpoint cache)", flush=True)
         stamp = publish(path, args.profile, args.timeout)
-        print(f"  {stamp['date']} on {stamp['device']}, source {stamp['source_sha256'][:12]}", flush=True)
+        print(f"  {stamp['date']} on {stamp['device']}: {stamp['seconds']} s (load average {stamp['load_average']} "
+              f"at the start), {len(stamp['values'])} coursekit values read", flush=True)
     return 0
 
 

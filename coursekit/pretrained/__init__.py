@@ -15,7 +15,8 @@ on load)::
 swapped file is refused. ``coursekit export --pretrained NAME`` writes one for other tools.
 ``scripts/ship_pretrained.py`` turns a finished run into an entry and measures its metrics.
 
-``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
+``results(name)`` reads a stored benchmark report shipped here: ``results("byol_ablation")`` is
+lesson 04's ablation (``benchmarks/byol_ablation.py``). ``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
 backbones (fine-tuned against the same architecture from scratch, several seeds): the lessons on
 detection and segmentation show it next to the one run they can afford live.
 """
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from coursekit.models import build_backbone
+from coursekit.provenance import record
 
 FOLDER = Path(__file__).parent
 MANIFEST = FOLDER / "manifest.json"
@@ -50,15 +52,18 @@ def read_manifest() -> dict:
 
 def entries() -> list[dict]:
     """Every shipped run, as its manifest entry (``ENTRY_FIELDS``)."""
+    record("results", MANIFEST.stem)  # a lesson that lists them depends on the whole manifest
     return read_manifest()["entries"]
 
 
 def entry(name: str) -> dict:
     """The manifest entry called ``name``; PretrainedError naming the shipped ones otherwise."""
-    for candidate in entries():
+    shipped = read_manifest()["entries"]
+    for candidate in shipped:
         if candidate["name"] == name:
+            record("pretrained", name)
             return candidate
-    names = ", ".join(e["name"] for e in entries()) or "none"
+    names = ", ".join(e["name"] for e in shipped) or "none"
     raise PretrainedError(f"no shipped run called {name!r}; shipped: {names}")
 
 
@@ -89,12 +94,21 @@ def load(name: str) -> nn.Module:
     return backbone.eval()
 
 
+def results(name: str) -> dict:
+    """A stored benchmark report shipped beside the weights (``<name>.json``): what a lesson shows but
+    cannot compute in class (more seeds, more runs), with its command, device and date."""
+    path = FOLDER / f"{name}.json"
+    if name == MANIFEST.stem or not path.is_file():
+        stored = sorted(p.stem for p in FOLDER.glob("*.json") if p != MANIFEST)
+        raise PretrainedError(f"no stored results called {name!r} in {FOLDER}; stored: {', '.join(stored) or 'none'}")
+    record("results", name)
+    return json.loads(path.read_text())
+
+
 def transfer_results() -> dict:
     """``benchmarks/transfer.py``'s report: per task and label regime, the score of every seed for the
     SSL-initialized and the scratch model, with its settings and environment (command, device, date)."""
-    if not TRANSFER.is_file():
-        raise PretrainedError(f"{TRANSFER} is missing: run python benchmarks/transfer.py --report {TRANSFER}")
-    return json.loads(TRANSFER.read_text())
+    return results(TRANSFER.stem)
 
 
 def save_weights(backbone: nn.Module, path: Path) -> str:
