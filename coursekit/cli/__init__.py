@@ -23,6 +23,7 @@ COMMANDS = {
     "profile": ("coursekit.cli.profile", "print the run profile that would be used"),
     "export": ("coursekit.cli.export", "write a pretrained backbone as a YOLO .pt (ultralytics) or a state_dict"),
     "publish": ("coursekit.cli.publish", "run lessons under a profile and keep their stamped outputs"),
+    "prepare": ("coursekit.cli.prepare", "run the lessons' pretrainings ahead of class, so the lessons load them"),
     "store-outputs": ("coursekit.cli.store_outputs", "run notebooks under smoke, keep only the outputs nbval compares"),
 }
 USER_ERROR_STATUS = 2
