@@ -145,6 +145,18 @@ def augmentation_grid(originals: Tensor, views_list: Sequence[Tensor], view_name
 X_AXES = ("step", "metrics_step", "throughput_step", "epoch")  # series that serve as x axes
 X_LABELS = {"step": "optimizer step", "metrics_step": "optimizer step", "throughput_step": "optimizer step",
             "epoch": "epoch"}
+# Panel titles, in words, of the series the training loop records (engine.History and the methods'
+# step statistics); any other series is titled with its name, underscores turned to spaces.
+HISTORY_TITLES = {
+    "loss": "training loss",
+    "epoch_loss": "training loss, mean per epoch",
+    "lr": "learning rate",
+    "images_per_sec": "training speed (images per second)",
+    "embedding_std": "spread of the embeddings",
+    "teacher_entropy": "teacher entropy",
+    "teacher_student_kl": "teacher-student KL divergence",
+    "prototypes_used": "prototypes in use",
+}
 
 
 def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
@@ -161,9 +173,14 @@ def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
     return series, {name: x_axes.get(name, "epoch" if name.startswith("epoch") else "step") for name in series}
 
 
+def _history_title(key: str, titles: Mapping[str, str] | None = None) -> str:
+    """The panel title of series ``key``: ``titles[key]``, its ``HISTORY_TITLES`` entry, or its name in words."""
+    return (titles or {}).get(key) or HISTORY_TITLES.get(key) or key.replace("_", " ")
+
+
 def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
                  xlabel: str | None = None, references: Mapping[str, Mapping[str, float]] | None = None,
-                 sharey: bool = False) -> Figure:
+                 sharey: bool = False, titles: Mapping[str, str] | None = None) -> Figure:
     """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
@@ -180,6 +197,9 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
             ``{"embedding_std": {"1/sqrt(D): spread out": 0.088, "0: collapsed": 0.0}}``), with a legend.
         sharey: one y scale for every panel (for series of the same quantity, e.g. the loss of
             several runs, so that the panels compare at a glance).
+        titles: the title of each series' panel, in words (e.g. ``{"loss": "SimCLR loss"}``). Series
+            not named here get their ``HISTORY_TITLES`` entry ("training loss", "spread of the
+            embeddings", "teacher entropy"...), or else their name with underscores as spaces.
     """
     series, x_axes = _numeric_series(history)
     keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
@@ -197,7 +217,7 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
             raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
                              "pass xlabel (what one x unit is, e.g. 'epoch')")
         ax.plot(series[x_name] if x_name else range(len(values)), values)
-        ax.set_title(key)
+        ax.set_title(_history_title(key, titles))
         ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
         ax.set_ylabel((ylabels or {}).get(key, key))
         for (label, y), color in zip((references or {}).get(key, {}).items(), ("gray", "black", "tab:red")):

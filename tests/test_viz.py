@@ -101,7 +101,7 @@ def test_image_pictures(shapes):
 def test_curve_pictures():
     history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
     fig = viz.plot_history(history, ylabels={"loss": "NT-Xent loss (nats)"})
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "learning rate"]
     for ax, key in zip(fig.axes, ["loss", "lr"]):  # one line per panel: the series against the steps
         assert len(ax.lines) == 1
         assert list(ax.lines[0].get_xdata()) == history["step"] and list(ax.lines[0].get_ydata()) == history[key]
@@ -119,7 +119,8 @@ def test_curve_pictures():
                       images_per_sec=[10.0, 12.0], epoch_loss=[2.5, 1.35], metrics_step=[2, 4],
                       metrics={"embedding_std": [0.08, 0.09]})
     fig = viz.plot_history(history)
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "images_per_sec", "epoch_loss", "embedding_std"]
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "learning rate", "training speed (images per second)",
+                                                   "training loss, mean per epoch", "spread of the embeddings"]
     assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step", "optimizer step", "optimizer step", "epoch", "optimizer step"]
     assert list(fig.axes[-1].lines[0].get_xdata()) == [2, 4]
     fig = viz.plot_history(history, keys=["loss", "embedding_std"],
@@ -245,6 +246,24 @@ def test_detection_and_segmentation_pictures(shapes):
     first, under_mask = fig.axes[0].images[0].get_array(), fig.axes[1].images[0].get_array()
     assert np.ptp(np.asarray(first), axis=-1).max() > 0.1
     assert np.allclose(np.ptp(np.asarray(under_mask), axis=-1), 0)
+
+
+def test_plot_history_titles_its_panels_in_words():
+    from coursekit.engine import History
+
+    history = History(step=[1, 2], loss=[3.0, 2.0], lr=[0.1, 0.1], metrics_step=[1, 2],
+                      metrics={"embedding_std": [0.08, 0.09], "teacher_entropy": [4.1, 3.0],
+                               "teacher_student_kl": [0.2, 0.5], "some_new_statistic": [1.0, 2.0]})
+    fig = viz.plot_history(history, keys=["loss", "embedding_std", "teacher_entropy", "teacher_student_kl",
+                                          "some_new_statistic"])
+    titles = [fig.axes[i].get_title() for i in range(5)]
+    assert titles == ["training loss", "spread of the embeddings", "teacher entropy", "teacher-student KL divergence",
+                      "some new statistic"]  # an unknown series: its name, underscores as spaces
+    assert not any("_" in title for title in titles)
+    plt.close(fig)
+    fig = viz.plot_history(history, keys=["loss", "lr"], titles={"loss": "DINO loss"})
+    assert [fig.axes[i].get_title() for i in range(2)] == ["DINO loss", "learning rate"]  # the caller's title wins
+    plt.close(fig)
 
 
 def test_plot_history_can_share_one_y_scale():
