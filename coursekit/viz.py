@@ -230,21 +230,44 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
 
 
 def plot_curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
-                logx: bool = False, title: str | None = None) -> Figure:
-    """Several named curves over the same x (e.g. accuracy vs number of labels, one curve per method)."""
+                logx: bool = False, title: str | None = None, legend_outside: bool = False,
+                styles: Mapping[str, Mapping] | None = None, markers: bool = True,
+                ylim: tuple[float | None, float | None] | None = None) -> Figure:
+    """Several named curves over the same x (e.g. accuracy vs number of labels, one curve per method).
+
+    Args:
+        legend_outside: put the legend to the right of the axes (the figure grows to hold it), so that
+            it hides no data: for many curves or long names.
+        styles: per curve, keyword arguments for ``Axes.plot`` (``linestyle``, ``marker``, ``color``,
+            ``alpha``...), e.g. one line style per family of curves when there are too many colors
+            to tell apart.
+        markers: draw a marker at each point (off for curves of hundreds of points).
+        ylim: ``(bottom, top)`` of the y axis (None: automatic), e.g. ``(0, None)`` so that the axis
+            starts at 0 and a small change is not drawn as a large one.
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    unknown = sorted(set(styles or {}) - set(ys))
+    if unknown:
+        raise ValueError(f"plot_curves: styles for {unknown}, which are not curves ({list(ys)})")
     for name, values in ys.items():
         if len(values) != len(x):
             raise ValueError(f"plot_curves: curve {name!r} has {len(values)} values for {len(x)} x values")
-        ax.plot(list(x), list(values), marker="o", label=name)
+        style = {"marker": "o" if markers else "", **(styles or {}).get(name, {})}
+        ax.plot(list(x), list(values), label=name, **style)
     if logx:
         ax.set_xscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend_outside:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+        fig.set_figwidth(fig.get_figwidth() + 2.5)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig
 

@@ -266,6 +266,24 @@ def test_plot_history_titles_its_panels_in_words():
     plt.close(fig)
 
 
+def test_plot_curves_can_keep_the_legend_off_the_data_and_style_families_of_curves():
+    curves = {"a probe": [0.3, 0.5, 0.8], "b probe": [0.2, 0.4, 0.7], "a kNN": [0.1, 0.3, 0.6]}
+    fig = viz.plot_curves([1, 10, 100], curves, "labels per class", "accuracy", logx=True, legend_outside=True,
+                          styles={"a kNN": {"linestyle": "--", "marker": "s"}}, ylim=(0, None))
+    ax, = fig.axes
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--"]
+    assert [line.get_marker() for line in ax.lines] == ["o", "o", "s"]
+    assert ax.get_ylim()[0] == 0
+    fig.canvas.draw()  # the legend lies right of the axes, not over the curves
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    plt.close(fig)
+    fig = viz.plot_curves([0, 1], {"online": [0.0, 1.0]}, "step", "value", markers=False)
+    assert fig.axes[0].lines[0].get_marker() in ("", "None")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="not curves"):
+        viz.plot_curves([0, 1], {"online": [0.0, 1.0]}, "step", "value", styles={"offline": {}})
+
+
 def test_plot_history_can_share_one_y_scale():
     runs = {"short": [2.0, 1.0, 0.5], "long": [0.4, 0.3, 0.2]}
     fig = viz.plot_history(runs, xlabel="epoch", sharey=True)
