@@ -27,7 +27,7 @@ from coursekit.evaluate.patches import first_component_map, principal_components
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
     "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps", "attention_snapshots",
-    "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
+    "masked_patches", "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
 ]
 
 CELL_INCHES = 1.6  # side of one image in a grid
@@ -465,15 +465,94 @@ def attention_snapshots(images: Tensor, maps: Mapping[str, Tensor], outlines: Te
     return fig
 
 
-def mae_reconstructions(images: Tensor, masked: Tensor, reconstructions: Tensor, normalized: bool = True) -> Figure:
-    """One row per image: the original, what the encoder saw (masked), the reconstruction (all ``[N, C, H, W]``)."""
+REMOVED_GRAY = 0.5  # removed (masked) patches: mid-gray, hatched; never black, which is a pixel value too
+
+
+def _pixel_mask(mask: Tensor, images: np.ndarray) -> np.ndarray:
+    """``mask`` (1 = removed) as bool ``[N, H, W]`` pixels of ``images`` ``[N, H, W, 3]``: a pixel mask
+    ``[N, 1, H, W]`` or ``[N, H, W]``, or a token mask ``[N, L]`` over a square grid of patches."""
+    count, height, width = images.shape[:3]
+    mask = mask.detach().cpu()
+    if mask.dim() == 2:  # [N, L] tokens, row-major over a square grid (MAE's random_masking)
+        side = int(round(mask.shape[1] ** 0.5))
+        if side * side != mask.shape[1] or height % side or width % side:
+            raise ValueError(f"a token mask [N, L] needs a square grid that divides the {height} x {width} images; "
+                             f"got L = {mask.shape[1]}")
+        mask = mask.reshape(-1, side, side).repeat_interleave(height // side, 1).repeat_interleave(width // side, 2)
+    elif mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if tuple(mask.shape) != (count, height, width):
+        raise ValueError(f"mask must be [N, L], [N, H, W] or [N, 1, H, W] for {count} images of {height} x {width}; "
+                         f"got shape {list(mask.shape)}")
+    return mask.numpy() > 0.5
+
+
+def _show_removed(ax: Axes, rgb: np.ndarray, removed: np.ndarray, title: str | None = None) -> None:
+    """Draw an image with its ``removed`` pixels ``[H, W]`` (bool) in hatched mid-gray: a removed patch
+    cannot be taken for a dark part of the image (Fashion-MNIST's background is black)."""
+    shown = rgb.copy()
+    shown[removed] = REMOVED_GRAY
+    _show(ax, shown, title)
+    if removed.any():
+        height, width = removed.shape
+        # contour levels halfway between pixel centers fall on pixel edges; the outer edges are repeated so
+        # that the hatching reaches the border of the image
+        xs = np.concatenate([[0], np.arange(width) + 0.5, [width]])
+        ys = np.concatenate([[0], np.arange(height) + 0.5, [height]])
+        padded = np.pad(removed.astype(float), 1, mode="edge")
+        ax.contourf(xs, ys, padded, levels=[0.5, 1.5], colors="none", hatches=["////"])
+        for collection in ax.collections:
+            collection.set_edgecolor((0.8, 0.8, 0.8))
+            collection.set_linewidth(0)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+
+
+def masked_patches(images: Tensor, mask: Tensor, ncols: int = 8, title: str | None = None,
+                   normalized: bool = True) -> Figure:
+    """What a masked-image encoder sees: each image above, its visible patches below, the removed patches
+    drawn in hatched mid-gray (not black, which real pixels are too).
+
+    Args:
+        images: ``[N, C, H, W]``.
+        mask: 1 = removed; a token mask ``[N, L]`` over a square grid of patches (as ``random_masking``
+            returns it), or a pixel mask ``[N, H, W]`` / ``[N, 1, H, W]``.
+        ncols: images per row pair.
+    """
+    rgb = to_rgb(images, normalized)
+    removed = _pixel_mask(mask, rgb)
+    ncols = min(ncols, len(rgb))
+    pairs = -(-len(rgb) // ncols)
+    fig, axes = _image_grid(2 * pairs, ncols, title)
+    for i, image in enumerate(rgb):
+        row, col = 2 * (i // ncols), i % ncols
+        _show(axes[row, col], image)
+        _show_removed(axes[row + 1, col], image, removed[i])
+    fig.tight_layout()
+    return fig
+
+
+def mae_reconstructions(images: Tensor, masked: Tensor, reconstructions: Tensor, normalized: bool = True,
+                        mask: Tensor | None = None) -> Figure:
+    """One row per image: the original, what the encoder saw (masked), the reconstruction (all ``[N, C, H, W]``).
+
+    ``mask`` (1 = removed: ``[N, 1, H, W]`` or ``[N, H, W]`` pixels, as ``MAE.reconstruct`` returns it, or
+    ``[N, L]`` tokens): the removed patches of the middle column are drawn in hatched mid-gray rather than
+    as the black that ``masked`` holds there, which a learner would take for dark pixels.
+    """
     columns = {"original": to_rgb(images, normalized), "masked": to_rgb(masked, normalized),
                "reconstruction": to_rgb(reconstructions, normalized)}
     count = _same_length(**columns)
+    removed = _pixel_mask(mask, columns["masked"]) if mask is not None else None
     fig, axes = _image_grid(count, len(columns))
     for col, (name, rgb) in enumerate(columns.items()):
+        if name == "masked" and removed is not None:
+            name = "masked (gray: removed)"
         for row in range(count):
-            _show(axes[row, col], rgb[row], name if row == 0 else None)
+            if col == 1 and removed is not None:
+                _show_removed(axes[row, col], rgb[row], removed[row], name if row == 0 else None)
+            else:
+                _show(axes[row, col], rgb[row], name if row == 0 else None)
     fig.tight_layout()
     return fig
 

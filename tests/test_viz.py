@@ -98,6 +98,34 @@ def test_image_pictures(shapes):
         viz.mae_reconstructions(shapes.images, shapes.images[:2], shapes.images)
 
 
+def test_removed_patches_are_drawn_in_hatched_gray_not_black(shapes):
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)  # black images, like Fashion-MNIST's background
+    images[:, :, 4:, 4:] = 200
+    tokens = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])  # 2 x 2 patches of 4 x 4 pixels, 1 = removed
+    removed = tokens.reshape(2, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2).bool()  # [N, H, W]
+    expected = _rgb(images)
+    expected[removed.numpy()] = 0.5  # mid-gray where removed; the black visible pixels stay black
+    fig = viz.masked_patches(images, tokens, title="what the encoder sees")
+    rows = _grid(fig, 2, 2)  # the images above, what the encoder sees below
+    for i in range(2):
+        np.testing.assert_allclose(rows[0][i].images[0].get_array(), _rgb(images)[i], atol=1e-6)
+        np.testing.assert_allclose(rows[1][i].images[0].get_array(), expected[i], atol=1e-6)
+        assert len(rows[1][i].collections) == 1 and list(rows[1][i].collections[0].hatches) == ["////"]
+    assert (expected[~removed.numpy()] == 0).any()  # black pixels remain where patches are visible, unlike removed
+    plt.close(fig)
+    masked = images * (1 - removed[:, None].to(torch.uint8))
+    for mask in (removed[:, None].float(), removed, tokens):  # pixel masks [N, 1, H, W], [N, H, W]; tokens [N, L]
+        fig = viz.mae_reconstructions(images, masked, images, mask=mask)
+        rows = _grid(fig, 2, 3)
+        assert [ax.get_title() for ax in rows[0]] == ["original", "masked (gray: removed)", "reconstruction"]
+        for i in range(2):
+            np.testing.assert_allclose(rows[i][1].images[0].get_array(), expected[i], atol=1e-6)
+            assert len(rows[i][1].collections) == 1  # the hatching
+        plt.close(fig)
+    with pytest.raises(ValueError, match="square grid"):
+        viz.masked_patches(images, torch.ones(2, 3))
+
+
 def test_curve_pictures():
     history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
     fig = viz.plot_history(history, ylabels={"loss": "NT-Xent loss (nats)"})
