@@ -308,7 +308,8 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Sequence[floa
 
 def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_names: Sequence[str] | None = None,
                   seed: int = 0) -> Figure:
-    """Features ``[N, D]`` projected to 2-D (``"pca"`` or ``"tsne"``), colored by label ``[N]``."""
+    """Features ``[N, D]`` projected to 2-D (``"pca"`` or ``"tsne"``), colored by label ``[N]``; the legend
+    of the classes sits beside the axes, where it hides no point."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -322,14 +323,14 @@ def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_n
         projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
     else:
         raise ValueError(f"embedding_map: method must be 'pca' or 'tsne'; got {method!r}")
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))  # the points, and the legend beside them
     colors = _class_colors(int(labels.max()) + 1)
     for label in np.unique(labels):
         chosen = labels == label
         name = class_names[label] if class_names else str(label)
         ax.scatter(projected[chosen, 0], projected[chosen, 1], s=6, color=colors[label], label=name)
     ax.set_title(f"{method.upper()} of {points.shape[1]}-d features")
-    ax.legend(markerscale=2, fontsize=7, loc="best", title="class")
+    ax.legend(markerscale=2, fontsize=7, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the points
     ax.set_xticks([])  # the units of a projection carry no meaning; only distances between points do
     ax.set_yticks([])
     ax.set_xlabel(f"{method.upper()} component 1")

@@ -178,6 +178,8 @@ def test_embedding_map(method):
     assert legend.get_title().get_text() == "class" and [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
     assert ax.get_title() == f"{method.upper()} of 8-d features"
     assert (ax.get_xlabel(), ax.get_ylabel()) == (f"{method.upper()} component 1", f"{method.upper()} component 2")
+    fig.canvas.draw()  # the legend lies beside the points, not over them
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_feature_pictures(shapes):
