@@ -588,7 +588,9 @@ def patch_pca(patch_features: Tensor, grid: tuple[int, int], images: Tensor | No
     rows = [to_rgb(images, normalized)] if images is not None else []
     if rows:
         _same_length(images=rows[0], patch_features=maps)
-    fig, axes = _image_grid(len(rows) + 1, count, "patch features: first 3 principal components")
+    layout = "top: images; bottom: one square per patch" if rows else "one square per patch"
+    fig, axes = _image_grid(len(rows) + 1, count, "patch features: first 3 principal components as colors\n"
+                                                  f"({layout}, black = background)")
     for i in range(count):
         if rows:
             _show(axes[0, i], rows[0][i])

@@ -228,7 +228,8 @@ def test_feature_pictures(shapes):
     fig = viz.patch_pca(patches, (4, 4), shapes.images)
     images, maps = _grid(fig, 2, 4)  # the images above, one map of patch colors below each
     assert len(fig.axes) == 2 * 4 and all(len(ax.images) == 1 for ax in fig.axes)
-    assert fig.get_suptitle() == "patch features: first 3 principal components"
+    assert fig.get_suptitle() == ("patch features: first 3 principal components as colors\n"
+                                  "(top: images; bottom: one square per patch, black = background)")
     for i, (image, colors) in enumerate(zip(images, maps)):
         np.testing.assert_allclose(image.images[0].get_array(), _rgb(shapes.images)[i], atol=1e-6)
         patch_colors = np.asarray(colors.images[0].get_array())
