@@ -10,6 +10,7 @@ Pixel coordinates follow ``coursekit.data``: pixel column ``c`` spans ``[c, c + 
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -216,10 +217,11 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
         if x_name is None and xlabel is None and x_axes[key] != "epoch":
             raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
                              "pass xlabel (what one x unit is, e.g. 'epoch')")
-        ax.plot(series[x_name] if x_name else range(len(values)), values)
+        ax.plot(series[x_name] if x_name else range(len(values)), values,
+                marker="o" if len(values) < 20 else None, markersize=3)  # a few points (one) stay visible
         ax.set_title(_history_title(key, titles))
         ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
-        ax.set_ylabel((ylabels or {}).get(key, key))
+        ax.set_ylabel(textwrap.fill((ylabels or {}).get(key, key), 32))  # a long label on two lines, not cut off
         for (label, y), color in zip((references or {}).get(key, {}).items(), ("gray", "black", "tab:red")):
             ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
         if (references or {}).get(key):

@@ -156,6 +156,8 @@ def test_curve_pictures():
     assert [line.get_ydata()[0] for line in fig.axes[1].lines[1:]] == [0.09, 0.0]
     assert [text.get_text() for text in fig.axes[1].get_legend().get_texts()] == ["1/sqrt(D)", "0: collapsed"]
     assert fig.axes[0].get_legend() is None
+    fig = viz.plot_history(history, keys=["loss"], ylabels={"loss": "MSE on removed patches (normalized pixels)"})
+    assert fig.axes[0].get_ylabel() == "MSE on removed patches\n(normalized pixels)"  # wrapped, not cut off
     with pytest.raises(ValueError, match="not plotted"):
         viz.plot_history(history, keys=["loss"], references={"embedding_std": {"0": 0.0}})
     curves = {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]}
