@@ -10,6 +10,7 @@ Pixel coordinates follow ``coursekit.data``: pixel column ``c`` spans ``[c, c + 
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -27,7 +28,7 @@ from coursekit.evaluate.patches import first_component_map, principal_components
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "denormalize", "to_rgb", "show_images", "augmentation_grid",
     "plot_history", "plot_curves", "embedding_map", "similarity_matrix", "attention_maps", "attention_snapshots",
-    "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
+    "masked_patches", "mae_reconstructions", "draw_boxes", "mask_overlay", "patch_pca", "retrieval_grid",
 ]
 
 CELL_INCHES = 1.6  # side of one image in a grid
@@ -145,6 +146,18 @@ def augmentation_grid(originals: Tensor, views_list: Sequence[Tensor], view_name
 X_AXES = ("step", "metrics_step", "throughput_step", "epoch")  # series that serve as x axes
 X_LABELS = {"step": "optimizer step", "metrics_step": "optimizer step", "throughput_step": "optimizer step",
             "epoch": "epoch"}
+# Panel titles, in words, of the series the training loop records (engine.History and the methods'
+# step statistics); any other series is titled with its name, underscores turned to spaces.
+HISTORY_TITLES = {
+    "loss": "training loss",
+    "epoch_loss": "training loss, mean per epoch",
+    "lr": "learning rate",
+    "images_per_sec": "training speed (images per second)",
+    "embedding_std": "spread of the embeddings",
+    "teacher_entropy": "teacher entropy",
+    "teacher_student_kl": "teacher-student KL divergence",
+    "prototypes_used": "prototypes in use",
+}
 
 
 def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
@@ -161,9 +174,14 @@ def _numeric_series(history) -> tuple[dict[str, list[float]], dict[str, str]]:
     return series, {name: x_axes.get(name, "epoch" if name.startswith("epoch") else "step") for name in series}
 
 
+def _history_title(key: str, titles: Mapping[str, str] | None = None) -> str:
+    """The panel title of series ``key``: ``titles[key]``, its ``HISTORY_TITLES`` entry, or its name in words."""
+    return (titles or {}).get(key) or HISTORY_TITLES.get(key) or key.replace("_", " ")
+
+
 def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[str, str] | None = None,
                  xlabel: str | None = None, references: Mapping[str, Mapping[str, float]] | None = None,
-                 sharey: bool = False) -> Figure:
+                 sharey: bool = False, titles: Mapping[str, str] | None = None) -> Figure:
     """One panel per recorded series (loss, learning rate, accuracy...) against the step or epoch.
 
     Args:
@@ -180,6 +198,9 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
             ``{"embedding_std": {"1/sqrt(D): spread out": 0.088, "0: collapsed": 0.0}}``), with a legend.
         sharey: one y scale for every panel (for series of the same quantity, e.g. the loss of
             several runs, so that the panels compare at a glance).
+        titles: the title of each series' panel, in words (e.g. ``{"loss": "SimCLR loss"}``). Series
+            not named here get their ``HISTORY_TITLES`` entry ("training loss", "spread of the
+            embeddings", "teacher entropy"...), or else their name with underscores as spaces.
     """
     series, x_axes = _numeric_series(history)
     keys = list(keys) if keys is not None else [k for k in series if k not in X_AXES]
@@ -196,10 +217,11 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
         if x_name is None and xlabel is None and x_axes[key] != "epoch":
             raise ValueError(f"plot_history: series {key!r} has no step/epoch series to plot against; "
                              "pass xlabel (what one x unit is, e.g. 'epoch')")
-        ax.plot(series[x_name] if x_name else range(len(values)), values)
-        ax.set_title(key)
+        ax.plot(series[x_name] if x_name else range(len(values)), values,
+                marker="o" if len(values) < 20 else None, markersize=3)  # a few points (one) stay visible
+        ax.set_title(_history_title(key, titles))
         ax.set_xlabel(X_LABELS[x_name] if x_name else (xlabel or "epoch"))
-        ax.set_ylabel((ylabels or {}).get(key, key))
+        ax.set_ylabel(textwrap.fill((ylabels or {}).get(key, key), 32))  # a long label on two lines, not cut off
         for (label, y), color in zip((references or {}).get(key, {}).items(), ("gray", "black", "tab:red")):
             ax.axhline(y, color=color, linestyle="--", linewidth=1, label=label)
         if (references or {}).get(key):
@@ -210,21 +232,44 @@ def plot_history(history, keys: Sequence[str] | None = None, ylabels: Mapping[st
 
 
 def plot_curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
-                logx: bool = False, title: str | None = None) -> Figure:
-    """Several named curves over the same x (e.g. accuracy vs number of labels, one curve per method)."""
+                logx: bool = False, title: str | None = None, legend_outside: bool = False,
+                styles: Mapping[str, Mapping] | None = None, markers: bool = True,
+                ylim: tuple[float | None, float | None] | None = None) -> Figure:
+    """Several named curves over the same x (e.g. accuracy vs number of labels, one curve per method).
+
+    Args:
+        legend_outside: put the legend to the right of the axes (the figure grows to hold it), so that
+            it hides no data: for many curves or long names.
+        styles: per curve, keyword arguments for ``Axes.plot`` (``linestyle``, ``marker``, ``color``,
+            ``alpha``...), e.g. one line style per family of curves when there are too many colors
+            to tell apart.
+        markers: draw a marker at each point (off for curves of hundreds of points).
+        ylim: ``(bottom, top)`` of the y axis (None: automatic), e.g. ``(0, None)`` so that the axis
+            starts at 0 and a small change is not drawn as a large one.
+    """
     fig, ax = plt.subplots(figsize=(5, 3.5))
+    unknown = sorted(set(styles or {}) - set(ys))
+    if unknown:
+        raise ValueError(f"plot_curves: styles for {unknown}, which are not curves ({list(ys)})")
     for name, values in ys.items():
         if len(values) != len(x):
             raise ValueError(f"plot_curves: curve {name!r} has {len(values)} values for {len(x)} x values")
-        ax.plot(list(x), list(values), marker="o", label=name)
+        style = {"marker": "o" if markers else "", **(styles or {}).get(name, {})}
+        ax.plot(list(x), list(values), label=name, **style)
     if logx:
         ax.set_xscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if legend_outside:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+        fig.set_figwidth(fig.get_figwidth() + 2.5)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -265,7 +310,8 @@ def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Sequence[floa
 
 def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_names: Sequence[str] | None = None,
                   seed: int = 0) -> Figure:
-    """Features ``[N, D]`` projected to 2-D (``"pca"`` or ``"tsne"``), colored by label ``[N]``."""
+    """Features ``[N, D]`` projected to 2-D (``"pca"`` or ``"tsne"``), colored by label ``[N]``; the legend
+    of the classes sits beside the axes, where it hides no point."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -279,14 +325,14 @@ def embedding_map(features: Tensor, labels: Tensor, method: str = "pca", class_n
         projected = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
     else:
         raise ValueError(f"embedding_map: method must be 'pca' or 'tsne'; got {method!r}")
-    fig, ax = plt.subplots(figsize=(5, 4.5))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))  # the points, and the legend beside them
     colors = _class_colors(int(labels.max()) + 1)
     for label in np.unique(labels):
         chosen = labels == label
         name = class_names[label] if class_names else str(label)
         ax.scatter(projected[chosen, 0], projected[chosen, 1], s=6, color=colors[label], label=name)
     ax.set_title(f"{method.upper()} of {points.shape[1]}-d features")
-    ax.legend(markerscale=2, fontsize=7, loc="best", title="class")
+    ax.legend(markerscale=2, fontsize=7, title="class", loc="center left", bbox_to_anchor=(1.01, 0.5))  # off the points
     ax.set_xticks([])  # the units of a projection carry no meaning; only distances between points do
     ax.set_yticks([])
     ax.set_xlabel(f"{method.upper()} component 1")
@@ -422,15 +468,94 @@ def attention_snapshots(images: Tensor, maps: Mapping[str, Tensor], outlines: Te
     return fig
 
 
-def mae_reconstructions(images: Tensor, masked: Tensor, reconstructions: Tensor, normalized: bool = True) -> Figure:
-    """One row per image: the original, what the encoder saw (masked), the reconstruction (all ``[N, C, H, W]``)."""
+REMOVED_GRAY = 0.5  # removed (masked) patches: mid-gray, hatched; never black, which is a pixel value too
+
+
+def _pixel_mask(mask: Tensor, images: np.ndarray) -> np.ndarray:
+    """``mask`` (1 = removed) as bool ``[N, H, W]`` pixels of ``images`` ``[N, H, W, 3]``: a pixel mask
+    ``[N, 1, H, W]`` or ``[N, H, W]``, or a token mask ``[N, L]`` over a square grid of patches."""
+    count, height, width = images.shape[:3]
+    mask = mask.detach().cpu()
+    if mask.dim() == 2:  # [N, L] tokens, row-major over a square grid (MAE's random_masking)
+        side = int(round(mask.shape[1] ** 0.5))
+        if side * side != mask.shape[1] or height % side or width % side:
+            raise ValueError(f"a token mask [N, L] needs a square grid that divides the {height} x {width} images; "
+                             f"got L = {mask.shape[1]}")
+        mask = mask.reshape(-1, side, side).repeat_interleave(height // side, 1).repeat_interleave(width // side, 2)
+    elif mask.dim() == 4 and mask.shape[1] == 1:
+        mask = mask[:, 0]
+    if tuple(mask.shape) != (count, height, width):
+        raise ValueError(f"mask must be [N, L], [N, H, W] or [N, 1, H, W] for {count} images of {height} x {width}; "
+                         f"got shape {list(mask.shape)}")
+    return mask.numpy() > 0.5
+
+
+def _show_removed(ax: Axes, rgb: np.ndarray, removed: np.ndarray, title: str | None = None) -> None:
+    """Draw an image with its ``removed`` pixels ``[H, W]`` (bool) in hatched mid-gray: a removed patch
+    cannot be taken for a dark part of the image (Fashion-MNIST's background is black)."""
+    shown = rgb.copy()
+    shown[removed] = REMOVED_GRAY
+    _show(ax, shown, title)
+    if removed.any():
+        height, width = removed.shape
+        # contour levels halfway between pixel centers fall on pixel edges; the outer edges are repeated so
+        # that the hatching reaches the border of the image
+        xs = np.concatenate([[0], np.arange(width) + 0.5, [width]])
+        ys = np.concatenate([[0], np.arange(height) + 0.5, [height]])
+        padded = np.pad(removed.astype(float), 1, mode="edge")
+        ax.contourf(xs, ys, padded, levels=[0.5, 1.5], colors="none", hatches=["////"])
+        for collection in ax.collections:
+            collection.set_edgecolor((0.8, 0.8, 0.8))
+            collection.set_linewidth(0)
+        ax.set_xlim(0, width)
+        ax.set_ylim(height, 0)
+
+
+def masked_patches(images: Tensor, mask: Tensor, ncols: int = 8, title: str | None = None,
+                   normalized: bool = True) -> Figure:
+    """What a masked-image encoder sees: each image above, its visible patches below, the removed patches
+    drawn in hatched mid-gray (not black, which real pixels are too).
+
+    Args:
+        images: ``[N, C, H, W]``.
+        mask: 1 = removed; a token mask ``[N, L]`` over a square grid of patches (as ``random_masking``
+            returns it), or a pixel mask ``[N, H, W]`` / ``[N, 1, H, W]``.
+        ncols: images per row pair.
+    """
+    rgb = to_rgb(images, normalized)
+    removed = _pixel_mask(mask, rgb)
+    ncols = min(ncols, len(rgb))
+    pairs = -(-len(rgb) // ncols)
+    fig, axes = _image_grid(2 * pairs, ncols, title)
+    for i, image in enumerate(rgb):
+        row, col = 2 * (i // ncols), i % ncols
+        _show(axes[row, col], image)
+        _show_removed(axes[row + 1, col], image, removed[i])
+    fig.tight_layout()
+    return fig
+
+
+def mae_reconstructions(images: Tensor, masked: Tensor, reconstructions: Tensor, normalized: bool = True,
+                        mask: Tensor | None = None) -> Figure:
+    """One row per image: the original, what the encoder saw (masked), the reconstruction (all ``[N, C, H, W]``).
+
+    ``mask`` (1 = removed: ``[N, 1, H, W]`` or ``[N, H, W]`` pixels, as ``MAE.reconstruct`` returns it, or
+    ``[N, L]`` tokens): the removed patches of the middle column are drawn in hatched mid-gray rather than
+    as the black that ``masked`` holds there, which a learner would take for dark pixels.
+    """
     columns = {"original": to_rgb(images, normalized), "masked": to_rgb(masked, normalized),
                "reconstruction": to_rgb(reconstructions, normalized)}
     count = _same_length(**columns)
+    removed = _pixel_mask(mask, columns["masked"]) if mask is not None else None
     fig, axes = _image_grid(count, len(columns))
     for col, (name, rgb) in enumerate(columns.items()):
+        if name == "masked" and removed is not None:
+            name = "masked (gray: removed)"
         for row in range(count):
-            _show(axes[row, col], rgb[row], name if row == 0 else None)
+            if col == 1 and removed is not None:
+                _show_removed(axes[row, col], rgb[row], removed[row], name if row == 0 else None)
+            else:
+                _show(axes[row, col], rgb[row], name if row == 0 else None)
     fig.tight_layout()
     return fig
 
@@ -465,7 +590,9 @@ def patch_pca(patch_features: Tensor, grid: tuple[int, int], images: Tensor | No
     rows = [to_rgb(images, normalized)] if images is not None else []
     if rows:
         _same_length(images=rows[0], patch_features=maps)
-    fig, axes = _image_grid(len(rows) + 1, count, "patch features: first 3 principal components")
+    layout = "top: images; bottom: one square per patch" if rows else "one square per patch"
+    fig, axes = _image_grid(len(rows) + 1, count, "patch features: first 3 principal components as colors\n"
+                                                  f"({layout}, black = background)")
     for i in range(count):
         if rows:
             _show(axes[0, i], rows[0][i])

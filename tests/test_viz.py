@@ -98,10 +98,38 @@ def test_image_pictures(shapes):
         viz.mae_reconstructions(shapes.images, shapes.images[:2], shapes.images)
 
 
+def test_removed_patches_are_drawn_in_hatched_gray_not_black(shapes):
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)  # black images, like Fashion-MNIST's background
+    images[:, :, 4:, 4:] = 200
+    tokens = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]])  # 2 x 2 patches of 4 x 4 pixels, 1 = removed
+    removed = tokens.reshape(2, 2, 2).repeat_interleave(4, 1).repeat_interleave(4, 2).bool()  # [N, H, W]
+    expected = _rgb(images)
+    expected[removed.numpy()] = 0.5  # mid-gray where removed; the black visible pixels stay black
+    fig = viz.masked_patches(images, tokens, title="what the encoder sees")
+    rows = _grid(fig, 2, 2)  # the images above, what the encoder sees below
+    for i in range(2):
+        np.testing.assert_allclose(rows[0][i].images[0].get_array(), _rgb(images)[i], atol=1e-6)
+        np.testing.assert_allclose(rows[1][i].images[0].get_array(), expected[i], atol=1e-6)
+        assert len(rows[1][i].collections) == 1 and list(rows[1][i].collections[0].hatches) == ["////"]
+    assert (expected[~removed.numpy()] == 0).any()  # black pixels remain where patches are visible, unlike removed
+    plt.close(fig)
+    masked = images * (1 - removed[:, None].to(torch.uint8))
+    for mask in (removed[:, None].float(), removed, tokens):  # pixel masks [N, 1, H, W], [N, H, W]; tokens [N, L]
+        fig = viz.mae_reconstructions(images, masked, images, mask=mask)
+        rows = _grid(fig, 2, 3)
+        assert [ax.get_title() for ax in rows[0]] == ["original", "masked (gray: removed)", "reconstruction"]
+        for i in range(2):
+            np.testing.assert_allclose(rows[i][1].images[0].get_array(), expected[i], atol=1e-6)
+            assert len(rows[i][1].collections) == 1  # the hatching
+        plt.close(fig)
+    with pytest.raises(ValueError, match="square grid"):
+        viz.masked_patches(images, torch.ones(2, 3))
+
+
 def test_curve_pictures():
     history = {"step": [0, 1, 2], "loss": [3.0, 2.0, 1.5], "lr": [0.1, 0.05, 0.0]}
     fig = viz.plot_history(history, ylabels={"loss": "NT-Xent loss (nats)"})
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr"]
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "learning rate"]
     for ax, key in zip(fig.axes, ["loss", "lr"]):  # one line per panel: the series against the steps
         assert len(ax.lines) == 1
         assert list(ax.lines[0].get_xdata()) == history["step"] and list(ax.lines[0].get_ydata()) == history[key]
@@ -119,7 +147,8 @@ def test_curve_pictures():
                       images_per_sec=[10.0, 12.0], epoch_loss=[2.5, 1.35], metrics_step=[2, 4],
                       metrics={"embedding_std": [0.08, 0.09]})
     fig = viz.plot_history(history)
-    assert [ax.get_title() for ax in fig.axes] == ["loss", "lr", "images_per_sec", "epoch_loss", "embedding_std"]
+    assert [ax.get_title() for ax in fig.axes] == ["training loss", "learning rate", "training speed (images per second)",
+                                                   "training loss, mean per epoch", "spread of the embeddings"]
     assert [ax.get_xlabel() for ax in fig.axes] == ["optimizer step", "optimizer step", "optimizer step", "epoch", "optimizer step"]
     assert list(fig.axes[-1].lines[0].get_xdata()) == [2, 4]
     fig = viz.plot_history(history, keys=["loss", "embedding_std"],
@@ -127,6 +156,8 @@ def test_curve_pictures():
     assert [line.get_ydata()[0] for line in fig.axes[1].lines[1:]] == [0.09, 0.0]
     assert [text.get_text() for text in fig.axes[1].get_legend().get_texts()] == ["1/sqrt(D)", "0: collapsed"]
     assert fig.axes[0].get_legend() is None
+    fig = viz.plot_history(history, keys=["loss"], ylabels={"loss": "MSE on removed patches (normalized pixels)"})
+    assert fig.axes[0].get_ylabel() == "MSE on removed patches\n(normalized pixels)"  # wrapped, not cut off
     with pytest.raises(ValueError, match="not plotted"):
         viz.plot_history(history, keys=["loss"], references={"embedding_std": {"0": 0.0}})
     curves = {"ssl": [0.3, 0.5, 0.8], "scratch": [0.1, 0.3, 0.7]}
@@ -149,6 +180,8 @@ def test_embedding_map(method):
     assert legend.get_title().get_text() == "class" and [t.get_text() for t in legend.get_texts()] == ["a", "b", "c"]
     assert ax.get_title() == f"{method.upper()} of 8-d features"
     assert (ax.get_xlabel(), ax.get_ylabel()) == (f"{method.upper()} component 1", f"{method.upper()} component 2")
+    fig.canvas.draw()  # the legend lies beside the points, not over them
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
 
 
 def test_feature_pictures(shapes):
@@ -197,7 +230,8 @@ def test_feature_pictures(shapes):
     fig = viz.patch_pca(patches, (4, 4), shapes.images)
     images, maps = _grid(fig, 2, 4)  # the images above, one map of patch colors below each
     assert len(fig.axes) == 2 * 4 and all(len(ax.images) == 1 for ax in fig.axes)
-    assert fig.get_suptitle() == "patch features: first 3 principal components"
+    assert fig.get_suptitle() == ("patch features: first 3 principal components as colors\n"
+                                  "(top: images; bottom: one square per patch, black = background)")
     for i, (image, colors) in enumerate(zip(images, maps)):
         np.testing.assert_allclose(image.images[0].get_array(), _rgb(shapes.images)[i], atol=1e-6)
         patch_colors = np.asarray(colors.images[0].get_array())
@@ -245,6 +279,42 @@ def test_detection_and_segmentation_pictures(shapes):
     first, under_mask = fig.axes[0].images[0].get_array(), fig.axes[1].images[0].get_array()
     assert np.ptp(np.asarray(first), axis=-1).max() > 0.1
     assert np.allclose(np.ptp(np.asarray(under_mask), axis=-1), 0)
+
+
+def test_plot_history_titles_its_panels_in_words():
+    from coursekit.engine import History
+
+    history = History(step=[1, 2], loss=[3.0, 2.0], lr=[0.1, 0.1], metrics_step=[1, 2],
+                      metrics={"embedding_std": [0.08, 0.09], "teacher_entropy": [4.1, 3.0],
+                               "teacher_student_kl": [0.2, 0.5], "some_new_statistic": [1.0, 2.0]})
+    fig = viz.plot_history(history, keys=["loss", "embedding_std", "teacher_entropy", "teacher_student_kl",
+                                          "some_new_statistic"])
+    titles = [fig.axes[i].get_title() for i in range(5)]
+    assert titles == ["training loss", "spread of the embeddings", "teacher entropy", "teacher-student KL divergence",
+                      "some new statistic"]  # an unknown series: its name, underscores as spaces
+    assert not any("_" in title for title in titles)
+    plt.close(fig)
+    fig = viz.plot_history(history, keys=["loss", "lr"], titles={"loss": "DINO loss"})
+    assert [fig.axes[i].get_title() for i in range(2)] == ["DINO loss", "learning rate"]  # the caller's title wins
+    plt.close(fig)
+
+
+def test_plot_curves_can_keep_the_legend_off_the_data_and_style_families_of_curves():
+    curves = {"a probe": [0.3, 0.5, 0.8], "b probe": [0.2, 0.4, 0.7], "a kNN": [0.1, 0.3, 0.6]}
+    fig = viz.plot_curves([1, 10, 100], curves, "labels per class", "accuracy", logx=True, legend_outside=True,
+                          styles={"a kNN": {"linestyle": "--", "marker": "s"}}, ylim=(0, None))
+    ax, = fig.axes
+    assert [line.get_linestyle() for line in ax.lines] == ["-", "-", "--"]
+    assert [line.get_marker() for line in ax.lines] == ["o", "o", "s"]
+    assert ax.get_ylim()[0] == 0
+    fig.canvas.draw()  # the legend lies right of the axes, not over the curves
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
+    plt.close(fig)
+    fig = viz.plot_curves([0, 1], {"online": [0.0, 1.0]}, "step", "value", markers=False)
+    assert fig.axes[0].lines[0].get_marker() in ("", "None")
+    plt.close(fig)
+    with pytest.raises(ValueError, match="not curves"):
+        viz.plot_curves([0, 1], {"online": [0.0, 1.0]}, "step", "value", styles={"offline": {}})
 
 
 def test_plot_history_can_share_one_y_scale():
