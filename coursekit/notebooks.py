@@ -18,10 +18,11 @@ smoke profile and keeps only the outputs of the cells nbval compares.
 Lessons are *published*: ``coursekit publish notebooks/02_simclr.ipynb`` runs a
 lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
 small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
-``coursekit.outputs = {"profile", "device", "date", "seconds", "load_average", "source_sha256",
-"markdown_sha256", "values"}``. It runs with an empty checkpoint cache, so ``seconds`` is what a
-learner waits on a fresh machine (``load_average``, the 1-minute load when it started, says whether
-the machine was idle). ``source_sha256`` and ``markdown_sha256`` are the sha256 of the code and of
+``coursekit.outputs = {"profile", "device", "date", "seconds", "load_average", "cells_over_a_minute",
+"source_sha256", "markdown_sha256", "values"}``. It runs with an empty checkpoint cache, so ``seconds``
+is what a learner waits on a fresh machine (``load_average``, the 1-minute load when it started, says
+whether the machine was idle; ``cells_over_a_minute`` maps the index of each cell that took longer to
+its seconds: such a cell must say beforehand how long it takes). ``source_sha256`` and ``markdown_sha256`` are the sha256 of the code and of
 the markdown cells' sources, each joined by ``"\\0"``; ``values`` fingerprints every profile, recipe,
 shipped run and stored result the lesson read (``coursekit.provenance``). A test fails when any of
 them changed since the outputs were made (``staleness``). nbval still compares only the marked cells under ``smoke``, so
@@ -191,11 +192,12 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"  # figures become s
 
 
 def _execute(notebook: nbformat.NotebookNode, path: Path, profile: str, timeout: int,
-             mpl_backend: str = "Agg", env: dict | None = None) -> None:
+             mpl_backend: str = "Agg", env: dict | None = None) -> dict[int, float]:
     """Run every cell of ``notebook`` in a fresh kernel under ``profile``, in the notebook's folder.
 
     The kernel gets this process's environment with the profile, offline YOLO, the given
     matplotlib backend and ``env`` set (this process's own environment is left alone).
+    Returns the wall seconds of each code cell, by index.
     Raises nbclient's CellExecutionError at the first cell that fails.
     """
     from nbclient import NotebookClient
@@ -204,8 +206,14 @@ def _execute(notebook: nbformat.NotebookNode, path: Path, profile: str, timeout:
     env.setdefault("YOLO_OFFLINE", "1")
     NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(Path(path).parent)}}).execute(env=env)
-    for cell in notebook.cells:
-        cell.get("metadata", {}).pop("execution", None)
+    seconds = {}
+    for index, cell in enumerate(notebook.cells):
+        timing = cell.get("metadata", {}).pop("execution", None) or {}
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            start, end = (datetime.datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            seconds[index] = (end - start).total_seconds()
+    return seconds
 
 
 def store_outputs(path: Path, timeout: int = 600) -> None:
@@ -367,8 +375,8 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
         reads = Path(scratch) / "reads.txt"
         start = time.perf_counter()
         # an empty cache: the stamped seconds are what a learner waits on a fresh machine
-        _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND,
-                 env={CACHE_ENV: str(Path(scratch) / "cache"), READS_ENV: str(reads)})
+        cell_seconds = _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND,
+                                env={CACHE_ENV: str(Path(scratch) / "cache"), READS_ENV: str(reads)})
         seconds = round(time.perf_counter() - start)
         values = {key: fingerprint(key) for key in read_keys(reads)}
     for index, expected in committed.items():
@@ -381,6 +389,7 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
     stamp = {"profile": profile, "device": device,
              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
              "seconds": seconds, "load_average": load_average,
+             "cells_over_a_minute": {str(i): round(t) for i, t in cell_seconds.items() if t > 60},
              "source_sha256": source_sha256(notebook), "markdown_sha256": markdown_sha256(notebook),
              "values": values}
     notebook.metadata.setdefault("coursekit", {})[PUBLISHED_KEY] = stamp
@@ -403,6 +412,25 @@ def restamp_markdown(path: Path) -> dict:
     stamp["markdown_sha256"] = markdown_sha256(notebook)
     nbformat.write(notebook, path)
     return stamp
+
+
+TEN_MINUTES = 600  # seconds: a lesson must fit a class hour with room to talk (demo profile, laptop CPU)
+
+
+def times_table(paths: list[Path]) -> str:
+    """The README's table of how long each published lesson took, read from the stamps (a markdown table)."""
+    rows = ["| lesson | top to bottom, empty cache | within 10 minutes | live pretraining cells | published "
+            "| 1-min load at the start |", "|---|---|---|---|---|---|"]
+    for path in paths:
+        notebook = nbformat.read(path, as_version=4)
+        stamp = publication(notebook) or {}
+        seconds = stamp.get("seconds")
+        took = "not measured" if seconds is None else f"{seconds // 60} min {seconds % 60:02d} s"
+        fits = "" if seconds is None else ("yes" if seconds <= TEN_MINUTES else "**no**")
+        where = f"`{stamp['profile']}`, {stamp['device']}, {stamp['date']}" if stamp else "not published"
+        rows.append(f"| [{Path(path).stem}](notebooks/{Path(path).name}) | {took} | {fits} | "
+                    f"{len(pretraining_cells(notebook))} | {where} | {stamp.get('load_average', '')} |")
+    return "\n".join(rows) + "\n"
 
 
 # --- Before class ----------------------------------------------------------------------------------

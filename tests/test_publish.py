@@ -22,7 +22,7 @@ def test_published_lesson_outputs_come_from_its_current_code(path):
     stamp = publication(notebook)
     if stamp is None:
         pytest.skip("not published yet")
-    assert set(stamp) == {"profile", "device", "date", "seconds", "load_average", "source_sha256", "markdown_sha256",
+    assert set(stamp) == {"profile", "device", "date", "seconds", "load_average", "cells_over_a_minute", "source_sha256", "markdown_sha256",
                           "values"}
     assert not staleness(notebook), (
         f"{path}: {'; '.join(staleness(notebook))} since its outputs were made ({stamp['date']}); "
@@ -146,6 +146,7 @@ def test_publish_runs_keeps_outputs_shrinks_pictures_and_stamps(tmp_path):
     assert stamp["values"] == {"profile:smoke": stamp["values"]["profile:smoke"],
                                "recipe:simclr/smoke": _recipe_fingerprint("simclr", "smoke")}
     assert isinstance(stamp["seconds"], int) and stamp["seconds"] >= 0 and stamp["load_average"] >= 0
+    assert stamp["cells_over_a_minute"] == {}
 
 
 def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
@@ -215,3 +216,13 @@ def test_coursekit_publish_markdown_only_stamps_edited_text_and_refuses_changed_
     nbformat.write(notebook, path)
     assert main(["publish", str(path), "--markdown-only"]) == 2
     assert "needs a new run" in capsys.readouterr().err and is_stale(nbformat.read(path, as_version=4))
+
+
+def test_readme_times_table_is_the_one_the_stamps_give(capsys):
+    """The README's lesson times come from the published stamps, through the command that prints them."""
+    from coursekit.cli import main
+
+    assert main(["publish", *map(str, (ROOT / p for p in LESSONS)), "--times"]) == 0
+    table = capsys.readouterr().out
+    assert table.count("\n") == len(LESSONS) + 2
+    assert table in (ROOT / "README.md").read_text(), "README's times table is stale: run coursekit publish --times"

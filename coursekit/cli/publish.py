@@ -4,6 +4,7 @@ their text and the coursekit values they read (``coursekit.notebooks.publish``).
 
     coursekit publish notebooks/02_simclr.ipynb --profile demo
     coursekit publish notebooks/02_simclr.ipynb --markdown-only   # after editing the text to match the outputs
+    coursekit publish notebooks/*.ipynb --times                    # the README's table of lesson times
 """
 from __future__ import annotations
 
@@ -11,19 +12,24 @@ import argparse
 from pathlib import Path
 
 from coursekit.cli import UsageError
-from coursekit.notebooks import publish, restamp_markdown
+from coursekit.notebooks import publish, restamp_markdown, times_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="lesson notebooks to run and publish")
     parser.add_argument("--profile", default="demo", help="run profile of the published outputs (default: demo)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
+    parser.add_argument("--times", action="store_true",
+                        help="do not run: print the README's table of the lessons' published times")
     parser.add_argument("--markdown-only", action="store_true",
                         help="do not run: stamp the edited text of a lesson whose code and values are unchanged")
 
 
 def run(args: argparse.Namespace) -> int:
     check_notebook_paths(args.paths)
+    if args.times:
+        print(times_table(args.paths), end="")
+        return 0
     for path in args.paths:
         if args.markdown_only:
             try:
