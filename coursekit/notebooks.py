@@ -18,9 +18,10 @@ smoke profile and keeps only the outputs of the cells nbval compares.
 Lessons are *published*: ``coursekit publish notebooks/02_simclr.ipynb`` runs a
 lesson top to bottom under a profile (``demo`` by default), keeps every output (pictures shrunk to
 small palette PNGs, text progress bars reduced to their last state, progress widgets dropped) and stamps the notebook's metadata with
-``coursekit.outputs = {"profile", "device", "date", "seconds", "load_average", "cells_over_a_minute",
-"source_sha256", "markdown_sha256", "values"}``. It runs with an empty checkpoint cache, so ``seconds``
-is what a learner waits on a fresh machine (``load_average``, the 1-minute load when it started, says
+``coursekit.outputs = {"profile", "device", "date", "seconds", "load_average", "cache",
+"cells_over_a_minute", "source_sha256", "markdown_sha256", "values"}``. It runs with an empty checkpoint
+cache (``cache: "empty"``; ``"prepared"`` when it was given one that held runs), so ``seconds`` is what
+a learner waits on a fresh machine (``load_average``, the 1-minute load when it started, says
 whether the machine was idle; ``cells_over_a_minute`` maps the index of each cell that took longer to
 its seconds: such a cell must say beforehand how long it takes). ``source_sha256`` and ``markdown_sha256`` are the sha256 of the code and of
 the markdown cells' sources, each joined by ``"\\0"``; ``values`` fingerprints every profile, recipe,
@@ -347,8 +348,12 @@ def _output_texts(cell) -> list:
     return [(o.get("name"), o.get("text")) for o in cell.get("outputs", []) if o.output_type == "stream"]
 
 
-def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
+def publish(path: Path, profile: str = "demo", timeout: int = 3600, cache: Path | None = None) -> dict:
     """Run a lesson top to bottom under ``profile``, keep all its outputs and stamp its metadata.
+
+    The checkpoint cache is a fresh empty folder, or ``cache`` (kept afterwards, so that a later lesson
+    can be published with the runs an earlier one made); the stamp says whether it was ``empty`` or
+    ``prepared`` (held runs) when the lesson started.
 
     The notebook on disk is replaced only when every cell ran and every cell nbval compares printed
     what was committed before (those cells are checked under ``smoke`` and must not depend on the
@@ -373,10 +378,11 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
     load_average = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="coursekit-publish-") as scratch:
         reads = Path(scratch) / "reads.txt"
+        checkpoints = Path(cache) if cache is not None else Path(scratch) / "cache"
+        cache_state = "prepared" if checkpoints.is_dir() and any(checkpoints.iterdir()) else "empty"
         start = time.perf_counter()
-        # an empty cache: the stamped seconds are what a learner waits on a fresh machine
         cell_seconds = _execute(notebook, path, profile, timeout, mpl_backend=INLINE_BACKEND,
-                                env={CACHE_ENV: str(Path(scratch) / "cache"), READS_ENV: str(reads)})
+                                env={CACHE_ENV: str(checkpoints), READS_ENV: str(reads)})
         seconds = round(time.perf_counter() - start)
         values = {key: fingerprint(key) for key in read_keys(reads)}
     for index, expected in committed.items():
@@ -388,7 +394,7 @@ def publish(path: Path, profile: str = "demo", timeout: int = 3600) -> dict:
             _tidy_outputs(cell)
     stamp = {"profile": profile, "device": device,
              "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ"),
-             "seconds": seconds, "load_average": load_average,
+             "seconds": seconds, "load_average": load_average, "cache": cache_state,
              "cells_over_a_minute": {str(i): round(t) for i, t in cell_seconds.items() if t > 60},
              "source_sha256": source_sha256(notebook), "markdown_sha256": markdown_sha256(notebook),
              "values": values}
@@ -419,8 +425,8 @@ TEN_MINUTES = 600  # seconds: a lesson must fit a class hour with room to talk (
 
 def times_table(paths: list[Path]) -> str:
     """The README's table of how long each published lesson took, read from the stamps (a markdown table)."""
-    rows = ["| lesson | top to bottom, empty cache | within 10 minutes | live pretraining cells | published "
-            "| 1-min load at the start |", "|---|---|---|---|---|---|"]
+    rows = ["| lesson | top to bottom | checkpoint cache | within 10 minutes | cells that pretrain | published "
+            "| 1-min load at the start |", "|---|---|---|---|---|---|---|"]
     for path in paths:
         notebook = nbformat.read(path, as_version=4)
         stamp = publication(notebook) or {}
@@ -428,7 +434,7 @@ def times_table(paths: list[Path]) -> str:
         took = "not measured" if seconds is None else f"{seconds // 60} min {seconds % 60:02d} s"
         fits = "" if seconds is None else ("yes" if seconds <= TEN_MINUTES else "**no**")
         where = f"`{stamp['profile']}`, {stamp['device']}, {stamp['date']}" if stamp else "not published"
-        rows.append(f"| [{Path(path).stem}](notebooks/{Path(path).name}) | {took} | {fits} | "
+        rows.append(f"| [{Path(path).stem}](notebooks/{Path(path).name}) | {took} | {stamp.get('cache', '')} | {fits} | "
                     f"{len(pretraining_cells(notebook))} | {where} | {stamp.get('load_average', '')} |")
     return "\n".join(rows) + "\n"
 

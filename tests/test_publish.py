@@ -22,7 +22,7 @@ def test_published_lesson_outputs_come_from_its_current_code(path):
     stamp = publication(notebook)
     if stamp is None:
         pytest.skip("not published yet")
-    assert set(stamp) == {"profile", "device", "date", "seconds", "load_average", "cells_over_a_minute", "source_sha256", "markdown_sha256",
+    assert set(stamp) == {"profile", "device", "date", "seconds", "load_average", "cache", "cells_over_a_minute", "source_sha256", "markdown_sha256",
                           "values"}
     assert not staleness(notebook), (
         f"{path}: {'; '.join(staleness(notebook))} since its outputs were made ({stamp['date']}); "
@@ -146,7 +146,7 @@ def test_publish_runs_keeps_outputs_shrinks_pictures_and_stamps(tmp_path):
     assert stamp["values"] == {"profile:smoke": stamp["values"]["profile:smoke"],
                                "recipe:simclr/smoke": _recipe_fingerprint("simclr", "smoke")}
     assert isinstance(stamp["seconds"], int) and stamp["seconds"] >= 0 and stamp["load_average"] >= 0
-    assert stamp["cells_over_a_minute"] == {}
+    assert stamp["cells_over_a_minute"] == {} and stamp["cache"] == "empty"
 
 
 def test_tidy_drops_progress_widgets_and_keeps_the_last_progress_state():
@@ -226,3 +226,14 @@ def test_readme_times_table_is_the_one_the_stamps_give(capsys):
     table = capsys.readouterr().out
     assert table.count("\n") == len(LESSONS) + 2
     assert table in (ROOT / "README.md").read_text(), "README's times table is stale: run coursekit publish --times"
+
+
+def test_publish_with_a_given_cache_keeps_it_and_says_it_was_prepared(tmp_path):
+    path = _lesson(tmp_path)
+    cache = tmp_path / "held"
+    (cache / "checkpoints").mkdir(parents=True)
+    (cache / "checkpoints" / "run.pt").write_text("a run an earlier lesson made")
+    stamp = publish(path, profile="smoke", timeout=120, cache=cache)
+    assert stamp["cache"] == "prepared" and (cache / "checkpoints" / "run.pt").exists()
+    printed = nbformat.read(path, as_version=4).cells[3].outputs[0]["text"]
+    assert printed.startswith(str(cache)) and "checkpoints" in printed

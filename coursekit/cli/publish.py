@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="lesson notebooks to run and publish")
     parser.add_argument("--profile", default="demo", help="run profile of the published outputs (default: demo)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may run (default: 3600)")
+    parser.add_argument("--cache", type=Path,
+                        help="checkpoint cache to run with and keep (default: a fresh empty one, removed after)")
     parser.add_argument("--times", action="store_true",
                         help="do not run: print the README's table of the lessons' published times")
     parser.add_argument("--markdown-only", action="store_true",
@@ -38,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(str(error)) from None
             print(f"{path}: text stamped; the outputs of the run of {stamp['date']} stay", flush=True)
             continue
-        print(f"publishing {path} ({args.profile} profile, empty checkpoint cache)", flush=True)
-        stamp = publish(path, args.profile, args.timeout)
-        print(f"  {stamp['date']} on {stamp['device']}: {stamp['seconds']} s (load average {stamp['load_average']} "
-              f"at the start), {len(stamp['values'])} coursekit values read", flush=True)
+        print(f"publishing {path} ({args.profile} profile, checkpoint cache {args.cache or 'empty'})", flush=True)
+        stamp = publish(path, args.profile, args.timeout, cache=args.cache)
+        print(f"  {stamp['date']} on {stamp['device']}: {stamp['seconds']} s with a {stamp['cache']} cache (load "
+              f"average {stamp['load_average']} at the start), {len(stamp['values'])} coursekit values read", flush=True)
     return 0
 
 
