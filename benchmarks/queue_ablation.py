@@ -8,9 +8,10 @@ same recipe otherwise. Each run is the method's recipe with only the batch and t
 through ``coursekit.recipes.load_or_pretrain`` as the lesson calls it (seed 0 is the lesson's own
 run), scored by weighted kNN (k=200, t=0.1) on the recipe's data.
 
-Results: ``benchmarks/results/queue_ablation_b<batch>_e<epochs>_<device>.json``::
+Results: ``benchmarks/results/queue_ablation_b<batch>_e<epochs>_<device>.json``, and with ``--report`` a
+copy where lesson 03 reads it (``coursekit.pretrained.results("queue_ablation")``)::
 
-    python benchmarks/queue_ablation.py --batch-size 32 --epochs 2 --seeds 0 1 2
+    python benchmarks/queue_ablation.py --batch-size 32 --epochs 2 --seeds 0 1 2 --report coursekit/pretrained/queue_ablation.json
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-images", type=int, help="override the profile's pretraining images (smoke tests)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on the CPU (1: CPU seconds comparable)")
     parser.add_argument("--results-dir", type=Path, default=common.RESULTS)
+    parser.add_argument("--report", type=Path, help="also write the results here (the lesson's copy)")
     args = parser.parse_args(argv)
     if args.batch_size < 2 or args.epochs < 1:
         parser.error(f"--batch-size must be >= 2 and --epochs >= 1; got {args.batch_size} and {args.epochs}")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"seed {seed}  {row:<34} kNN {knn:.4f}  ({time.process_time() - start:.0f} CPU-s)", flush=True)
             common.write_result(f"{NAME}_b{args.batch_size}_e{args.epochs}", device, result,
                                 args.results_dir)  # a kill loses little
+    if args.report:
+        common.write_report(args.report, result)
     for row, scores in result["knn"].items():
         spread = statistics.stdev(scores) if len(scores) > 1 else 0.0
         print(f"{row:<34} mean {statistics.fmean(scores):.4f} ± {spread:.4f} over seeds {args.seeds}")
