@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"publishing {path} ({args.profile} profile, checkpoint cache {args.cache or 'empty'})", flush=True)
         stamp = publish(path, args.profile, args.timeout, cache=args.cache)
-        print(f"  {stamp['date']} on {stamp['device']}: {stamp['seconds']} s with a {stamp['cache']} cache (load "
+        print(f"  {stamp['date']} on {stamp['device']}: {stamp['seconds']} s, checkpoint cache {stamp['cache']} (load "
               f"average {stamp['load_average']} at the start), {len(stamp['values'])} coursekit values read", flush=True)
     return 0
 
