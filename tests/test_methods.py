@@ -112,6 +112,19 @@ def test_on_after_step_moves_the_teacher_towards_the_student_by_the_momentum(nam
         assert distance(getattr(method, online), getattr(method, target)) == pytest.approx(0.9 * before[target], rel=1e-4)
 
 
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_frozen_copy_is_a_declared_momentum_target(name):
+    """A method's EMA targets are declared (momentum_pairs), so the base class moves them: a frozen copy of a
+    network that is not declared would never move."""
+    method = make(name)
+    names = {id(module): attr for attr, module in method.named_children()}
+    declared = {(names[id(online)], names[id(target)]) for online, target in method.momentum_pairs()}
+    assert declared == set(TEACHERS.get(name, ()))
+    frozen = {attr for attr, module in method.named_children()
+              if any(True for _ in module.parameters()) and not any(p.requires_grad for p in module.parameters())}
+    assert frozen == {target for _, target in declared}
+
+
 def test_moco_queue_advances_and_wraps_around():
     method = make("moco")  # queue of 40, batches of 8
     method.training_step(images(), generator())

@@ -7,7 +7,7 @@ optimizer step the engine calls, in this order::
     backward, unscale, clip
     method.on_before_optimizer_step(epoch)             # gradients may be edited here
     optimizer step
-    method.on_after_step(progress)                     # EMA teachers, schedules
+    method.on_after_step(progress)                     # EMA targets (momentum_pairs), schedules
 
 and after the step reads ``method.step_metrics`` (detached 0-d tensors, see ``record``).
 """
@@ -18,6 +18,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from coursekit.methods.ema import cosine_momentum, momentum_update
 
 
 def embedding_std(z: Tensor) -> Tensor:
@@ -62,7 +64,23 @@ class Method(nn.Module):
         before this step (fractional, step / steps_per_epoch). Nothing by default."""
 
     def on_after_step(self, progress: float) -> None:
-        """After each optimizer step; progress = steps done / total steps, in (0, 1]. Nothing by default."""
+        """After each optimizer step; progress = steps done / total steps, in (0, 1]. Moves every target
+        of ``momentum_pairs`` towards its online module with momentum ``target_momentum(progress)``."""
+        pairs = self.momentum_pairs()
+        if pairs:
+            m = self.target_momentum(progress)
+            for online, target in pairs:
+                momentum_update(online, target, m)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The (online, target) module pairs whose targets trail the online modules as exponential moving
+        averages (MoCo's key encoder, BYOL's target, DINO's teacher). None by default."""
+        return []
+
+    def target_momentum(self, progress: float) -> float:
+        """The momentum of the targets' moving average after the step at ``progress``: by default the
+        method's ``momentum`` rising along a half cosine to 1 (BYOL, DINO, MoCo v3)."""
+        return cosine_momentum(progress, self.momentum)
 
     # D of the embedding whose spread ``embedding_std`` measures (set by ``record``) and, for a
     # method with a softmax teacher (DINO), K, the number of its outputs: what ``fit`` needs to tell

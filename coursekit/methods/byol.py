@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from coursekit.augment import BYOLViews, Views
 from coursekit.methods.base import Method
-from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
+from coursekit.methods.ema import make_target
 from coursekit.models import PredictionHead, ProjectionHead
 
 
@@ -88,9 +88,10 @@ class BYOL(Method):
         self.record(online[:len(view1)])
         return (regression_loss(p1, z2) + regression_loss(p2, z1)) / 2
 
-    def on_after_step(self, progress: float) -> None:
-        """Move the target towards the online network (momentum rising from ``momentum`` to 1;
-        0 without EMA: the target becomes a copy of the online network)."""
-        m = cosine_momentum(progress, self.momentum) if self.ema else 0.0
-        momentum_update(self.backbone, self.target_backbone, m)
-        momentum_update(self.projection_head, self.target_projection_head, m)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The target backbone and projector trail the online ones."""
+        return [(self.backbone, self.target_backbone), (self.projection_head, self.target_projection_head)]
+
+    def target_momentum(self, progress: float) -> float:
+        """Rising from ``momentum`` to 1; 0 without EMA (the target becomes a copy of the online network)."""
+        return super().target_momentum(progress) if self.ema else 0.0

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from coursekit.engine import distributed
 from coursekit.augment import DINOViews, Views
 from coursekit.methods.base import Method
-from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
+from coursekit.methods.ema import make_target
 from coursekit.models import DINOHead
 
 
@@ -192,12 +192,14 @@ class DINO(Method):
             self.head.cancel_last_layer_gradients()
 
     def on_after_step(self, progress: float) -> None:
-        """Move the teacher towards the student (momentum rising from ``momentum`` to 1)."""
+        """Keep ``progress`` (the teacher temperature's warmup reads it), then move the teacher."""
         self._progress = progress
         self.progress.fill_(progress)
-        m = cosine_momentum(progress, self.momentum)
-        momentum_update(self.backbone, self.teacher_backbone, m)
-        momentum_update(self.head, self.teacher_head, m)
+        super().on_after_step(progress)
+
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The teacher (backbone and head) trails the student, momentum rising from ``momentum`` to 1."""
+        return [(self.backbone, self.teacher_backbone), (self.head, self.teacher_head)]
 
 
 def _read_progress(module: DINO, incompatible_keys) -> None:

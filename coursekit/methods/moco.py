@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews, Views
 from coursekit.methods.base import Method
-from coursekit.methods.ema import cosine_momentum, make_target, momentum_update
+from coursekit.methods.ema import make_target, momentum_update  # momentum_update: the homework's reference
 from coursekit.models import ProjectionHead
 
 __all__ = ["MoCo", "infonce", "momentum_update"]
@@ -125,8 +125,7 @@ class MoCo(Method):
         self.queue[slots] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % queue_size)
 
-    def on_after_step(self, progress: float) -> None:
-        """Move the key encoder towards the query encoder (momentum rising from ``momentum`` to 1)."""
-        m = cosine_momentum(progress, self.momentum)
-        momentum_update(self.backbone, self.key_backbone, m)
-        momentum_update(self.projection_head, self.key_projection_head, m)
+    def momentum_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """The key encoder (backbone and projector) trails the query encoder, its momentum rising from
+        ``momentum`` to 1 (MoCo v3's schedule; MoCo v1 and v2 keep it fixed at 0.999)."""
+        return [(self.backbone, self.key_backbone), (self.projection_head, self.key_projection_head)]
