@@ -122,6 +122,10 @@ def test_fine_tune_leaves_the_pretrained_backbone_alone_and_beats_chance():
     scratch = train_from_scratch(TinyBackbone, train.images, train.labels, test.images, test.labels, epochs=2,
                                  lr=0.05, batch_size=16, progress=False)
     assert 0.0 <= scratch.accuracy <= 1.0 and len(scratch.losses) == 6
+    torch.rand(7)  # whatever ran before, the baseline starts from the same weights
+    again = train_from_scratch(TinyBackbone, train.images, train.labels, test.images, test.labels, epochs=2,
+                               lr=0.05, batch_size=16, progress=False)
+    assert again.losses == scratch.losses and again.accuracy == scratch.accuracy
 
 
 def test_probe_as_head_is_the_probe_on_raw_features():

@@ -113,7 +113,10 @@ def fine_tune(backbone: nn.Module, images: Tensor, labels: Tensor, test_images: 
 def train_from_scratch(backbone_factory: Callable[[], nn.Module], images: Tensor, labels: Tensor,
                        test_images: Tensor, test_labels: Tensor, **fine_tune_kwargs) -> FineTuneResult:
     """The supervised baseline: a freshly built backbone (``backbone_factory()``, same architecture
-    as the pretrained one) trained with labels only, by ``fine_tune`` with one learning rate for all
-    and a head that starts at zero (a probe on random features has nothing to keep)."""
+    as the pretrained one, its weights drawn under ``torch.manual_seed(seed)`` with fine_tune's ``seed``,
+    0 by default, so that a rerun prints the same numbers) trained with labels only, by ``fine_tune``
+    with one learning rate for all and a head that starts at zero (a probe on random features has
+    nothing to keep)."""
     fine_tune_kwargs.update(backbone_lr_scale=1.0, copy_backbone=False, head_init="zeros")
+    torch.manual_seed(fine_tune_kwargs.get("seed", 0))
     return fine_tune(backbone_factory(), images, labels, test_images, test_labels, **fine_tune_kwargs)
