@@ -253,25 +253,32 @@ def publication(notebook: nbformat.NotebookNode) -> dict | None:
     return notebook.metadata.get("coursekit", {}).get(PUBLISHED_KEY)
 
 
-def staleness(notebook: nbformat.NotebookNode) -> list[str]:
-    """Why a published notebook's outputs may no longer be what it would show: one line per changed
-    input (its code, its markdown, a value it read), empty when it is current or was never published."""
+def stale_inputs(notebook: nbformat.NotebookNode) -> dict[str, str]:
+    """What changed since a published notebook's outputs were made, by kind -> why: ``"code"``,
+    ``"markdown"``, ``"values"`` (a stamp that does not record them) or the key of a value it read
+    (``"recipe:byol/demo"``). Empty when it is current or was never published."""
     from coursekit.provenance import fingerprint
 
     stamp = publication(notebook)
     if stamp is None:
-        return []
-    reasons = []
+        return {}
+    changed = {}
     if stamp.get("source_sha256") != source_sha256(notebook):
-        reasons.append("its code cells changed")
+        changed["code"] = "its code cells changed"
     if stamp.get("markdown_sha256") != markdown_sha256(notebook):
-        reasons.append("its markdown cells changed (numbers in the text may no longer match the outputs)")
+        changed["markdown"] = "its markdown cells changed (numbers in the text may no longer match the outputs)"
     if "values" not in stamp:
-        reasons.append("its stamp does not record the coursekit values it read")
+        changed["values"] = "its stamp does not record the coursekit values it read"
     for key, stamped in sorted(stamp.get("values", {}).items()):
         if fingerprint(key) != stamped:
-            reasons.append(f"{key} changed since it was read")
-    return reasons
+            changed[key] = f"{key} changed since it was read"
+    return changed
+
+
+def staleness(notebook: nbformat.NotebookNode) -> list[str]:
+    """Why a published notebook's outputs may no longer be what it would show: one line per changed
+    input (its code, its markdown, a value it read), empty when it is current or was never published."""
+    return list(stale_inputs(notebook).values())
 
 
 def is_stale(notebook: nbformat.NotebookNode) -> bool:
@@ -412,7 +419,7 @@ def restamp_markdown(path: Path) -> dict:
     stamp = publication(notebook)
     if stamp is None:
         raise ValueError(f"publish: {path} was never published; run it first (coursekit publish {path})")
-    others = [reason for reason in staleness(notebook) if not reason.startswith("its markdown")]
+    others = [reason for kind, reason in stale_inputs(notebook).items() if kind != "markdown"]
     if others:
         raise ValueError(f"publish: {path} needs a new run, not a new stamp: {'; '.join(others)}")
     stamp["markdown_sha256"] = markdown_sha256(notebook)
