@@ -2,6 +2,7 @@
 import base64
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import nbformat
@@ -27,6 +28,31 @@ def test_published_lesson_outputs_come_from_its_current_code(path):
     assert not staleness(notebook), (
         f"{path}: {'; '.join(staleness(notebook))} since its outputs were made ({stamp['date']}); "
         f"run `coursekit publish {path}`")
+
+
+def _announced_seconds(markdown: str) -> list[float]:
+    """The times a "**Time:** ..." paragraph of a markdown cell announces, in seconds."""
+    notes = [paragraph for paragraph in markdown.split("\n\n") if paragraph.startswith("**Time:**")]
+    return [float(number) * (60 if unit.startswith("minute") else 1)
+            for note in notes for number, unit in re.findall(r"about ([\d.]+) (minutes?|seconds)", note)]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=str)
+def test_every_cell_over_a_minute_is_announced_with_its_measured_time(path):
+    """A learner is told before a long cell how long it took when the lesson was published, and the
+    note agrees with the stamp (within 20%, or 20 s): a republish that changes a time fails here."""
+    notebook = nbformat.read(ROOT / path, as_version=4)
+    stamp = publication(notebook)
+    if stamp is None:
+        pytest.skip("not published yet")
+    for cell, seconds in stamp["cells_over_a_minute"].items():
+        before = int(cell) - 1
+        while notebook.cells[before].cell_type != "markdown":
+            before -= 1
+        announced = _announced_seconds(notebook.cells[before].source)
+        assert any(abs(note - seconds) <= max(20, 0.2 * seconds) for note in announced), (
+            f"{path}: cell {cell} took {seconds} s when published, but the markdown before it announces "
+            f"{announced or 'no time'} (a paragraph starting **Time:** ... about N minutes)")
 
 
 def test_source_sha256_is_of_the_code_cells_joined_by_nul():
