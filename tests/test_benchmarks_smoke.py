@@ -330,3 +330,28 @@ def test_frozen_probe_refuses_what_is_not_a_yolo11n_backbone(tmp_path, capsys):
     with pytest.raises(SystemExit):
         frozen_probe.main(["fmnist-simclr"])
     assert "this probe reads YOLO11n backbones" in capsys.readouterr().err
+
+
+def test_label_fractions_stores_the_lesson_07_table_and_leaves_the_runs_in_the_cache(tmp_path, monkeypatch, capsys):
+    """The five runs are trained into the cache (then finished, so lesson 07 would score them live),
+    and the stored table has every row and protocol the lesson prints."""
+    import label_fractions
+    from coursekit.engine import finished_run
+    from coursekit.evaluate import table_from_json
+    from coursekit.profile import get_profile
+
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path / "cache"))
+    profile = get_profile("smoke")
+    assert not any(finished_run(profile.checkpoint_dir(name)) for name in label_fractions.METHODS)
+    report_path = tmp_path / "label_fractions.json"
+    label_fractions.main(["--profile", "smoke", "--report", str(report_path)])
+    assert all(finished_run(profile.checkpoint_dir(name)) for name in label_fractions.METHODS)
+    report = json.loads(report_path.read_text())
+    table = table_from_json(report["table"])
+    assert report["profile"] == "smoke" and report["fine_tune_steps"] > 0
+    assert {"raw pixels", "supervised", *label_fractions.METHODS} <= set(table)
+    assert [row for row in table if "fine_tune" in table[row]] == ["simclr"]
+    assert all(set(by_fraction) == {0.01, 0.1, 1.0} for row in table.values() for by_fraction in row.values())
+    assert capsys.readouterr().out.count(": trained\n") == len(label_fractions.METHODS)
+    with pytest.raises(SystemExit):  # a one-line usage error before any training
+        label_fractions.main(["--profile", "smoke", "--draws", "0", "--report", str(report_path)])

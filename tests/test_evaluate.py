@@ -1,14 +1,17 @@
 """Evaluation protocols: weighted kNN against a loop implementation, features, linear probe,
 fine-tuning and the label-fraction experiment on tiny models."""
+import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
+from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD
 from coursekit.data.images import ImageSet
-from coursekit.evaluate import (extract_features, fine_tune, fit_linear_probe, knn_accuracy, knn_predict, label_fraction_experiment,
-                                linear_probe, train_from_scratch)
+from coursekit.evaluate import (extract_features, fine_tune, fit_linear_probe, knn_accuracy, knn_predict,
+                                label_fraction_experiment, linear_probe, table_from_json, table_to_json,
+                                train_from_scratch)
 
 
 def knn_reference(train_features, train_labels, test_features, num_classes, k, temperature):
@@ -176,13 +179,22 @@ def test_fine_tune_starts_from_the_probe_and_takes_min_steps():
 def test_label_fraction_experiment_table():
     torch.manual_seed(0)
     train, test = color_dataset(60, 0), color_dataset(30, 1)
-    result = label_fraction_experiment(TinyBackbone(), train, test, scratch_factory=TinyBackbone,
-                                       fractions=(0.1, 1.0), probe_epochs=3, epochs=1, batch_size=32,
-                                       progress=False)
-    table = result.table()
-    assert set(table) == {"knn", "linear", "fine_tune", "scratch"}
-    assert all(set(by_fraction) == {0.1, 1.0} for by_fraction in table.values())
-    assert [row["num_labels"] for row in result.rows if row["protocol"] == "knn"] == [6, 60]
-    assert "| knn |" in str(result)
-    with pytest.raises(ValueError, match="scratch_factory"):
-        label_fraction_experiment(TinyBackbone(), train, test, fractions=(1.0,), progress=False)
+    backbone = TinyBackbone()
+    measured = {"tiny": {"fine_tune": {1.0: 0.123}}}  # reused as it is, not trained again
+    table = label_fraction_experiment({"tiny": backbone}, train, test, fractions=(0.1, 1.0), fine_tune_rows=["tiny"],
+                                      scratch_factory=TinyBackbone, scratch_epochs=lambda labels: 1,
+                                      measured=measured, progress=False)
+    assert set(table) == {"raw pixels", "tiny", "supervised"}
+    assert set(table["tiny"]) == {"knn", "linear", "fine_tune"} and set(table["raw pixels"]) == {"knn", "linear"}
+    assert all(set(by_fraction) == {0.1, 1.0} for row in table.values() for by_fraction in row.values())
+    assert table["tiny"]["fine_tune"][1.0] == 0.123
+    # the raw-pixel kNN with all labels, computed here without the experiment
+    pixels = lambda images: ((images.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+                             / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)).flatten(1)
+    expected = knn_accuracy(pixels(train.images), train.labels, pixels(test.images), test.labels, 3)
+    assert table["raw pixels"]["knn"][1.0] == pytest.approx(expected)
+    assert table_from_json(json.loads(json.dumps(table_to_json(table)))) == table
+    with pytest.raises(ValueError, match="scratch_epochs"):
+        label_fraction_experiment({"tiny": backbone}, train, test, scratch_factory=TinyBackbone, progress=False)
+    with pytest.raises(ValueError, match="not among the backbones"):
+        label_fraction_experiment({"tiny": backbone}, train, test, fine_tune_rows=["other"], progress=False)

@@ -1,6 +1,6 @@
 """The engine: one training loop for every self-supervised method, and what it stands on.
 
-- ``loop``: ``TrainConfig``, ``History``, ``fit`` and ``load_or_train`` (the loop in plain sight).
+- ``loop``: ``TrainConfig``, ``History``, ``fit``, ``load_or_train`` and ``finished_run`` (the loop in plain sight).
 - ``step``: ``OptimizerStep``, the one optimizer step of every training loop in the package.
 - ``optim``: ``create_optimizer``, the one optimizer factory (parameter groups, weight-decay rules).
 - ``supervised``: ``train_supervised``, the loop of the probe, fine-tuning, segmentation, detection.
@@ -16,7 +16,8 @@ from coursekit.engine.batches import epoch_indices
 from coursekit.engine.checkpoint import CheckpointError
 from coursekit.engine.device import (PRECISIONS, autocast, make_grad_scaler, module_device, resolve_precision,
                                      use_channels_last)
-from coursekit.engine.loop import CHECKPOINT_NAME, History, TrainConfig, build_optimizer, fit, load_or_train
+from coursekit.engine.loop import (CHECKPOINT_NAME, History, TrainConfig, build_optimizer, finished_run, fit,
+                                   load_or_train)
 from coursekit.engine.optim import create_optimizer
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
@@ -25,7 +26,7 @@ from coursekit.engine.step import OptimizerStep, fused_if_cuda
 from coursekit.engine.supervised import train_supervised
 
 __all__ = [
-    "TrainConfig", "History", "fit", "load_or_train", "build_optimizer", "create_optimizer", "epoch_indices",
+    "TrainConfig", "History", "fit", "load_or_train", "finished_run", "build_optimizer", "create_optimizer", "epoch_indices",
     "CHECKPOINT_NAME", "CheckpointError", "PRECISIONS", "autocast", "make_grad_scaler", "module_device", "resolve_precision",
     "use_channels_last", "OptimizerStep", "fused_if_cuda", "progress_bar", "cosine_schedule", "derived_seed",
     "epoch_permutation", "step_generator", "train_supervised",

@@ -458,6 +458,16 @@ class LogWindow:
         history.images_per_sec.append((step - self.start_step) * global_batch / max(seconds, 1e-9))
 
 
+def finished_run(checkpoint_dir: str | Path) -> bool:
+    """Whether ``checkpoint_dir`` holds a finished run: ``load_or_train`` would load it, not train.
+    (Whether its settings match is checked when it is loaded.)"""
+    path = checkpoint_path(checkpoint_dir)
+    if not path.is_file():
+        return False
+    state = load_checkpoint(path)
+    return state["step"] == state["total_steps"]
+
+
 def load_or_train(method: nn.Module, data: Data, config: TrainConfig, checkpoint_dir: str | Path,
                   progress: bool = True, device: torch.device | str | None = None,
                   settings: dict | None = None) -> tuple[History, str]:

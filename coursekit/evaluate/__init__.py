@@ -10,7 +10,8 @@ Every protocol reads the *backbone's* global feature (never the projection head'
 - ``fine_tune``: a linear head on the backbone that starts as the linear probe (LP-FT), everything
   trained, the backbone with a smaller learning rate; ``train_from_scratch`` is the same loop on a
   freshly built backbone, its head from zero.
-- ``label_fraction_experiment``: all of the above with 1%, 10%, 100% of the labels.
+- ``label_fraction_experiment``: lesson 07's table, every backbone and protocol with 1%, 10%, 100% of
+  the labels (``table_to_json`` / ``table_from_json`` store it).
 - ``few_labels``: kNN and the linear probe with n labeled images per class, over several draws;
   ``pixel_features``, the raw-pixel baseline every backbone must beat.
 
@@ -24,12 +25,14 @@ foreground masks) and ``retrieval``.
 """
 from coursekit.evaluate.features import default_normalize, extract_features, pixel_features
 from coursekit.evaluate.finetune import FineTuneResult, fine_tune, simple_augment, train_from_scratch
-from coursekit.evaluate.fractions import PROTOCOLS, LabelFractionResult, label_fraction_experiment
+from coursekit.evaluate.fractions import (FRACTIONS, PROTOCOLS, label_fraction_experiment, table_from_json,
+                                          table_to_json)
 from coursekit.evaluate.knn import accuracy, knn_accuracy, knn_neighbours, knn_predict
 from coursekit.evaluate.linear import ProbeResult, fit_linear_probe, linear_probe, ridge_classifier, train_linear
 
 __all__ = [
     "default_normalize", "extract_features", "pixel_features", "knn_predict", "knn_accuracy", "knn_neighbours",
     "accuracy", "ProbeResult", "train_linear", "fit_linear_probe", "linear_probe", "ridge_classifier", "FineTuneResult", "simple_augment",
-    "fine_tune", "train_from_scratch", "PROTOCOLS", "LabelFractionResult", "label_fraction_experiment",
+    "fine_tune", "train_from_scratch", "FRACTIONS", "PROTOCOLS", "label_fraction_experiment",
+    "table_to_json", "table_from_json",
 ]

@@ -16,7 +16,8 @@ swapped file is refused. ``coursekit export --pretrained NAME`` writes one for o
 ``scripts/ship_pretrained.py`` turns a finished run into an entry and measures its metrics.
 
 ``results(name)`` reads a stored benchmark report shipped here: ``results("byol_ablation")`` is
-lesson 04's ablation (``benchmarks/byol_ablation.py``). ``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
+lesson 04's ablation (``benchmarks/byol_ablation.py``), ``results("label_fractions")`` lesson 07's tables
+of the five-minute runs (``benchmarks/label_fractions.py``). ``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
 backbones (fine-tuned against the same architecture from scratch, several seeds): the lessons on
 detection and segmentation show it next to the one run they can afford live.
 """
