@@ -275,24 +275,35 @@ def plot_curves(x: Sequence[float], ys: Mapping[str, Sequence[float]], xlabel: s
 
 
 def grouped_bars(groups: Sequence[str], series: Mapping[str, tuple[Sequence[float], Sequence[float]]], ylabel: str,
-                 title: str | None = None) -> Figure:
+                 title: str | None = None, colors: Mapping[str, object] | None = None,
+                 hatches: Mapping[str, str] | None = None, reference: str | None = None) -> Figure:
     """One bar per series in each group, with an error bar: e.g. accuracy (mean, std over label
     draws) of each backbone with 10 and with 100 labels per class. ``series``: name -> (means, stds),
     one value per group. The y-axis starts a little below the lowest bar, so that the gaps the bars
     compare are visible (its lower limit is printed on the axis), and the legend sits outside the bars.
-    Up to 20 series get distinct colors."""
+    ``colors`` / ``hatches`` (name -> matplotlib color / hatch) let related series share a hue; the
+    others get distinct colors (up to 20). ``reference`` names a series whose mean is also drawn as a
+    dashed line across its group: the level the other bars are read against (e.g. the raw pixels)."""
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     width = 0.8 / max(1, len(series))
     # matplotlib's default cycle repeats after 10 colors: past 10 series, 20 distinct ones
-    colors = [None] * len(series) if len(series) <= 10 else [plt.get_cmap("tab20")(i % 20) for i in range(len(series))]
+    default = [None] * len(series) if len(series) <= 10 else [plt.get_cmap("tab20")(i % 20) for i in range(len(series))]
+    colors, hatches = colors or {}, hatches or {}
+    if reference is not None and reference not in series:
+        raise ValueError(f"grouped_bars: reference {reference!r} is not a series: {', '.join(series)}")
     lowest, highest = 1.0, 0.0
     for i, (name, (means, stds)) in enumerate(series.items()):
         if len(means) != len(groups) or len(stds) != len(groups):
             raise ValueError(f"grouped_bars: series {name!r} needs one mean and one std per group ({len(groups)})")
         positions = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
-        ax.bar(positions, means, width, yerr=stds, capsize=3, label=name, color=colors[i])
+        ax.bar(positions, means, width, yerr=stds, capsize=3, label=name, color=colors.get(name, default[i]),
+               hatch=hatches.get(name), edgecolor="white" if name in hatches else None)
         lowest = min(lowest, *(m - s for m, s in zip(means, stds)))
         highest = max(highest, *(m + s for m, s in zip(means, stds)))
+    if reference is not None:
+        for group, mean in enumerate(series[reference][0]):
+            ax.hlines(mean, group - 0.42, group + 0.42, colors="black", linestyles="--", linewidth=1,
+                      label=f"{reference} (level)" if group == 0 else None)
     ax.set_xticks(np.arange(len(groups)), list(groups))
     ax.set_ylim(max(0.0, lowest - 0.05), min(1.0, highest + 0.03))
     ax.set_ylabel(ylabel)

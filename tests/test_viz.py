@@ -349,3 +349,21 @@ def test_grouped_bars_colors_stay_distinct_past_ten_series():
     colors = {tuple(bars[2 * i].get_facecolor()) for i in range(12)}  # one bar of each series
     assert len(colors) == 12
     plt.close(figure)
+
+
+def test_grouped_bars_shares_hues_where_asked_and_draws_the_reference_level():
+    series = {"raw pixels": ([0.60, 0.80], [0.01, 0.01]), "simclr, 5 min": ([0.62, 0.77], [0.01, 0.01]),
+              "simclr, 1 hour": ([0.70, 0.83], [0.01, 0.01])}
+    figure = viz.grouped_bars(["10", "100"], series, ylabel="accuracy", colors={"simclr, 5 min": "#9ecae1",
+                              "simclr, 1 hour": "#08519c"}, hatches={"simclr, 1 hour": "//"}, reference="raw pixels")
+    ax = figure.axes[0]
+    bars = {container.get_label(): container for container in ax.containers if hasattr(container, "patches")}
+    assert matplotlib.colors.to_hex(bars["simclr, 5 min"].patches[0].get_facecolor()) == "#9ecae1"
+    assert bars["simclr, 1 hour"].patches[1].get_hatch() == "//" and bars["raw pixels"].patches[0].get_hatch() is None
+    horizontal = [segment for collection in ax.collections for segment in collection.get_segments()
+                  if segment[0][1] == segment[1][1]]  # the error bars are vertical
+    assert sorted(round(float(segment[0][1]), 2) for segment in horizontal) == [0.60, 0.80]  # one line per group
+    assert "raw pixels (level)" in [text.get_text() for text in ax.get_legend().get_texts()]
+    plt.close(figure)
+    with pytest.raises(ValueError, match="reference"):
+        viz.grouped_bars(["a"], {"x": ([0.5], [0.1])}, ylabel="accuracy", reference="y")
