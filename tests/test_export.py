@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from coursekit.cli import main  # noqa: E402
-from coursekit.cli.export import load_backbone  # noqa: E402
+from coursekit.pretrained import load_backbone  # noqa: E402
 from coursekit.data import export_yolo, make_shapes  # noqa: E402
 from coursekit.data.folder import write_image_folder  # noqa: E402
 from coursekit.engine.checkpoint import load_checkpoint  # noqa: E402

@@ -5,7 +5,8 @@
 - ``optim``: ``create_optimizer``, the one optimizer factory (parameter groups, weight-decay rules).
 - ``supervised``: ``train_supervised``, the loop of the probe, fine-tuning, segmentation, detection.
 - ``batches``: the batches of a step, from images in memory or a Dataset streamed by a DataLoader.
-- ``checkpoint``: atomic saves and validated loads.
+- ``checkpoint``: the checkpoint format, written and read: atomic saves and validated loads, a run's
+  training state (``CHECKPOINT_NAME``), its backbone, the backbone file of ``coursekit export``.
 - ``distributed``: rank and world size, gathers and reductions (no-ops without torchrun).
 - ``device``: the device of a module, mixed precision (autocast, gradient scaler), memory format.
 - ``progress``: the progress bar of every loop.
@@ -13,10 +14,10 @@
 - ``seeding``: seeds derived from a run's seed, so that resume is exact.
 """
 from coursekit.engine.batches import epoch_indices
-from coursekit.engine.checkpoint import CheckpointError
+from coursekit.engine.checkpoint import CHECKPOINT_NAME, CheckpointError
 from coursekit.engine.device import (PRECISIONS, autocast, make_grad_scaler, module_device, resolve_precision,
                                      use_channels_last)
-from coursekit.engine.loop import CHECKPOINT_NAME, History, TrainConfig, build_optimizer, fit, load_or_train
+from coursekit.engine.loop import History, TrainConfig, build_optimizer, fit, load_or_train
 from coursekit.engine.optim import create_optimizer
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule
