@@ -21,7 +21,7 @@ import torch
 from coursekit.cli import main
 from coursekit.grading import grade
 from coursekit.grading.batch import find_submissions, homework_of, written_answers
-from coursekit.grading.results import progress_path
+from coursekit.grading.batch.results import progress_path
 
 FIXTURES = Path(__file__).parent / "fixtures" / "submissions"
 PACKAGE = Path(__file__).parents[1] / "coursekit"
@@ -158,7 +158,7 @@ def test_resume_keeps_only_rows_signed_with_the_batch_key(tmp_path, capsys):
 
 
 def test_a_key_file_others_can_read_signs_nothing(tmp_path):
-    from coursekit.grading.results import read_key
+    from coursekit.grading.batch.results import read_key
 
     key_file = tmp_path / "grades.progress.key"
     key_file.write_text(secrets.token_hex(32))
@@ -197,8 +197,8 @@ def test_gradescope_results_hold_one_test_per_exercise(tmp_path):
 
 
 def test_a_grader_failure_on_one_submission_becomes_its_error_row(tmp_path, monkeypatch):
-    from coursekit.grading import batch
-    from coursekit.grading.results import SubmissionResult
+    from coursekit.grading.batch import runner as batch
+    from coursekit.grading.batch.results import SubmissionResult
 
     def grade_or_fail(path, **options):
         if "raising" in path.name:
@@ -229,7 +229,7 @@ def _code(source) -> dict:
 def test_notebooks_over_the_caps_are_refused_before_they_are_parsed(tmp_path):
     import tracemalloc
 
-    from coursekit.grading import batch
+    from coursekit.grading.batch import runner as batch
 
     cases = {
         "huge_file_02_simclr.ipynb": None,  # over the file cap: a sparse file, never read whole
@@ -280,8 +280,8 @@ def test_outputs_and_feedback_keep_no_text_of_the_submission(tmp_path, capsys):
 
 
 def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path, monkeypatch, capsys):
-    from coursekit.grading import batch
-    from coursekit.grading.results import SubmissionResult
+    from coursekit.grading.batch import runner as batch
+    from coursekit.grading.batch.results import SubmissionResult
 
     def hostile_grading(path, **options):
         if "slow" in path.name:  # what a patched socket.connect and a no-op os.kill did to the old grader
@@ -308,8 +308,8 @@ def test_a_worker_past_its_wall_limit_or_memory_cap_costs_only_its_row(tmp_path,
 
 
 def test_symlinked_submissions_outside_the_folder_or_to_another_submission_are_refused(tmp_path, monkeypatch):
-    from coursekit.grading import batch
-    from coursekit.grading.results import SubmissionResult
+    from coursekit.grading.batch import runner as batch
+    from coursekit.grading.batch.results import SubmissionResult
 
     monkeypatch.setattr(batch, "grade_submission",
                         lambda path, **options: SubmissionResult(str(path), "02_simclr", "ok", "graded"))
@@ -331,7 +331,7 @@ def test_symlinked_submissions_outside_the_folder_or_to_another_submission_are_r
 
 
 def test_the_package_hash_covers_bytecode_and_kernels_write_none(tmp_path):
-    from coursekit.grading import sandbox
+    from coursekit.grading.batch import sandbox
 
     package = tmp_path / "pkg"
     (package / "__pycache__").mkdir(parents=True)
@@ -374,7 +374,7 @@ def test_a_submission_that_plants_bytecode_in_the_package_stops_the_batch(tmp_pa
 def test_an_inflated_progress_file_is_read_line_by_line_within_a_cap(tmp_path, monkeypatch):
     import tracemalloc
 
-    from coursekit.grading import results
+    from coursekit.grading.batch import results
 
     monkeypatch.setattr(results, "MAX_PROGRESS_LINE_BYTES", 2**20)
     progress = tmp_path / "grades.progress.jsonl"

@@ -138,7 +138,7 @@ def _serve_in_subprocess(kernel, namespace_source: str):
 def _grade_remotely(source: str, exercise_ids, time_limit=20.0):
     import time
 
-    from coursekit.grading.remote import RemoteFunction, StudentKernel
+    from coursekit.grading.batch.remote import RemoteFunction, StudentKernel
 
     kernel = StudentKernel(None)
     process = _serve_in_subprocess(kernel, source)

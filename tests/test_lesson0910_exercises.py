@@ -244,7 +244,7 @@ def test_param_groups_mistakes_are_named(fn, words):
 
 
 def test_param_groups_reference_matches_make_optimizer():
-    from coursekit.grading.yolo_transfer import _model
+    from coursekit.grading.homework.yolo_transfer import _model
 
     tiny = _model("last_blocks")
     groups = optim.param_groups(tiny, 1e-3, 0.1)

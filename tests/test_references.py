@@ -1,4 +1,4 @@
-"""The reference-copy check (``coursekit.grading.references.is_copy_of``): a graded function that is
+"""The reference-copy check (``coursekit.grading.batch.references.is_copy_of``): a graded function that is
 the reference's source up to names and formatting is a copy; an independently written one, or a
 copy with one operation changed, is not. The cases are written out here by hand, not derived
 from the normalization under test."""
@@ -12,7 +12,7 @@ import torch
 
 from coursekit.grading import EXERCISES, batch, get_exercise
 from coursekit.grading.homework import HOMEWORK
-from coursekit.grading.references import copies_reference, parse_cells
+from coursekit.grading.batch.references import copies_reference, parse_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
                      expect_no_gradient, expect_scalar, expect_value_first, gradients, randn)
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 regression_exercise = exercise("byol.regression_loss", "regression_loss", reference="coursekit.methods.byol:regression_loss")
 HINT = ("the loss is the squared distance between the directions of p and z (a cosine turned into a "

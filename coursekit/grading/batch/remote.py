@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import wire
-from .checks import Called
-from .core import StudentGone
+from .. import wire
+from ..homework.checks import Called
+from ..core import StudentGone
 
 # Read once, when the grader starts: later changes on disk never reach the cell sent to students.
 RUNNER_SOURCE = Path(wire.__file__).read_text(encoding="utf-8")

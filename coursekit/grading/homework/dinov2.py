@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 top_k_exercise = exercise("dinov2.cosine_top_k", "cosine_top_k", reference="coursekit.evaluate.retrieval:cosine_top_k")
 mask_exercise = exercise("dinov2.foreground_mask", "foreground_mask", reference="coursekit.evaluate.patches:foreground_mask")

@@ -8,7 +8,7 @@ import torch
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
                      expect_scalar, expect_tensor, expect_value_first, generator, gradients, randn, shape_text, type_name)
-from .core import CheckFailed, Unscored, exercise
+from ..core import CheckFailed, Unscored, exercise
 
 # ---------------------------------------------------------------------------------------------
 # mae.patchify
@@ -503,7 +503,7 @@ def _difficulty_empty(fn):
 # mae.visible_spread (analysis exercise: how the visible patches are laid out)
 # ---------------------------------------------------------------------------------------------
 
-spread_exercise = exercise("mae.visible_spread", "visible_spread", reference="coursekit.grading.mae:visible_spread")
+spread_exercise = exercise("mae.visible_spread", "visible_spread", reference="coursekit.grading.homework.mae:visible_spread")
 SPREAD_HINT = ("give every patch its (row, column) on the grid; average the distance over every pair of two different "
                "visible patches; count the visible patches in each quarter of the grid and take the spread of the "
                "four counts")

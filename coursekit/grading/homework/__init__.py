@@ -1,8 +1,15 @@
-"""Which graded exercises each homework notebook holds.
+"""The exercise checks, one module per homework, and which graded exercises each homework notebook holds.
+
+Each homework's exercises live in a module named after it (``simclr.py`` grades ``02_simclr``,
+``yolo_transfer.py`` grades ``09_yolo_transfer``...), registered in ``coursekit.grading.core``'s
+``EXERCISES`` when this package is imported (``coursekit.grading`` imports it); ``checks.py``
+holds the helpers every check uses. The checks stand on ``coursekit.grading.core`` (the
+registry, ``grade``, ``check``) and ``coursekit.grading.wire`` only; the batch grader
+(``coursekit.grading.batch``) stands on them.
 
 The homework id is the notebook's stem (``solutions/02_simclr.ipynb`` -> ``"02_simclr"``); a
 notebook may also name it in its metadata (``metadata.coursekit.homework``). To grade a new
-exercise in a homework, add its id to the list here.
+exercise in a homework, add its id to the list in ``HOMEWORK`` here.
 """
 from __future__ import annotations
 
@@ -26,3 +33,7 @@ def exercises_of(homework_id: str) -> list[str]:
     if homework_id not in HOMEWORK:
         raise ValueError(f"unknown homework {homework_id!r}; known: {', '.join(HOMEWORK)}")
     return HOMEWORK[homework_id]
+
+
+from . import (byol, dino, dinov2, label_bottleneck, linear_probe, mae, moco, segmentation,  # noqa: E402,F401 - registers
+               simclr, yolo_transfer)  # the exercises; one file per homework, named after it

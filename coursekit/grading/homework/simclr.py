@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient, expect_scalar,
                      expect_tensor, expect_value_first, gradients, randn, type_name)
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 nt_xent_exercise = exercise("simclr.nt_xent", "nt_xent", reference="coursekit.methods.simclr:nt_xent")
 HINT = ("each of the 2N views is an anchor whose positive is the other view of its image; every other "
@@ -232,7 +232,7 @@ def _pair_edge(fn):
 # ---------------------------------------------------------------------------------------------
 
 overlap_exercise = exercise("simclr.overlap_matrix", "overlap_matrix",
-                            reference="coursekit.grading.simclr:overlap_matrix")
+                            reference="coursekit.grading.homework.simclr:overlap_matrix")
 OVERLAP_HINT = ("for one image, flatten each of its two views into a long vector of pixel values and take their "
                 "Pearson correlation (center each vector, then the cosine); entry (a, b) averages that over the images")
 

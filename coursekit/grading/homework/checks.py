@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from . import wire
-from .core import CheckFailed, NotImplementedYet, Unscored
+from .. import wire
+from ..core import CheckFailed, NotImplementedYet, Unscored
 
 SEEDS = (0, 1, 2)
 _input_salt = 0  # added to every input seed; the batch grader draws it per submission

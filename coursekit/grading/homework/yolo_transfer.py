@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .checks import SEEDS, call, expect_close, expect_tensor, generator, shape_text, type_name
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
 # detection.box_iou

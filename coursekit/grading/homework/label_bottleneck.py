@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .checks import call, expect_tensor, generator
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 subset_exercise = exercise("bottleneck.stratified_subset", "stratified_subset",
                            reference="coursekit.data:stratified_subset")

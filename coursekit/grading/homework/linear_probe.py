@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .checks import SEEDS, call, expect_equal, expect_tensor, generator, randn, type_name
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 knn_exercise = exercise("probe.knn_predict", "knn_predict", reference="coursekit.evaluate:knn_predict")
 HINT = ("compare directions (cosine), find the k most similar training samples, and let each vote for "

@@ -8,7 +8,7 @@ import torch
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
                      expect_value_first, generator, type_name)
-from .core import CheckFailed, Unscored, exercise
+from ..core import CheckFailed, Unscored, exercise
 
 iou_exercise = exercise("segmentation.mean_iou", "mean_iou", reference="coursekit.transfer.segmentation:mean_iou")
 HINT = ("ignored pixels do not count; per class, add up intersections and unions over the whole set of "

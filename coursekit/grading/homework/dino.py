@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_gradient,
                      expect_no_gradient, expect_scalar, expect_tensor, expect_value_first, gradients, randn, shape_text)
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
 # dino.dino_loss

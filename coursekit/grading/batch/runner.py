@@ -51,18 +51,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import checks, references, sandbox
-from .core import EXERCISES, GradeResult, get_exercise, grade_here
-from .homework import HOMEWORK
+from ..core import EXERCISES, GradeResult, get_exercise, grade_here
+from ..homework import HOMEWORK, checks
+from ..wire import safe_name
+from . import references, sandbox
 from .remote import RemoteFunction, StudentKernel
 from .results import (SubmissionResult, append_progress, display_name, key_path, new_key, progress_path, read_key,
                       read_progress, write_all)
-from .wire import safe_name
 
 DEFAULT_TIMEOUT = 300.0  # seconds for all cells of one notebook
 EXERCISE_TIME_LIMIT = 20.0  # seconds for the checks of one exercise
 KERNEL_STARTUP_TIMEOUT = 120.0
-PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the coursekit package the kernels import
+PACKAGE_DIR = Path(__file__).resolve().parents[2]  # the coursekit package the kernels import
 EXERCISE_NOTEBOOKS = PACKAGE_DIR.parent / "exercises"  # the questions as handed out (when present)
 ANSWER_PROMPT = "*Your answer here: replace this line with a few sentences.*"
 

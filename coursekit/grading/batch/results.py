@@ -24,7 +24,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .homework import HOMEWORK
+from ..homework import HOMEWORK
 
 
 MAX_PROGRESS_LINE_BYTES = 16 * 2**20  # one row; a notebook's source (answers included) is capped at 512 Ki characters

@@ -10,7 +10,7 @@ from torch import nn
 
 from .checks import (SEEDS, call, call_backward, expect_carries_gradient, expect_close, expect_equal, expect_gradient,
                      expect_no_gradient, expect_scalar, expect_value_first, gradients, randn, run_call, type_name)
-from .core import CheckFailed, exercise
+from ..core import CheckFailed, exercise
 
 # ---------------------------------------------------------------------------------------------
 # moco.momentum_update
@@ -309,7 +309,7 @@ def _ema_edges(fn):
 # ---------------------------------------------------------------------------------------------
 
 lag_exercise = exercise("moco.ema_lag_statistics", "ema_lag_statistics",
-                        reference="coursekit.grading.moco:ema_lag_statistics")
+                        reference="coursekit.grading.homework.moco:ema_lag_statistics")
 LAG_HINT = ("at each step compare the two parameter vectors by their Euclidean distance; the staleness asks which "
             "earlier (or current) online state the current target is nearest to, and how many steps ago that was; "
             "the stability is how much each target parameter varies over time, averaged over the parameters")
