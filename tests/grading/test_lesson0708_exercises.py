@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from coursekit.evaluate import patches, retrieval
 from coursekit.grading import grade
-from grader_asserts import _caught, _full_marks
+from .grader_asserts import _caught, _full_marks
 
 
 # ------------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_ridge_classifier_separates_clusters():
     assert torch.equal((x @ weight + bias).argmax(dim=1), labels)
 
 
-# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+# What tests/grading/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
 ALTERNATIVES = {"dinov2.cosine_top_k": COSINE_TOP_K_CORRECT, "dinov2.foreground_mask": FOREGROUND_MASK_CORRECT,
                 "probe.ridge_classifier": RIDGE_CORRECT}
 MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (

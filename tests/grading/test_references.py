@@ -14,7 +14,7 @@ from coursekit.grading import EXERCISES, batch, get_exercise
 from coursekit.grading.homework import HOMEWORK
 from coursekit.grading.batch.references import copies_reference, parse_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOLUTIONS = ROOT / "solutions"
 FIXTURES = ROOT / "tests" / "fixtures" / "submissions"
 HOMEWORK_OF = {eid: homework for homework, ids in HOMEWORK.items() for eid in ids}

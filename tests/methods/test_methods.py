@@ -12,17 +12,17 @@ from torch import nn
 from coursekit.engine import distributed
 from coursekit.methods import METHODS, build_method, nt_xent, update_center
 from coursekit.methods.simclr import gathered_nt_xent
-from coursekit.models import build_backbone
+from tests.conftest import generator, tiny_backbone, tiny_method
 
 IMAGE_SIZE = 32
 
 
 def tiny_resnet():
-    return build_backbone("resnet18", width=8)
+    return tiny_backbone("resnet18")
 
 
 def tiny_vit():
-    return build_backbone("vit_tiny", img_size=IMAGE_SIZE, patch_size=8, depth=2, embed_dim=32, num_heads=2)
+    return tiny_backbone("vit_tiny", IMAGE_SIZE)
 
 
 SMALL = {  # small heads, queue and crops so that each step takes a fraction of a second
@@ -41,9 +41,7 @@ TEACHERS = {
 
 
 def make(name, backbone=None, seed=0, **kwargs):
-    torch.manual_seed(seed)
-    backbone = backbone if backbone is not None else BACKBONE[name]()
-    return build_method(name, backbone, image_size=IMAGE_SIZE, **{**SMALL[name], **kwargs})
+    return tiny_method(name, IMAGE_SIZE, seed, backbone, **{**SMALL[name], **kwargs})  # default backbone: BACKBONE[name]
 
 
 def images(n=8, seed=0):
@@ -55,10 +53,6 @@ def images(n=8, seed=0):
         color = torch.randint(120, 256, (3, 1, 1), generator=generator, dtype=torch.uint8)
         imgs[i, :, top : top + 12, left : left + 12] = color
     return imgs
-
-
-def generator(seed=0):
-    return torch.Generator().manual_seed(seed)
 
 
 def distance(a: nn.Module, b: nn.Module) -> float:

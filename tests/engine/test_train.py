@@ -14,6 +14,7 @@ from coursekit.engine.checkpoint import CheckpointError
 from coursekit.methods import Method
 from coursekit.engine import (CHECKPOINT_NAME, History, TrainConfig, cosine_schedule, epoch_indices, fit,
                              load_or_train)
+from tests.conftest import random_images, tiny_backbone
 
 
 class ToyMethod(Method):
@@ -63,7 +64,7 @@ def kill_at(step_to_die):
 
 
 def toy_images(n=24, seed=0):
-    return torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return random_images(n, 8, seed)
 
 
 def toy_config(**changes):
@@ -201,16 +202,14 @@ def test_bad_input_is_explained():
 def test_real_methods_resume_exactly(tmp_path, name):
     """The library's methods (queues, centers, teachers, masking) resume exactly too."""
     from coursekit.methods import build_method
-    from coursekit.models import build_backbone
 
     def make(seed):
         torch.manual_seed(seed)
-        backbone = (build_backbone("vit_tiny", img_size=16, patch_size=8, depth=1, embed_dim=16, num_heads=2)
-                    if name == "mae" else build_backbone("resnet18", width=2))
+        backbone = tiny_backbone("vit_tiny", 16, depth=1, embed_dim=16) if name == "mae" else tiny_backbone("resnet18", width=2)
         extra = {"queue_size": 16} if name == "moco" else {"n_local": 2, "out_dim": 16} if name == "dino" else {}
         return build_method(name, backbone, image_size=16, **extra)
 
-    images = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = random_images(8, 16)
     config = TrainConfig(epochs=2, batch_size=4, lr=0.01, checkpoint_every=2, log_every=1)  # 4 steps
     uninterrupted = make(0)
     fit(uninterrupted, images, config, progress=False)

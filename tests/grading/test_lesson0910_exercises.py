@@ -6,7 +6,7 @@ import torch
 
 from coursekit.data import boxes
 from coursekit.grading import grade
-from grader_asserts import _caught, _full_marks
+from .grader_asserts import _caught, _full_marks
 from coursekit.grading.homework import exercises_of
 from coursekit.evaluate import patches
 from coursekit.transfer import optim
@@ -292,7 +292,7 @@ def test_tokens_to_feature_map_mistakes_are_named(fn, words):
     _caught("segmentation.tokens_to_feature_map", fn, words)
 
 
-# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+# What tests/grading/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
 ALTERNATIVES = {"detection.box_iou": BOX_IOU_CORRECT, "detection.xyxy_to_yolo": XYXY_TO_YOLO_CORRECT,
                 "detection.param_groups": PARAM_GROUPS_CORRECT,
                 "segmentation.tokens_to_feature_map": TOKENS_TO_FEATURE_MAP_CORRECT}

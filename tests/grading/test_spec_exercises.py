@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from coursekit.grading import EXERCISES
-from grader_asserts import _caught, _full_marks
+from .grader_asserts import _caught, _full_marks
 
 # ------------------------------------------------------------------------------ simclr.overlap_matrix
 
@@ -202,7 +202,7 @@ def test_grid_mask_at_75_percent_covers_the_quadrants_evenly():
     assert spread == 0.0 and distance > 0
 
 
-# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+# What tests/grading/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
 ALTERNATIVES = {"simclr.overlap_matrix": [overlap_corrcoef, overlap_numpy],
                 "moco.ema_lag_statistics": [lag_loops], "mae.visible_spread": [spread_loops]}
 MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (

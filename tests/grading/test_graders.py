@@ -481,11 +481,8 @@ def test_mistake_loses_points_and_is_named(exercise_id, mistaken, words):
 def test_every_exercise_has_an_alternative_and_five_named_mistakes():
     """Every registered exercise, wherever its grader tests live, has another correct version (not
     the reference) and at least five named mistakes."""
-    import test_analysis_exercises
-    import test_lesson0708_exercises
-    import test_lesson0910_exercises
-    import test_masking_exercise
-    import test_spec_exercises
+    from . import (test_analysis_exercises, test_lesson0708_exercises, test_lesson0910_exercises, test_masking_exercise,
+                   test_spec_exercises)
 
     alternatives = {exercise_id: [fn] for exercise_id, fn in ALTERNATIVES.items()}
     mistakes = list(MISTAKES)

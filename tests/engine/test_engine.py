@@ -18,8 +18,10 @@ from coursekit.engine.checkpoint import CheckpointError
 from coursekit.engine.loop import sync_trained_batchnorm
 from coursekit.methods import METHODS, build_method, embedding_std, method_options
 from coursekit.models import build_backbone
+from tests.conftest import backbone_for, random_images
+from tests.conftest import tiny_method as shared_tiny_method
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16
 
 def source_files():
@@ -51,17 +53,17 @@ def test_auto_precision_needs_native_bf16(monkeypatch, capability, expected):
 # --- methods -----------------------------------------------------------------------------------
 
 
+SMALLEST = {"resnet18": {"width": 2}, "vit_tiny": {"depth": 1, "embed_dim": 16}}  # smaller than tiny_backbone's
+
+
 def tiny_method(name, seed=0, **options):
-    torch.manual_seed(seed)
-    backbone = (build_backbone("vit_tiny", img_size=SIZE, patch_size=8, depth=1, embed_dim=16, num_heads=2)
-                if name in ("dino", "mae") else build_backbone("resnet18", width=2))
     small = {"moco": {"queue_size": 16, "out_dim": 8}, "dino": {"n_local": 2, "out_dim": 16},
              "simclr": {"out_dim": 8}, "byol": {"out_dim": 8}}.get(name, {})
-    return build_method(name, backbone, **{"image_size": SIZE, **small, **options})
+    return shared_tiny_method(name, SIZE, seed, backbone_options=SMALLEST[backbone_for(name)], **{**small, **options})
 
 
 def tiny_images(n=8, seed=0):
-    return torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return random_images(n, SIZE, seed)
 
 
 def another_value(name: str, value):

@@ -23,8 +23,8 @@ from coursekit.grading import grade
 from coursekit.grading.batch import find_submissions, homework_of, written_answers
 from coursekit.grading.batch.results import progress_path
 
-FIXTURES = Path(__file__).parent / "fixtures" / "submissions"
-PACKAGE = Path(__file__).parents[1] / "coursekit"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "submissions"
+PACKAGE = Path(__file__).resolve().parents[2] / "coursekit"
 sys.path.insert(0, str(FIXTURES))
 from build import FORGED, NO_HOMEWORK, NOT_NOTEBOOK, SUBMISSIONS  # noqa: E402
 

@@ -16,14 +16,9 @@ from coursekit.transfer.segmentation import (
     random_resized_crop,
     train_segmentation,
 )
+from tests.conftest import tiny_backbone  # resnet18 width 8, or a ViT for SIZE images
 
 SIZE = 32
-
-
-def tiny_backbone(name: str):
-    if name == "resnet18":
-        return build_backbone("resnet18", width=8)
-    return build_backbone("vit_tiny", img_size=SIZE, patch_size=8, depth=2, embed_dim=32, num_heads=2)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from coursekit.engine.checkpoint import load_checkpoint
 from coursekit.methods import MAE, Method
 from coursekit.methods.dino import DINO
 from coursekit.models import build_backbone
+from tests.conftest import random_images
 
 
 def test_the_rules_on_numbers_worked_out_by_hand():
@@ -59,7 +60,7 @@ class SpreadEmbedding(ConstantEmbedding):
 
 
 def tiny_images(n=32):
-    return torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return random_images(n, 16)
 
 
 def test_fit_reports_a_complete_collapse_and_saves_the_verdict(tmp_path, capsys):

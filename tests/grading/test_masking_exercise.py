@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from coursekit.lessons import masking
-from grader_asserts import _caught, _full_marks
+from .grader_asserts import _caught, _full_marks
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_difficulty_mistakes_are_named(fn, words):
     _caught("mae.masking_difficulty", fn, words)
 
 
-# What tests/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
+# What tests/grading/test_graders.py checks every registered exercise has: other correct versions, named mistakes.
 ALTERNATIVES = {"mae.block_mask": [block_mask_loops], "mae.masking_difficulty": [difficulty_loops]}
 MISTAKES = [(exercise_id, fn, words) for exercise_id, cases in (
     ("mae.block_mask", BLOCK_MASK_MISTAKES), ("mae.masking_difficulty", DIFFICULTY_MISTAKES)) for fn, words in cases]

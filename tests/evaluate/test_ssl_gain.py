@@ -9,7 +9,7 @@ The margin was verified over seeds 0-4 (idle 2-core CPU, ~28 s per seed): random
 0.496->0.572, 0.492->0.566, 0.452->0.638, 0.528->0.626, 0.490->0.598, gains +0.074 ... +0.186;
 MARGIN = 0.03 is well below the smallest. Short runs do NOT gain: 2 epochs (32 steps) lowered the
 accuracy (seed 0: -0.044), 8 epochs gave +0.022/+0.052/+0.128 (seeds 0-2), too close to the noise
-of 500 queries (standard error ~0.022). ``python tests/test_ssl_gain.py 0 1 2`` prints the gains.
+of 500 queries (standard error ~0.022). ``python tests/evaluate/test_ssl_gain.py 0 1 2`` prints the gains.
 It runs on the CPU and skips only when the Fashion-MNIST files (Debian's ``dataset-fashion-mnist`` in /usr/share/datasets/fashion-mnist, or
 ``$COURSEKIT_DATA``) are absent, since tests never download.
 """
@@ -71,7 +71,7 @@ def test_simclr_beats_random_init_on_fashion_mnist():
         f"by {MARGIN} (gains seen over seeds {SEEDS_CHECKED}: {GAINS_SEEN})")
 
 
-if __name__ == "__main__":  # python tests/test_ssl_gain.py [SEED...]: the gains behind MARGIN
+if __name__ == "__main__":  # python tests/evaluate/test_ssl_gain.py [SEED...]: the gains behind MARGIN
     import sys
     import time
 

@@ -6,12 +6,12 @@ import torch.nn as nn
 
 from coursekit.models import (DINOHead, PredictionHead, ProjectionHead, ResNet, VisionTransformer,
                               build_backbone)
+from tests.conftest import tiny_backbone
 
 
 def tiny_vit(**kwargs) -> VisionTransformer:
     torch.manual_seed(0)  # initialization draws from the global generator
-    return build_backbone("vit_tiny", **{"img_size": 32, "patch_size": 8, "depth": 2,
-                                         "embed_dim": 24, **kwargs})
+    return tiny_backbone("vit_tiny", 32, **{"embed_dim": 24, "num_heads": 3, **kwargs})
 
 
 def images(n: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
