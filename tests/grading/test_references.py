@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from coursekit.grading import EXERCISES, batch, get_exercise
+from coursekit.grading import EXERCISES, get_exercise
+from coursekit.grading.batch import runner as batch
 from coursekit.grading.homework import HOMEWORK
 from coursekit.grading.batch.references import copies_reference, parse_cells
 
