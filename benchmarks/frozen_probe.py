@@ -60,9 +60,7 @@ def load_backbone(name: str, seed: int):
         torch.manual_seed(seed)
         backbone = build_backbone("yolo11n")
     elif Path(name).is_dir():
-        from coursekit.cli.export import pretrained_backbone
-
-        backbone, info = pretrained_backbone(Path(name))
+        backbone, info = pretrained.pretrained_backbone(Path(name))
         if info["backbone"] != "yolo11n":
             raise ValueError(f"a {info['backbone']} run; this probe reads YOLO11n backbones")
     else:

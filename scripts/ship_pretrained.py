@@ -34,12 +34,10 @@ from pathlib import Path
 import torch
 
 from coursekit import pretrained
-from coursekit.cli.export import pretrained_backbone
 from coursekit.data import load_images
 from coursekit.engine import derived_seed
-from coursekit.engine.checkpoint import load_checkpoint
+from coursekit.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from coursekit.engine.collapse import collapse_signs
-from coursekit.engine.loop import CHECKPOINT_NAME
 from coursekit.methods import build_method
 from coursekit.evaluate import extract_features, knn_accuracy
 from coursekit.evaluate.features import pixel_features
@@ -124,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     report = json.loads(args.report.read_text())
-    backbone, info = pretrained_backbone(args.checkpoint_dir)
+    backbone, info = pretrained.pretrained_backbone(args.checkpoint_dir)
     if info["step"] != info["total_steps"]:
         sys.exit(f"{args.name}: the run is unfinished (step {info['step']} of {info['total_steps']}): not shipped")
     image_size = report.get("image_size") or int(re.search(r"--image-size (\d+)", args.command).group(1))

@@ -5,12 +5,9 @@ import torch
 import torchvision.transforms.v2.functional as TF
 
 from coursekit import augment as A
+from tests.conftest import generator
 
 N, SIZE = 6, 32
-
-
-def generator(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.fixture

@@ -15,25 +15,26 @@ Formats:
   constructor kwargs, "state_dict": the backbone's tensors, "method", "step"}``. Load it with
   :func:`load_backbone`::
 
-      from coursekit.cli.export import load_backbone
+      from coursekit.pretrained import load_backbone   # also importable from coursekit.cli.export
       backbone = load_backbone("simclr_backbone.pt")   # an nn.Module: backbone(x) -> [N, feature_dim]
+
+The format of both files this command reads (a run's checkpoint) and writes (the state_dict) is
+``coursekit.engine.checkpoint``'s; ``coursekit.pretrained`` builds backbones from them
+(``pretrained_backbone``, ``load_backbone``).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from coursekit.cli import UsageError
-from coursekit.engine.checkpoint import load_checkpoint
-from coursekit.engine.loop import CHECKPOINT_NAME
-from coursekit.methods import METHODS
-from coursekit.models import YOLO_BACKBONES, build_backbone
+from coursekit.engine.checkpoint import CHECKPOINT_NAME, save_backbone
+from coursekit.models import YOLO_BACKBONES
+from coursekit.pretrained import load_backbone, pretrained_backbone  # noqa: F401 (load_backbone: the documented import)
 
 FORMATS = ("ultralytics", "state_dict")
-STATE_DICT_FORMAT = "coursekit-backbone"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,36 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, required=True,
                         help="ultralytics: a YOLO .pt to fine-tune (YOLO backbones); state_dict: the backbone's tensors")
     parser.add_argument("--out", type=Path, required=True, help="the file to write (.pt)")
-
-
-def pretrained_backbone(checkpoint_dir: Path) -> tuple[nn.Module, dict]:
-    """The pretrained backbone of a run's checkpoint (the method's ``pretrained_backbone``: DINO's
-    teacher, the others' trained backbone) -> (backbone with its weights, run info
-    ``{"backbone", "kwargs", "method", "step", "total_steps"}``)."""
-    state = load_checkpoint(checkpoint_dir / CHECKPOINT_NAME)
-    extra = state["settings"].get("extra", {})
-    if "backbone" not in extra:
-        raise UsageError(f"{checkpoint_dir}: the checkpoint does not name its backbone (made by coursekit pretrain?)")
-    name, kwargs = extra["backbone"], dict(extra.get("backbone_kwargs", {}))
-    backbone = build_backbone(name, **kwargs)
-    # The method's state_dict holds it as "<pretrained_backbone_name>.*", e.g. "backbone.*".
-    method_class = {cls.__name__: cls for cls in METHODS.values()}[state["settings"]["method"]]  # a class name
-    prefix = method_class.pretrained_backbone_name + "."
-    weights = {key.removeprefix(prefix): value for key, value in state["method"].items() if key.startswith(prefix)}
-    backbone.load_state_dict(weights)
-    info = {"backbone": name, "kwargs": kwargs, "method": state["settings"]["method"], "step": state["step"],
-            "total_steps": state["total_steps"]}
-    return backbone, info
-
-
-def load_backbone(path: str | Path) -> nn.Module:
-    """The backbone saved by ``coursekit export --format state_dict``, with its weights, in eval mode."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != STATE_DICT_FORMAT:
-        raise ValueError(f"{path} is not a backbone written by coursekit export --format state_dict")
-    backbone = build_backbone(saved["backbone"], **saved["kwargs"])
-    backbone.load_state_dict(saved["state_dict"])
-    return backbone.eval()
 
 
 def export_ultralytics(backbone: nn.Module, name: str, out: Path) -> dict:
@@ -127,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
               f"({report['model_tensors']} tensors in all; the head starts from scratch)")
         print(f"wrote {args.out}: fine-tune with  yolo train model={args.out} data=YOUR.yaml")
     else:
-        torch.save({"format": STATE_DICT_FORMAT, "backbone": name, "kwargs": info["kwargs"],
-                    "state_dict": backbone.state_dict(), "method": info["method"], "step": info["step"]}, args.out)
+        save_backbone(args.out, backbone.state_dict(), info)
         print(f"wrote {args.out} ({len(backbone.state_dict())} tensors): "
               f"load with coursekit.cli.export.load_backbone({str(args.out)!r})")
     return 0

@@ -9,8 +9,7 @@ import argparse
 from pathlib import Path
 
 from coursekit.cli import UsageError
-from coursekit.grading import sandbox
-from coursekit.grading.batch import DEFAULT_TIMEOUT, grade_batch
+from coursekit.grading.batch import DEFAULT_TIMEOUT, grade_batch, sandbox
 from coursekit.grading.homework import HOMEWORK
 
 

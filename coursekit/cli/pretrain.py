@@ -58,8 +58,7 @@ import torch.distributed as dist
 from coursekit.cli import UsageError
 from coursekit.data import DATASET_NAMES, load_images
 from coursekit.engine import PRECISIONS, TrainConfig, distributed, fit
-from coursekit.engine.checkpoint import remove_stale_temporaries
-from coursekit.engine.loop import CHECKPOINT_NAME
+from coursekit.engine.checkpoint import CHECKPOINT_NAME, remove_stale_temporaries
 from coursekit.methods import METHODS, build_method
 from coursekit.models import BACKBONES, YOLO_BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile

@@ -11,7 +11,7 @@ one numpy byte array plus an array of offsets (about 35 bytes per file for paths
 ``part_012/sub_1/003456.png``), and the scan (``walk_images``) sorts one folder's entries at a time
 instead of the whole tree. A list of ``Path`` objects cost about 400 bytes per file, and the scan
 (``rglob``'s set of every path, a sort key per path) peaked at about 550 (tracemalloc,
-``tests/test_folder_memory.py``); ``benchmarks/folder_memory.py`` measures the command's peak RSS.
+``tests/cli/test_folder_memory.py``); ``benchmarks/folder_memory.py`` measures the command's peak RSS.
 
 Every item is uint8 ``[3, S, S]``:
 

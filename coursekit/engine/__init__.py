@@ -1,11 +1,12 @@
 """The engine: one training loop for every self-supervised method, and what it stands on.
 
-- ``loop``: ``TrainConfig``, ``History``, ``fit``, ``load_or_train`` and ``finished_run`` (the loop in plain sight).
+- ``loop``: ``TrainConfig``, ``History``, ``fit`` and ``load_or_train`` (the loop in plain sight).
 - ``step``: ``OptimizerStep``, the one optimizer step of every training loop in the package.
 - ``optim``: ``create_optimizer``, the one optimizer factory (parameter groups, weight-decay rules).
 - ``supervised``: ``train_supervised``, the loop of the probe, fine-tuning, segmentation, detection.
 - ``batches``: the batches of a step, from images in memory or a Dataset streamed by a DataLoader.
-- ``checkpoint``: atomic saves and validated loads.
+- ``checkpoint``: the checkpoint format, written and read: atomic saves and validated loads, a run's
+  training state (``CHECKPOINT_NAME``; ``finished_run``), its backbone, the backbone file of ``coursekit export``.
 - ``distributed``: rank and world size, gathers and reductions (no-ops without torchrun).
 - ``device``: the device of a module, mixed precision (autocast, gradient scaler), memory format.
 - ``progress``: the progress bar of every loop.
@@ -13,11 +14,10 @@
 - ``seeding``: seeds derived from a run's seed, so that resume is exact.
 """
 from coursekit.engine.batches import epoch_indices
-from coursekit.engine.checkpoint import CheckpointError
+from coursekit.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, finished_run
 from coursekit.engine.device import (PRECISIONS, autocast, make_grad_scaler, module_device, resolve_precision,
                                      use_channels_last)
-from coursekit.engine.loop import (CHECKPOINT_NAME, History, TrainConfig, build_optimizer, finished_run, fit,
-                                   load_or_train)
+from coursekit.engine.loop import History, TrainConfig, build_optimizer, fit, load_or_train
 from coursekit.engine.optim import create_optimizer
 from coursekit.engine.progress import progress_bar
 from coursekit.engine.schedules import cosine_schedule

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.engine.batches import Data, StepIndexBatches, check_data, data_fingerprint, step_batches
-from coursekit.engine.checkpoint import check_settings, load_checkpoint, save_checkpoint
+from coursekit.engine.checkpoint import checkpoint_path, restore_training_state, save_checkpoint, training_state
 from coursekit.engine.collapse import collapse_signs, collapse_warning
 from coursekit.engine.device import PRECISIONS, module_device, resolve_precision, use_channels_last
 from coursekit.engine.optim import create_optimizer
@@ -60,7 +60,6 @@ from coursekit.engine.schedules import cosine_schedule
 from coursekit.engine.seeding import step_generator
 from coursekit.engine.step import OptimizerStep
 
-CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_OPTIMIZERS = ("adamw", "sgd")  # a pretraining's choice (create_optimizer also builds the probe's Adam)
 NOT_IN_SETTINGS = ("compile", "checkpoint_every", "log_every", "num_workers")  # fields that do not change the result
 
@@ -229,10 +228,6 @@ def run_settings(method: nn.Module, data: Data, config: TrainConfig, precision: 
     }
 
 
-def checkpoint_path(checkpoint_dir: str | Path | None) -> Path | None:
-    return None if checkpoint_dir is None else Path(checkpoint_dir) / CHECKPOINT_NAME
-
-
 # ----------------------------------------------------------------------------------------------
 # The model as DDP and torch.compile see it
 
@@ -277,44 +272,6 @@ def wrap_for_training(method: nn.Module, config: TrainConfig, device: torch.devi
     if config.compile:
         model = torch.compile(model)
     return model
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def rng_states(device: torch.device) -> dict:
-    states = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict, device: torch.device) -> None:
-    torch.set_rng_state(states["torch"].cpu())
-    if "cuda" in states and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"].cpu(), device)
-
-
-def training_state(method, optimizer_step, history, step, total_steps, settings, device) -> dict:
-    """Everything needed to continue (or reuse) a run after ``step`` of ``total_steps`` steps."""
-    return {
-        "settings": settings, "step": step, "total_steps": total_steps, "finished": step == total_steps,
-        "method": method.state_dict(), **optimizer_step.state_dict(),
-        "history": history.to_dict(), "rng": rng_states(device),
-    }
-
-
-def restore_training_state(path: Path, method, optimizer_step, settings: dict,
-                           device: torch.device) -> tuple[int, History]:
-    """Load the checkpoint at ``path`` into the method, optimizer and scaler -> (step, history).
-    Refuses (CheckpointError) a damaged checkpoint or one made with other settings, naming them."""
-    state = load_checkpoint(path, map_location=device)
-    check_settings(path, state["settings"], settings)
-    method.load_state_dict(state["method"])
-    optimizer_step.load_state_dict(state)
-    set_rng_states(state["rng"], device)
-    return state["step"], History.from_dict(state["history"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,7 +337,8 @@ def _fit(method, data, config, checkpoint_dir, resume, progress, device, setting
     step, history, status = 0, History(), "trained"
     path = checkpoint_path(checkpoint_dir)
     if path is not None and resume and path.exists():
-        step, history = restore_training_state(path, method, optimizer_step, run, device)
+        step, saved_history = restore_training_state(path, method, optimizer_step, run, device)
+        history = History.from_dict(saved_history)
         status = "loaded" if step == total_steps else "resumed"
     model = wrap_for_training(method, config, device)
     sampler = StepIndexBatches(num_images, config.seed, config.batch_size, rank, world, steps_per_epoch,
@@ -456,16 +414,6 @@ class LogWindow:
         seconds = time.perf_counter() - self.start_time
         history.throughput_step.append(step)
         history.images_per_sec.append((step - self.start_step) * global_batch / max(seconds, 1e-9))
-
-
-def finished_run(checkpoint_dir: str | Path) -> bool:
-    """Whether ``checkpoint_dir`` holds a finished run: ``load_or_train`` would load it, not train.
-    (Whether its settings match is checked when it is loaded.)"""
-    path = checkpoint_path(checkpoint_dir)
-    if not path.is_file():
-        return False
-    state = load_checkpoint(path)
-    return state["step"] == state["total_steps"]
 
 
 def load_or_train(method: nn.Module, data: Data, config: TrainConfig, checkpoint_dir: str | Path,

@@ -4,15 +4,22 @@
     result = grade("simclr.nt_xent", my_nt_xent)   # never raises for a bad student function
     check("simclr.nt_xent", my_nt_xent)            # grade() and print a short summary
 
-Each homework's exercises live in a module named after it (``simclr.py``, ``linear_probe.py``...), registered on
-import; ``homework.py`` says which exercises each homework notebook holds; ``batch.py`` is
-``coursekit grade``, which runs each submission in a sandboxed kernel (``sandbox.py``) and calls
-its functions from this process through a data-only wire (``remote.py``, ``wire.py``), with its
-results kept as they come (``results.py``) and reference copies found in the source
-(``references.py``). See CONTRIBUTING.md, "Adding a graded exercise".
+Three rooms, each standing on the ones before it:
+
+- ``core.py`` (the exercise registry, ``grade``, ``check``) and ``wire.py`` (the data-only calling
+  convention: how a check calls the student's function, in this process for ``check()`` or in the
+  student's kernel for the batch grader);
+- ``homework/``: the exercise checks, one module per homework named after it (``simclr.py``...),
+  registered on import, the helpers they share (``checks.py``) and which exercises each homework
+  notebook holds (``HOMEWORK``);
+- ``batch/``: ``coursekit grade``, which runs each submission in a sandboxed kernel (``sandbox.py``)
+  and calls its functions from this process through the wire (``remote.py``), with its results
+  kept as they come (``results.py``) and reference copies found in the source (``references.py``);
+  ``runner.py`` puts them together.
+
+See CONTRIBUTING.md, "Adding a graded exercise".
 """
-from . import (byol, dino, dinov2, label_bottleneck, linear_probe, mae, moco, segmentation,  # noqa: F401 - registers
-               simclr, yolo_transfer)  # the exercises; one file per homework, named after it
+from . import homework  # noqa: F401 - registers every exercise
 from .core import (
     DEFAULT_TIME_LIMIT,
     EXERCISES,

@@ -20,6 +20,11 @@ lesson 04's ablation (``benchmarks/byol_ablation.py``), ``results("label_fractio
 of the five-minute runs (``benchmarks/label_fractions.py``). ``transfer_results()`` is what ``benchmarks/transfer.py`` measured with the shipped in-domain
 backbones (fine-tuned against the same architecture from scratch, several seeds): the lessons on
 detection and segmentation show it next to the one run they can afford live.
+
+The backbones of your own runs are built here too, from the files the engine's checkpoint format
+(``coursekit.engine.checkpoint``) reads: ``pretrained_backbone(checkpoint_dir)`` is the pretrained
+backbone of a ``coursekit pretrain`` run's checkpoint, ``load_backbone(path)`` the backbone file
+written by ``coursekit export --format state_dict``.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from coursekit.engine.checkpoint import read_backbone_file, read_run_backbone
+from coursekit.methods import METHODS
 from coursekit.models import build_backbone
 from coursekit.provenance import record
 
@@ -95,6 +102,30 @@ def load(name: str) -> nn.Module:
     return backbone.eval()
 
 
+def pretrained_backbone(checkpoint_dir: Path) -> tuple[nn.Module, dict]:
+    """The pretrained backbone of a run's checkpoint (the method's ``pretrained_backbone``: DINO's
+    teacher, the others' trained backbone) -> (backbone with its weights, run info
+    ``{"backbone", "kwargs", "method", "step", "total_steps"}``). CheckpointError for a damaged
+    checkpoint or one that does not name its backbone."""
+    found = read_run_backbone(checkpoint_dir)
+    backbone = build_backbone(found["backbone"], **found["kwargs"])
+    # The method's state_dict holds it as "<pretrained_backbone_name>.*", e.g. "backbone.*".
+    method_class = {cls.__name__: cls for cls in METHODS.values()}[found["method"]]  # a class name
+    prefix = method_class.pretrained_backbone_name + "."
+    weights = {key.removeprefix(prefix): value for key, value in found["method_state"].items() if key.startswith(prefix)}
+    backbone.load_state_dict(weights)
+    info = {key: found[key] for key in ("backbone", "kwargs", "method", "step", "total_steps")}
+    return backbone, info
+
+
+def load_backbone(path: str | Path) -> nn.Module:
+    """The backbone saved by ``coursekit export --format state_dict``, with its weights, in eval mode."""
+    saved = read_backbone_file(path)
+    backbone = build_backbone(saved["backbone"], **saved["kwargs"])
+    backbone.load_state_dict(saved["state_dict"])
+    return backbone.eval()
+
+
 def results(name: str) -> dict:
     """A stored benchmark report shipped beside the weights (``<name>.json``): what a lesson shows but
     cannot compute in class (more seeds, more runs), with its command, device and date."""
@@ -123,4 +154,5 @@ def save_weights(backbone: nn.Module, path: Path) -> str:
 
 
 __all__ = ["PretrainedError", "entries", "entry", "load", "weights", "save_weights", "read_manifest",
+           "pretrained_backbone", "load_backbone",
            "transfer_results", "MANIFEST", "TRANSFER", "ENTRY_FIELDS"]
