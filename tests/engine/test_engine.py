@@ -18,8 +18,7 @@ from coursekit.engine.checkpoint import CheckpointError
 from coursekit.engine.loop import sync_trained_batchnorm
 from coursekit.methods import METHODS, build_method, embedding_std, method_options
 from coursekit.models import build_backbone
-from tests.conftest import backbone_for, random_images
-from tests.conftest import tiny_method as shared_tiny_method
+from tests.conftest import backbone_for, random_images, tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = 16
@@ -59,7 +58,10 @@ SMALLEST = {"resnet18": {"width": 2}, "vit_tiny": {"depth": 1, "embed_dim": 16}}
 def tiny_method(name, seed=0, **options):
     small = {"moco": {"queue_size": 16, "out_dim": 8}, "dino": {"n_local": 2, "out_dim": 16},
              "simclr": {"out_dim": 8}, "byol": {"out_dim": 8}}.get(name, {})
-    return shared_tiny_method(name, SIZE, seed, backbone_options=SMALLEST[backbone_for(name)], **{**small, **options})
+    # the backbone is built at SIZE; an image_size among the options changes the method's only (its views)
+    torch.manual_seed(seed)
+    backbone = tiny_backbone(backbone_for(name), SIZE, **SMALLEST[backbone_for(name)])
+    return build_method(name, backbone, **{"image_size": SIZE, **small, **options})
 
 
 def tiny_images(n=8, seed=0):
