@@ -229,8 +229,10 @@ def _question_texts(path: Path) -> dict[str, str]:
 
 def grade_submission(path: Path, timeout: float = DEFAULT_TIMEOUT, homework: str | None = None,
                      exercise_time_limit: float = EXERCISE_TIME_LIMIT,
-                     limits: sandbox.Limits = sandbox.Limits()) -> SubmissionResult:
-    """Execute and grade one submission in its sandbox; never raises because of the submission."""
+                     limits: sandbox.Limits = sandbox.Limits(), hidden: tuple[Path, ...] = ()) -> SubmissionResult:
+    """Execute and grade one submission in its sandbox; never raises because of the submission.
+    ``hidden``: files and folders the kernel must not see (the grader's outputs, other submissions),
+    replaced by empty ones when the kernel runs in namespaces (``sandbox.isolated_command``)."""
     result = SubmissionResult(display_name(path))
     try:
         notebook = _read_notebook(path)
@@ -247,12 +249,14 @@ def grade_submission(path: Path, timeout: float = DEFAULT_TIMEOUT, homework: str
     trees = references.parse_cells([cell.source for cell in notebook.cells if cell.cell_type == "code"])
     copies = {eid: _reference_feedback(trees, get_exercise(eid)) for eid in exercise_ids}
     before = sandbox.descendants()
-    with tempfile.TemporaryDirectory(prefix="coursekit-grade-", ignore_cleanup_errors=True) as root:
+    # the kernel's channels are socket files in this folder, and a socket's path has at most 107 bytes
+    base = "/tmp" if len(tempfile.gettempdir()) > 60 and os.path.isdir("/tmp") else None
+    with tempfile.TemporaryDirectory(prefix="ckg-", dir=base, ignore_cleanup_errors=True) as root:
         folders = sandbox.Folders(Path(root))
         shutil.copy(path, folders.work / "submission.ipynb")
         try:
             grades, timed_out_at, executed = _execute(notebook, folders, exercise_ids, copies, timeout,
-                                                      exercise_time_limit, limits)
+                                                      exercise_time_limit, limits, hidden)
         except Exception as error:  # noqa: BLE001 - the kernel died or could not start
             grades, failure = None, _kernel_failure(error)
         else:
@@ -304,10 +308,12 @@ def _kernel_failure(error: Exception) -> str:
     return f"could not run the notebook: {name}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
 
-def _sandboxed_manager(limits: sandbox.Limits):
-    """A Jupyter kernel manager whose kernels start in their own session under ``limits``, and
-    whose clients drop (and disconnect) any kernel message over ``MAX_KERNEL_MESSAGE_BYTES``
-    before reading it."""
+def _sandboxed_manager(limits: sandbox.Limits, folders: sandbox.Folders, hidden: tuple[Path, ...]):
+    """A Jupyter kernel manager whose kernels start in their own session under ``limits``, in their
+    own namespaces where ``sandbox.namespaces_available()`` (there the Jupyter channels are socket
+    files in ``folders.kernel``: the kernel has no network), and whose clients drop (and disconnect)
+    any kernel message over ``MAX_KERNEL_MESSAGE_BYTES`` before reading it."""
+    isolated = sandbox.namespaces_available()
     import zmq
     from jupyter_client.asynchronous import AsyncKernelClient
     from jupyter_client.manager import AsyncKernelManager
@@ -325,8 +331,24 @@ def _sandboxed_manager(limits: sandbox.Limits):
         def _client_factory_default(self):
             return BoundedKernelClient
 
+        @default("transport")
+        def _transport_default(self):
+            return "ipc" if isolated else "tcp"
+
+        @default("ip")
+        def _ip_default(self):
+            return str(folders.kernel / "c") if isolated else "127.0.0.1"
+
+        @property
+        def kernel_spec(self):
+            spec = super().kernel_spec
+            if isolated and spec is not None:  # a signal would reach bwrap, not the kernel: ask the kernel itself
+                spec.interrupt_mode = "message"
+            return spec
+
         def format_kernel_cmd(self, extra_arguments=None):
-            return sandbox.limited_command(super().format_kernel_cmd(extra_arguments), limits)
+            command = sandbox.limited_command(super().format_kernel_cmd(extra_arguments), limits)
+            return sandbox.isolated_command(command, folders, hidden) if isolated else command
 
     return SandboxedKernelManager
 
@@ -351,7 +373,7 @@ def _error_names_client():
 
 
 def _execute(notebook, folders: sandbox.Folders, exercise_ids: list[str], copies: dict[str, str], timeout: float,
-             exercise_time_limit: float, limits: sandbox.Limits):
+             exercise_time_limit: float, limits: sandbox.Limits, hidden: tuple[Path, ...] = ()):
     """Run the student's cells within ``timeout`` seconds in all, then grade each exercise through
     the kernel. Returns (grades or None if the kernel never answered, index of the cell that ran
     past the limit or None, the executed notebook)."""
@@ -362,7 +384,7 @@ def _execute(notebook, folders: sandbox.Folders, exercise_ids: list[str], copies
         notebook, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
         error_on_timeout={"ename": "Timeout", "evalue": "the time limit was reached", "traceback": []},
         startup_timeout=KERNEL_STARTUP_TIMEOUT, shutdown_kernel="immediate",
-        kernel_manager_class=_sandboxed_manager(limits), resources={"metadata": {"path": str(folders.work)}},
+        kernel_manager_class=_sandboxed_manager(limits, folders, hidden), resources={"metadata": {"path": str(folders.work)}},
     )
     timed_out_at = None
     # the kernel imports the coursekit this grader runs (and watches for changes), whatever the cwd
@@ -384,7 +406,7 @@ def _execute(notebook, folders: sandbox.Folders, exercise_ids: list[str], copies
         def alive() -> bool:
             return bool(run_sync(client.km.is_alive)())
 
-        kernel = StudentKernel(folders.work)
+        kernel = StudentKernel(folders.channel, abstract=not sandbox.namespaces_available())
         try:
             client.kc.execute(kernel.runner_cell(), store_history=False)
             grades = _grade_through(kernel, exercise_ids, copies, exercise_time_limit, alive) \
@@ -522,6 +544,26 @@ def _worker(path: Path, options: dict) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+def hidden_paths(outputs: list[Path | None], submissions: list[Path]) -> tuple[Path, ...]:
+    """What a kernel must not see: the grader's output files and the submissions, each by its folder
+    when that folder holds nothing the kernel needs, else by itself. The package, the Python
+    installation, Jupyter's runtime files and the temporary folder (which holds the kernel's
+    connection file) stay readable, read-only."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    needed = [PACKAGE_DIR.parent, Path(sys.prefix), Path(sys.base_prefix), Path(jupyter_runtime_dir()),
+              Path(tempfile.gettempdir())]
+    needed = [Path(os.path.realpath(p)) for p in needed]
+    hidden: list[Path] = []
+    for path in [Path(os.path.realpath(p)) for p in [*outputs, *submissions] if p is not None]:
+        folder = path.parent
+        if not any(p == folder or folder in p.parents for p in needed):
+            hidden.append(folder)
+        elif path.exists():
+            hidden.append(path)
+    return tuple(dict.fromkeys(hidden))
+
+
 def grade_batch(submissions: list[str], out: Path, json_path: Path | None = None, fmt: str = "csv",
                 timeout: float = DEFAULT_TIMEOUT, homework: str | None = None, resume: bool = False,
                 limits: sandbox.Limits | None = None) -> int:
@@ -563,6 +605,13 @@ def _grade_batch(submissions: list[str], out: Path, json_path: Path | None, fmt:
     package = sandbox.fingerprint(PACKAGE_DIR)
     sandbox.become_subreaper()
     write_all(results, out, json_path, fmt)
+    if sandbox.namespaces_available():
+        print("each submission runs in its own namespaces (bubblewrap): no network, a read-only filesystem but "
+              "for its own folder, the grader's outputs and the other submissions hidden", flush=True)
+    else:
+        print("WARNING: grading WITHOUT isolation (bubblewrap's bwrap is missing, or this kernel refuses user "
+              "namespaces): a submission can use the network and read or write what your account can. Install "
+              "bubblewrap, or grade in a container or a throwaway account.", flush=True)
     for path, folder in submissions:
         if display_name(path) in done:
             continue
@@ -571,8 +620,9 @@ def _grade_batch(submissions: list[str], out: Path, json_path: Path | None, fmt:
         if problem:
             result, peak = _failed(SubmissionResult(display_name(path)), "error", problem), None
         else:
+            hidden = hidden_paths([out, json_path, progress, key_file], [p for p, _ in submissions])
             result, peak = grade_in_worker(path, wall_limit(timeout), timeout=timeout,
-                                           homework=homework, limits=limits)
+                                           homework=homework, limits=limits, hidden=hidden)
         ended = sandbox.end_new_processes(before)  # those of a worker that was killed
         if ended:
             result.reason = "; ".join(filter(None, [result.reason, f"{ended} leftover process(es) ended"]))

@@ -11,21 +11,34 @@
   that processes a submission detaches (double fork, ``setsid``) are re-parented to the grader
   instead of init. After each submission every process that descends from the grader and did
   not exist before is killed.
+* **Namespaces** (Linux, with bubblewrap's ``bwrap``): the kernel and everything it starts run in
+  their own PID, mount, network, IPC, UTS and user namespaces (``isolated_command``). The whole
+  filesystem is read-only there except the submission's private folder; the grader's output files
+  and the other submissions' folders are hidden; there is no network (not even the grader's own
+  sockets: the kernel reaches the grader only through a socket file in a read-only folder of its
+  private root, and the Jupyter channels are socket files in that root too). When grading ends the
+  PID namespace ends, and every process in it with it. Without ``bwrap`` (or on a kernel that
+  refuses user namespaces) the grader says loudly that it grades without isolation.
 * **The package:** ``fingerprint`` hashes the installed coursekit, its ``.pyc`` files included,
   before and after each submission. Kernels write no bytecode (``PYTHONDONTWRITEBYTECODE``), so
   a ``.pyc`` that appears or changes there is a submission's doing.
 
-Outside this guarantee: the network, and reading or writing any file the instructor's account
-may access outside these folders. Grade in a container (or a throwaway account) for that.
+Outside this guarantee without namespaces: the network, and reading or writing any file the
+instructor's account may access outside these folders. Grade in a container (or a throwaway
+account) for that, or install bubblewrap.
 """
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +86,49 @@ def user_task_count() -> int:
     return count
 
 
+@functools.cache
+def namespaces_available() -> bool:
+    """Whether ``bwrap`` can start a process in new namespaces here (Linux with user namespaces)."""
+    if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
+        return False
+    try:
+        probe = subprocess.run(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+                                "--dev", "/dev", "true"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+def isolated_command(argv: list[str], folders: "Folders", hidden: Sequence[Path] = ()) -> list[str]:
+    """``argv`` in new PID, mount, network, IPC, UTS and user namespaces: the filesystem read-only but
+    for ``folders.root`` (its ``channel`` read-only too), the files and folders of ``hidden`` replaced
+    by empty ones, no network; everything ends when ``argv`` ends or the grader dies."""
+    command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
+               "--dev", "/dev", "--proc", "/proc"]
+    for path in hidden:  # before the private root is bound: a hidden folder may hold it
+        if path.is_dir():
+            command += ["--tmpfs", str(path)]
+        elif path.exists():
+            command += ["--ro-bind", "/dev/null", str(path)]
+    command += ["--bind", str(folders.root), str(folders.root), "--ro-bind", str(folders.channel),
+                str(folders.channel), "--chdir", str(folders.work),
+                # a Jupyter kernel polls the pid of its launcher, which does not exist in the new PID
+                # namespace, and would exit at once; 1 (init) turns the polling off (and keeps it quiet),
+                # and --die-with-parent ends it with the grader instead
+                "--setenv", "JPY_PARENT_PID", "1", "--"]
+    return command + argv
+
+
 class Folders:
     """The private folders of one submission under ``root``: ``work`` (cwd), ``home`` and ``tmp``."""
 
     def __init__(self, root: Path):
+        self.root = root
         self.work, self.home, self.tmp = root / "work", root / "home", root / "tmp"
-        for folder in (self.work, self.home, self.tmp):
+        # the grader's socket (read-only inside the namespaces) and the kernel's Jupyter channels: short
+        # names, since a socket's path has at most 107 bytes
+        self.channel, self.kernel = root / "ch", root / "k"
+        for folder in (self.work, self.home, self.tmp, self.channel, self.kernel):
             folder.mkdir(parents=True)
 
     def environment(self, base: dict) -> dict:
