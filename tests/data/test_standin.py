@@ -73,3 +73,14 @@ def test_without_the_variable_a_missing_dataset_still_raises(monkeypatch, tmp_pa
     with pytest.raises(DatasetUnavailableError):
         load_images("cifar10", "test", n=4, root=tmp_path / "data")
     assert len(load_images("shapes", "train", n=dry_run.MAX_IMAGES + 10)) == dry_run.MAX_IMAGES + 10  # no cap
+
+
+def test_fashion_mnist_standin_is_gray_28px_with_its_ten_classes(offline_dry_run):
+    # here Fashion-MNIST's files are on disk (so load_images reads them); a machine without them gets this
+    from coursekit.data.standin import standin
+
+    data = standin("fashion_mnist", "test", n=20, image_size=None)
+    assert tuple(data.images.shape) == (20, 3, 28, 28) and data.images.dtype == torch.uint8
+    assert torch.equal(data.images[:, 0], data.images[:, 1]) and torch.equal(data.images[:, 0], data.images[:, 2])
+    assert data.classes == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                            "Bag", "Ankle boot"]
