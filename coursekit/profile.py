@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from coursekit import dry_run
 from coursekit.data import DATASET_NAMES
 from coursekit.provenance import record
 
@@ -75,17 +76,21 @@ class Profile:
     detection_size: int = 64
 
     def banner(self) -> str:
-        """One line a notebook prints at its top: which profile, on which device, at what size."""
+        """One line a notebook prints at its top: which profile, on which device, at what size; in a
+        dry run (``COURSEKIT_DRY_RUN``, ``coursekit.dry_run``) it says so, and what the dry run cuts."""
+        mode = f" {dry_run.describe()};" if dry_run.is_dry_run() else ""
         return (
-            f"coursekit profile '{self.name}' on {self.device}: {self.dataset} "
+            f"coursekit profile '{self.name}'{mode} on {self.device}: {self.dataset} "
             f"({self.num_train} train / {self.num_test} test images at {self.image_size}px), "
             f"{self.backbone} (width {self.width}) / {self.vit} (patch {self.patch_size}), "
             f"{self.epochs} epochs, batch {self.batch_size}. Set {PROFILE_ENV} to change it."
         )
 
     def checkpoint_dir(self, run_name: str) -> Path:
-        """The checkpoint folder of a named run under this profile, e.g. ``profile.checkpoint_dir("simclr")``."""
-        return cache_dir() / "checkpoints" / f"{self.name}-{run_name}"
+        """The checkpoint folder of a named run under this profile, e.g. ``profile.checkpoint_dir("simclr")``;
+        a dry run's runs have their own folder (``<cache>/dry-run/checkpoints``), apart from real runs."""
+        root = cache_dir() / "dry-run" if dry_run.is_dry_run() else cache_dir()
+        return root / "checkpoints" / f"{self.name}-{run_name}"
 
     def replace(self, **changes) -> "Profile":
         """A copy with some fields changed, e.g. ``profile.replace(epochs=1)``."""

@@ -10,7 +10,9 @@
 | ``pets`` | train, test | Oxford-IIIT Pet with segmentation masks, torchvision download |
 
 Files live in ``data_root()`` (``$COURSEKIT_DATA`` or ``~/.cache/coursekit/data``). A dataset that
-must be downloaded and can't be raises ``DatasetUnavailableError``; nothing is silently swapped.
+must be downloaded and can't be raises ``DatasetUnavailableError``; nothing is silently swapped, except
+in a dry run (``COURSEKIT_DRY_RUN=1``, ``coursekit.dry_run``), which downloads nothing and gives a
+missing dataset random stand-in images of its shape and classes (``standin.py``).
 ``ImageSet`` lives in ``images.py``, ``stratified_subset`` in ``subsets.py``, box formats in
 ``boxes.py``; ``export_yolo`` writes shapes in the
 ultralytics YOLO layout (``yolo_export.py``), ``export_coco`` as COCO JSON and ``coco_to_yolo``
@@ -23,7 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .downloads import DatasetUnavailableError, data_root, load_cifar10, load_pets, load_stl10
+from coursekit import dry_run
+
+from .downloads import DatasetDamagedError, DatasetUnavailableError, data_root, load_cifar10, load_pets, load_stl10
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 from .shapes import SHAPE_CLASSES, make_shapes
 from .scenes import SCENE_CLASSES, make_scenes
@@ -31,6 +35,7 @@ from .images import ImageSet, resize_images
 from .subsets import seeded_first, stratified_subset
 from .yolo_export import export_yolo
 from .coco import coco_to_yolo, export_coco
+from .standin import standin
 
 SPLITS = {
     "shapes": ("train", "test"),
@@ -74,24 +79,43 @@ def load_images(name: str, split: str = "train", n: int | None = None, image_siz
 
     Raises:
         ValueError: unknown name or split (the message lists the valid ones), bad ``n``.
-        DatasetUnavailableError: the files are missing and the download failed.
+        DatasetUnavailableError: the files are missing and the download failed. In a dry run
+            (``COURSEKIT_DRY_RUN``, ``coursekit.dry_run``) nothing is downloaded: missing files give
+            random stand-in images of the split's shape and classes (``standin.py``), and every
+            split keeps at most ``dry_run.MAX_IMAGES`` images.
     """
     _check_name_and_split(name, split)
+    try:
+        return _load(name, split, n, image_size, seed, root)
+    except DatasetDamagedError:
+        raise  # a damaged file is a real problem, dry run or not
+    except DatasetUnavailableError:
+        if not dry_run.is_dry_run():
+            raise  # nothing is swapped in a real run
+        return standin(name, split, n, image_size, seed)
+
+
+def _load(name: str, split: str, n: int | None, image_size: int | None, seed: int, root) -> ImageSet:
+    """The real split; in a dry run with at most ``dry_run.MAX_IMAGES`` images (the first of the
+    same seeded order, so a capped split is a prefix of the real one)."""
     if name == "shapes":
         split_seed = 2 * seed + SPLITS["shapes"].index(split)
-        count = SHAPES_SPLIT_SIZES[split] if n is None else n
+        count = dry_run.cap_count(SHAPES_SPLIT_SIZES[split] if n is None else n)
         return make_shapes(count, SHAPES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
     if name == "scenes":
         split_seed = 3 * seed + SPLITS["scenes"].index(split)
-        count = SCENES_SPLIT_SIZES[split] if n is None else n
+        count = dry_run.cap_count(SCENES_SPLIT_SIZES[split] if n is None else n)
         scenes = make_scenes(count, SCENES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
         if split == "unlabeled":
             scenes = ImageSet(scenes.images, torch.full((count,), -1, dtype=torch.long), scenes.classes)
         return scenes
     if name == "pets":
+        if dry_run.is_dry_run():  # every split of Pets holds more than MAX_IMAGES
+            n = dry_run.MAX_IMAGES if n is None else dry_run.cap_count(n)
         return load_pets(split, image_size, n=n, seed=seed, root=root)
     full = _IN_MEMORY_LOADERS[name](split, root)
-    picked = full.subset(seeded_first(len(full), n, seed))
+    index = seeded_first(len(full), n, seed)
+    picked = full.subset(index[:dry_run.cap_count(len(index))])
     if image_size is not None:
         picked.images = resize_images(picked.images, image_size)
     return picked

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from coursekit import dry_run
+
 from .images import ImageSet, resize_images
 from .subsets import seeded_first
 
@@ -63,15 +65,18 @@ def _network_timeout(seconds: float) -> Iterator[None]:
 
 
 def open_or_download(dataset: str, folder: Path, make: Callable[..., object], hint: str = "") -> object:
-    """``make(download=False)`` when the files are there, else ``make(download=True)``.
+    """``make(download=False)`` when the files are there, else ``make(download=True)`` (never in a
+    dry run, ``coursekit.dry_run``: it must not spend minutes and gigabytes on data it replaces).
 
     Raises:
-        DatasetUnavailableError: the files are missing and the download failed.
+        DatasetUnavailableError: the files are missing and the download failed (or was not tried:
+            dry run).
     """
     try:
         return make(download=False)
-    except RuntimeError:  # torchvision: "Dataset not found or corrupted"
-        pass
+    except RuntimeError as error:  # torchvision: "Dataset not found or corrupted"
+        if dry_run.is_dry_run():
+            raise unavailable_error(dataset, folder, FileNotFoundError("a dry run downloads nothing"), hint) from error
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with _network_timeout(DOWNLOAD_TIMEOUT_S):

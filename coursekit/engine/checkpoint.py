@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from coursekit import dry_run
+
 CHECKPOINT_NAME = "checkpoint.pt"  # a run's checkpoint in its checkpoint_dir
 BACKBONE_FORMAT = "coursekit-backbone"  # the "format" of a backbone file written by coursekit export --format state_dict
 MAGIC = b"\ncoursekit-checkpoint-v1\n"
@@ -159,11 +161,14 @@ def checkpoint_path(checkpoint_dir: str | os.PathLike | None) -> Path | None:
 
 def finished_run(checkpoint_dir: str | os.PathLike) -> bool:
     """Whether ``checkpoint_dir`` holds a finished run: ``load_or_train`` would load it, not train.
-    (Whether its settings match is checked when it is loaded.)"""
+    (Whether its settings match is checked when it is loaded.) A dry run's checkpoint (its settings
+    hold ``dry_run``: ``coursekit.dry_run``) is finished only for another dry run, never for a real one."""
     path = checkpoint_path(checkpoint_dir)
     if not path.is_file():
         return False
     state = load_checkpoint(path)
+    if ("dry_run" in state["settings"]) != dry_run.is_dry_run():
+        return False
     return state["step"] == state["total_steps"]
 
 

@@ -12,6 +12,10 @@ for every method::
         every log_every steps: losses and collapse metrics to the host, one copy
         every checkpoint_every steps: save everything, atomically
 
+In a dry run (``COURSEKIT_DRY_RUN=1``, ``coursekit.dry_run``) a run stops after
+``dry_run.MAX_STEPS`` steps (the schedules see that shortened run) and its checkpoint records the
+dry run in its settings, so that a real run refuses it instead of loading it as finished.
+
 Resume is exact: the order of the images in an epoch comes from a generator seeded by
 ``(seed, epoch)``, the augmentations of a step from one seeded by ``(seed, step, rank)``, and a
 checkpoint holds the method (teachers, queues, centers included), the optimizer, the gradient
@@ -49,6 +53,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from coursekit import dry_run
 from coursekit.engine import distributed
 from coursekit.engine.batches import Data, StepIndexBatches, check_data, data_fingerprint, step_batches
 from coursekit.engine.checkpoint import checkpoint_path, restore_training_state, save_checkpoint, training_state
@@ -214,7 +219,7 @@ def run_settings(method: nn.Module, data: Data, config: TrainConfig, precision: 
     """Everything a checkpoint must agree on to be reused: method and every one of its options
     (``hparams()``: temperature, momentum, views...), architecture, training settings (precision
     and memory format resolved), data, number of processes, and the caller's own ``settings``
-    (e.g. dataset, backbone name and width)."""
+    (e.g. dataset, backbone name and width); in a dry run, ``dry_run.checkpoint_marker()``."""
     backbone = getattr(method, "backbone", None)
     return {
         "method": type(method).__name__,
@@ -225,6 +230,7 @@ def run_settings(method: nn.Module, data: Data, config: TrainConfig, precision: 
         "data": data_fingerprint(data),
         "world_size": distributed.world_size(),
         "extra": dict(settings or {}),
+        **dry_run.checkpoint_marker(),  # a dry run's capped checkpoint: refused by a real run
     }
 
 
@@ -324,7 +330,7 @@ def _fit(method, data, config, checkpoint_dir, resume, progress, device, setting
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {num_images // world} images "
                          f"per process ({num_images} images, {world} processes): lower batch_size")
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = dry_run.cap_steps(config.epochs * steps_per_epoch)  # a dry run stops after a few steps
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     precision = resolve_precision(config.precision, device)
     channels_last = use_channels_last(method, device) if config.channels_last is None else config.channels_last

@@ -8,11 +8,13 @@ differs between the tasks is the loss of a batch, which the caller gives as a fu
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from coursekit import dry_run
 from coursekit.engine.batches import shuffled_batches
 from coursekit.engine.device import resolve_precision
 from coursekit.engine.progress import progress_bar
@@ -34,15 +36,16 @@ def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int
         cosine: decay every group's learning rate to 0 with a half cosine over the run (else constant).
 
     Returns:
-        The loss of every step, copied to the host once, at the end.
+        The loss of every step, copied to the host once, at the end. In a dry run
+        (``coursekit.dry_run``) the loop stops after ``dry_run.MAX_STEPS`` steps.
     """
-    total_steps = epochs * -(-num_items // batch_size)
+    total_steps = dry_run.cap_steps(epochs * -(-num_items // batch_size))  # a dry run stops after a few steps
     schedule = (lambda step: cosine_schedule(step, total_steps, 0, 1.0, 0.0)) if cosine else None
     optimizer_step = OptimizerStep(optimizer, resolve_precision(precision, device), device, schedule=schedule)
     losses = []  # device tensors
     model.train()
     bar = progress_bar(total_steps, desc, progress)
-    for step, _, indices in shuffled_batches(num_items, batch_size, epochs, seed, device):
+    for step, _, indices in itertools.islice(shuffled_batches(num_items, batch_size, epochs, seed, device), total_steps):
         with optimizer_step.autocast():
             loss = batch_loss(step, indices)
         optimizer_step(loss, step)
@@ -53,6 +56,8 @@ def train_supervised(model: nn.Module, num_items: int, batch_loss: Callable[[int
 
 
 def epoch_means(step_losses: list[float], epochs: int) -> list[float]:
-    """The mean of every epoch's step losses (``epochs`` equal runs of steps)."""
-    steps = len(step_losses) // epochs
-    return [sum(step_losses[i * steps:(i + 1) * steps]) / steps for i in range(epochs)]
+    """The mean of every epoch's step losses (``epochs`` equal runs of steps). A dry run's loop,
+    cut short (``coursekit.dry_run``), may hold fewer steps than epochs: then each step is an
+    epoch, and the list is as long as the steps."""
+    steps = max(1, len(step_losses) // epochs)
+    return [sum(step_losses[i * steps:(i + 1) * steps]) / steps for i in range(min(epochs, len(step_losses) // steps))]

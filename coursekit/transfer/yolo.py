@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from coursekit import dry_run
 from coursekit.engine import History, TrainConfig, fit, load_or_train
 from coursekit.methods import DINO
 from coursekit.models.yolo import YOLOBackbone, check_size, detection_model, dino_local_size, yolo_backbone
@@ -192,7 +193,8 @@ def finetune(
     ``warmup_epochs``, ``val``...).
 
     Args:
-        fraction: share of the training images to use (ultralytics takes the first ones).
+        fraction: share of the training images to use (ultralytics takes the first ones). In a
+            dry run (``coursekit.dry_run``): one epoch of about ``dry_run.MAX_STEPS`` batches.
 
     Returns:
         ``{"mAP50", "mAP50-95", "precision", "recall", "weights", "save_dir"}``; ``weights`` is
@@ -205,6 +207,8 @@ def finetune(
         raise FileNotFoundError(f"dataset yaml not found: {data_yaml}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if dry_run.is_dry_run():
+        epochs, fraction = 1, dry_run_fraction(data_yaml, batch, fraction)
     yolo = YOLO(str(pt_path))
     settings = {"workers": 0, "plots": False, "verbose": False, "exist_ok": True, **kw}
     yolo.train(
@@ -214,6 +218,18 @@ def finetune(
     trainer = yolo.trainer
     weights = trainer.best if trainer.best.exists() else trainer.last
     return {**_box_metrics(trainer.validator.metrics), "weights": str(weights), "save_dir": str(trainer.save_dir)}
+
+
+def dry_run_fraction(data_yaml: str | Path, batch: int, fraction: float) -> float:
+    """The share of the training images (of the folder ``data_yaml`` names, as ``export_yolo``
+    writes it) that makes about ``dry_run.MAX_STEPS`` batches, at most ``fraction``: ultralytics'
+    own loop cannot be stopped after a number of steps, but it keeps ``round(n * fraction)`` images."""
+    import yaml
+
+    spec = yaml.safe_load(Path(data_yaml).read_text())
+    folder = Path(spec.get("path", Path(data_yaml).parent)) / spec["train"]
+    count = sum(1 for path in folder.iterdir() if path.is_file()) if folder.is_dir() else 0
+    return fraction if count == 0 else min(fraction, dry_run.MAX_STEPS * batch / count)
 
 
 def _box_metrics(metrics) -> dict[str, float]:

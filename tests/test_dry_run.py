@@ -1,0 +1,50 @@
+"""The dry-run switch (coursekit/dry_run.py) and what the profile says of it."""
+from __future__ import annotations
+
+import pytest
+
+from coursekit import dry_run
+from coursekit.profile import get_profile
+from coursekit.recipes import get_recipe
+from coursekit.methods import METHODS
+
+
+@pytest.mark.parametrize("value, on", [("", False), ("0", False), ("false", False), ("off", False),
+                                       ("1", True), ("yes", True), ("true", True)])
+def test_the_variable_switches_the_dry_run(monkeypatch, value, on):
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, value)
+    assert dry_run.is_dry_run() is on
+    assert dry_run.cap_steps(1000) == (dry_run.MAX_STEPS if on else 1000)
+    assert dry_run.cap_count(50000) == (dry_run.MAX_IMAGES if on else 50000)
+    assert bool(dry_run.checkpoint_marker()) is on
+
+
+def test_caps_never_raise_a_count(monkeypatch):
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "1")
+    assert dry_run.cap_steps(1) == 1 and dry_run.cap_count(10) == 10
+
+
+def test_a_split_holds_two_batches_of_every_full_recipe():
+    largest = max(get_recipe(method, "full").batch_size for method in METHODS)
+    assert largest == 512  # the full profile's batch
+    assert dry_run.MAX_IMAGES >= 2 * max(largest, get_profile("full", device="cpu").batch_size)
+
+
+def test_the_banner_says_dry_run_only_in_a_dry_run(monkeypatch):
+    monkeypatch.delenv(dry_run.DRY_RUN_ENV, raising=False)
+    profile = get_profile("full", device="cpu")
+    assert "dry run" not in profile.banner()
+    assert profile.banner().startswith("coursekit profile 'full' on cpu: cifar10")
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "1")
+    assert profile.banner().startswith(
+        f"coursekit profile 'full' (dry run): random stand-in images, {dry_run.MAX_STEPS} steps per loop")
+
+
+def test_a_dry_run_keeps_its_checkpoints_apart(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSEKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv(dry_run.DRY_RUN_ENV, raising=False)
+    profile = get_profile("full", device="cpu")
+    real = profile.checkpoint_dir("simclr")
+    assert real == tmp_path / "checkpoints" / "full-simclr"
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "1")
+    assert profile.checkpoint_dir("simclr") == tmp_path / "dry-run" / "checkpoints" / "full-simclr"
