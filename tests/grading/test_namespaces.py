@@ -34,6 +34,17 @@ attempt("reach a host TCP port", lambda: socket.create_connection(("127.0.0.1", 
 attempt("reach a host abstract socket", lambda: socket.socket(socket.AF_UNIX).connect("\0" + abstract))
 attempt("write its own folder", lambda: open("mine.txt", "w").write("mine"))
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", token], start_new_session=True)
+# a leader whose main thread exits (a zombie in ps) while a thread named by the token keeps running
+ZOMBIE_LEADER = """import ctypes, sys, threading, time
+def worker():
+    ctypes.CDLL(None).prctl(15, sys.argv[1][:15].encode(), 0, 0, 0)  # PR_SET_NAME: the thread's comm
+    time.sleep(60)
+threading.Thread(target=worker).start()
+time.sleep(0.5)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+subprocess.Popen([sys.executable, "-c", ZOMBIE_LEADER, token], start_new_session=True)
+time.sleep(1)
 print(json.dumps(tried))
 '''
 
@@ -65,6 +76,9 @@ def test_a_kernel_in_namespaces_reaches_only_its_own_folder_and_ends_with_everyt
     while _processes_with(token) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_with(token) == []  # the detached sleeper ended with its namespace
+    while _threads_named(token[:15]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _threads_named(token[:15]) == []  # and the thread of the zombie leader with it
     listener.close()
     host_socket.close()
 
@@ -75,6 +89,17 @@ def _processes_with(token: str) -> list[int]:
         try:
             if token.encode() in cmdline.read_bytes():
                 found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _threads_named(name: str) -> list[str]:
+    found = []
+    for comm in Path("/proc").glob("[0-9]*/task/[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == name:
+                found.append(str(comm.parent))
         except OSError:
             continue
     return found

@@ -547,12 +547,12 @@ def _worker(path: Path, options: dict) -> bytes:
 def hidden_paths(outputs: list[Path | None], submissions: list[Path]) -> tuple[Path, ...]:
     """What a kernel must not see: the grader's output files and the submissions, each by its folder
     when that folder holds nothing the kernel needs, else by itself. The package, the Python
-    installation, Jupyter's runtime files and the temporary folder (which holds the kernel's
-    connection file) stay readable, read-only."""
+    installation, Jupyter's runtime files and the temporary folders (which hold the kernel's
+    connection file and the private folders) stay readable, read-only."""
     from jupyter_core.paths import jupyter_runtime_dir
 
     needed = [PACKAGE_DIR.parent, Path(sys.prefix), Path(sys.base_prefix), Path(jupyter_runtime_dir()),
-              Path(tempfile.gettempdir())]
+              Path(tempfile.gettempdir()), Path("/tmp")]  # the private folders are made in one of these two
     needed = [Path(os.path.realpath(p)) for p in needed]
     hidden: list[Path] = []
     for path in [Path(os.path.realpath(p)) for p in [*outputs, *submissions] if p is not None]:

@@ -106,8 +106,8 @@ def isolated_command(argv: list[str], folders: "Folders", hidden: Sequence[Path]
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                "--dev", "/dev", "--proc", "/proc"]
     for path in hidden:  # before the private root is bound: a hidden folder may hold it
-        if path.is_dir():
-            command += ["--tmpfs", str(path)]
+        if path.is_dir():  # an empty folder there, read-only
+            command += ["--tmpfs", str(path), "--remount-ro", str(path)]
         elif path.exists():
             command += ["--ro-bind", "/dev/null", str(path)]
     command += ["--bind", str(folders.root), str(folders.root), "--ro-bind", str(folders.channel),
