@@ -24,6 +24,7 @@ from coursekit.grading import grade
 from coursekit.grading.batch import find_submissions, homework_of, written_answers
 from coursekit.grading.batch import sandbox
 from coursekit.grading.batch.results import progress_path
+from tests.conftest import processes_with
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "submissions"
 # With namespaces (bubblewrap) the package is read-only to a submission: it cannot change it at all
@@ -56,17 +57,6 @@ def test_written_answers_are_the_text_under_each_question():
     answers = written_answers(nbformat.v4.new_notebook(cells=cells), "99_none")
     assert [(a["question"], a["answer"]) for a in answers] == [("Question 1", "Why?\n\nBecause.\n\nMore."),
                                                              ("Question 2", "How?")]
-
-
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if token.encode() in environ.read_bytes():
-                found.append(int(environ.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.slow
@@ -133,7 +123,7 @@ def test_a_class_of_broken_hostile_and_honest_submissions(tmp_path):
     assert feedback["good_02_simclr"]["answers"][0]["answer"].endswith("Because two crops share their colors.")
     assert len(progress_path(out).read_text().splitlines()) == len(rows)
 
-    assert _processes_with(token) == []  # the sleeps and the daemon of hostile_background are gone
+    assert processes_with(token) == []  # the sleeps and the daemon of hostile_background are gone
     listener.close()
     for place in (home, tmp):  # hostile_tmpdir cleaned only its own folders
         assert (place / "precious.txt").read_text() == "keep me"

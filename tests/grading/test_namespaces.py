@@ -15,6 +15,7 @@ import pytest
 
 from coursekit.grading.batch import sandbox
 from coursekit.grading.batch.runner import PACKAGE_DIR, hidden_paths
+from tests.conftest import processes_with
 
 needs_namespaces = pytest.mark.skipif(not sandbox.namespaces_available(), reason="bubblewrap cannot make namespaces here")
 
@@ -64,7 +65,9 @@ def test_a_kernel_in_namespaces_reaches_only_its_own_folder_and_ends_with_everyt
     token = f"coursekit-daemon-{os.getpid()}-{time.monotonic_ns()}"
     folders = sandbox.Folders(tmp_path / "private")
     argv = [sys.executable, "-c", PROBE, str(package), str(secret), str(listener.getsockname()[1]), abstract, token]
-    finished = subprocess.run(sandbox.isolated_command(argv, folders, hidden=[secret.parent]), capture_output=True,
+    (secret.parent / "inner").mkdir()  # hidden with its folder: named too, as the grader may name it
+    hidden = [secret.parent, secret.parent / "inner", secret]
+    finished = subprocess.run(sandbox.isolated_command(argv, folders, hidden=hidden), capture_output=True,
                               text=True, timeout=60)
     assert finished.returncode == 0, finished.stderr[-2000:]
     tried = json.loads(finished.stdout.splitlines()[-1])
@@ -73,25 +76,14 @@ def test_a_kernel_in_namespaces_reaches_only_its_own_folder_and_ends_with_everyt
     assert tried["read the grader's output"] != "done"  # the folder is an empty one there
     assert tried["reach a host TCP port"] != "done" and tried["reach a host abstract socket"] != "done"
     deadline = time.monotonic() + 5
-    while _processes_with(token) and time.monotonic() < deadline:
+    while processes_with(token, "cmdline") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_with(token) == []  # the detached sleeper ended with its namespace
+    assert processes_with(token, "cmdline") == []  # the detached sleeper ended with its namespace
     while _threads_named(token[:15]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _threads_named(token[:15]) == []  # and the thread of the zombie leader with it
     listener.close()
     host_socket.close()
-
-
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if token.encode() in cmdline.read_bytes():
-                found.append(int(cmdline.parent.name))
-        except OSError:
-            continue
-    return found
 
 
 def _threads_named(name: str) -> list[str]:

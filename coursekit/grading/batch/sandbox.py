@@ -105,17 +105,23 @@ def isolated_command(argv: list[str], folders: "Folders", hidden: Sequence[Path]
     by empty ones, no network; everything ends when ``argv`` ends or the grader dies."""
     command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--ro-bind", "/", "/",
                "--dev", "/dev", "--proc", "/proc"]
-    for path in hidden:  # before the private root is bound: a hidden folder may hold it
-        if path.is_dir():  # an empty folder there, read-only
-            command += ["--tmpfs", str(path), "--remount-ro", str(path)]
-        elif path.exists():
+    folders_hidden = [path for path in hidden if path.is_dir()]
+    # a path inside a hidden folder is hidden with it (and could not be mounted on there)
+    outermost = [path for path in folders_hidden if not any(other in path.parents for other in folders_hidden)]
+    for path in outermost:  # an empty folder there (made read-only below, once nothing is mounted inside)
+        command += ["--tmpfs", str(path)]
+    for path in hidden:  # a file by itself: empty there
+        if path.is_file() and not any(folder in path.parents for folder in outermost):
             command += ["--ro-bind", "/dev/null", str(path)]
     command += ["--bind", str(folders.root), str(folders.root), "--ro-bind", str(folders.channel),
                 str(folders.channel), "--chdir", str(folders.work),
                 # a Jupyter kernel polls the pid of its launcher, which does not exist in the new PID
                 # namespace, and would exit at once; 1 (init) turns the polling off (and keeps it quiet),
                 # and --die-with-parent ends it with the grader instead
-                "--setenv", "JPY_PARENT_PID", "1", "--"]
+                "--setenv", "JPY_PARENT_PID", "1"]
+    for path in outermost:
+        command += ["--remount-ro", str(path)]
+    command.append("--")
     return command + argv
 
 
