@@ -262,7 +262,8 @@ def grade_submission(path: Path, timeout: float = DEFAULT_TIMEOUT, homework: str
         else:
             failure = "the kernel did not answer the grader (it crashed, or the notebook broke it)"
         finally:
-            ended = sandbox.end_new_processes(before)  # before the folders go: nothing may write there
+            # before the folders go: nothing may write there (a kernel's namespace is given a moment to end)
+            ended = sandbox.end_new_processes(before, grace=2.0 if sandbox.namespaces_available() else 0.0)
     if ended:
         result.reason = f"{ended} leftover process(es) ended"
     if grades is None:

@@ -179,8 +179,15 @@ def descendants(root: int | None = None) -> set[tuple[int, str]]:
     return found
 
 
-def end_new_processes(before: set[tuple[int, str]]) -> int:
-    """Kill every descendant that was not in ``before`` (until none is left); the number killed."""
+def end_new_processes(before: set[tuple[int, str]], grace: float = 0.0) -> int:
+    """Kill every descendant that was not in ``before`` (until none is left); the number killed.
+    ``grace``: seconds given first to those that are ending anyway (a sandbox's bwrap after its kernel),
+    so that only what would have stayed is counted as left over."""
+    deadline = time.monotonic() + grace
+    while descendants() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+        for pid, _ in descendants() - before:
+            _reap(pid)
     killed: set[int] = set()
     for _ in range(100):
         new = descendants() - before
