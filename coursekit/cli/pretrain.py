@@ -59,18 +59,11 @@ from coursekit.cli import UsageError
 from coursekit.data import DATASET_NAMES, load_images
 from coursekit.engine import PRECISIONS, TrainConfig, distributed, fit
 from coursekit.engine.checkpoint import CHECKPOINT_NAME, remove_stale_temporaries
-from coursekit.methods import METHODS, build_method
+from coursekit.methods import METHODS, build_method, command_line_options
 from coursekit.models import BACKBONES, YOLO_BACKBONES, build_backbone
 from coursekit.profile import PROFILE_NAMES, get_profile
 from coursekit.recipes import VIT_METHODS, Recipe, build_report, get_recipe, protocol_scores
 
-# Method options on the command line -> the constructor argument of each method that has one.
-METHOD_OPTIONS = {
-    "temperature": {"simclr": "temperature", "moco": "temperature", "dino": "student_temp"},
-    "momentum": {"moco": "momentum", "byol": "momentum", "dino": "momentum"},
-    "mask_ratio": {"mae": "mask_ratio"},
-    "queue_size": {"moco": "queue_size"},
-}
 # Smallest batch per process: BatchNorm needs two images; MoCo's shuffled BN needs two groups of two.
 MIN_BATCH = {"moco": 4}
 DEFAULT_MIN_BATCH = 2
@@ -120,10 +113,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "picked are the profile's, the same for every seed)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N, mps (default: the profile's; under torchrun cuda:LOCAL_RANK)")
     methods = parser.add_argument_group("method options (default: the recipe's, else the method's own)")
-    methods.add_argument("--temperature", type=float, help="softmax temperature (SimCLR, MoCo; DINO's student)")
-    methods.add_argument("--momentum", type=float, help="base EMA momentum of the teacher (MoCo, BYOL, DINO)")
-    methods.add_argument("--mask-ratio", type=float, help="fraction of the patches removed (MAE)")
-    methods.add_argument("--queue-size", type=int, help="negatives kept in the queue (MoCo)")
+    for name, per_method in command_line_options().items():  # each method declares its own (Method.command_line)
+        meanings: dict[str, list[str]] = {}
+        for method, option in per_method.items():
+            meanings.setdefault(option.help, []).append(method)
+        methods.add_argument(flag(name), type=next(iter(per_method.values())).type,
+                             help="; ".join(f"{meaning} ({', '.join(names)})" for meaning, names in meanings.items()))
     parser.add_argument("--report", type=Path, metavar="FILE",
                         help="write a JSON report: recipe, steps, seconds, accuracies at random init and pretrained")
 
@@ -139,7 +134,7 @@ def flag(name: str) -> str:
 
 def check_values(args: argparse.Namespace) -> None:
     """Refuse values that make no sense, naming the flag and what it needs."""
-    for name in ("epochs", "batch_size", "num_images", "num_test", "image_size", "width", "patch_size", "queue_size"):
+    for name in ("epochs", "batch_size", "num_images", "num_test", "image_size", "width", "patch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"{flag(name)} must be at least 1; got {value}")
@@ -151,29 +146,27 @@ def check_values(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value >= 0):
             raise UsageError(f"{flag(name)} must be 0 or more; got {value}")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
-        raise UsageError(f"--temperature must be a positive number; got {args.temperature}")
-    if args.momentum is not None and not 0 <= args.momentum <= 1:
-        raise UsageError(f"--momentum must be between 0 and 1; got {args.momentum}")
-    if args.mask_ratio is not None and not 0 < args.mask_ratio < 1:
-        raise UsageError(f"--mask-ratio must be between 0 and 1 (both excluded); got {args.mask_ratio}")
+    given_method_options(args)  # the method options: each as its method declares it
     if args.resume and args.checkpoint_dir is None:
         raise UsageError("--resume needs --checkpoint-dir (the folder of the run to continue)")
 
 
 def given_method_options(args: argparse.Namespace) -> dict:
     """The method options given on the command line, as the method's constructor arguments.
-    A flag the chosen method does not have is refused."""
+    A flag the chosen method does not have, or a value it does not accept, is refused."""
     options = {}
-    for name, per_method in METHOD_OPTIONS.items():
+    for name, per_method in command_line_options().items():
         value = getattr(args, name)
         if value is None:
             continue
-        if args.method not in per_method:
-            own = [flag(option) for option, methods in METHOD_OPTIONS.items() if args.method in methods]
+        option = per_method.get(args.method)
+        if option is None:
+            own = [flag(o.flag) for o in METHODS[args.method].command_line]
             raise UsageError(f"{flag(name)} is not an option of {args.method} (its options: {', '.join(own) or 'none'}); "
                              f"{flag(name)} applies to {', '.join(per_method)}")
-        options[per_method[args.method]] = value
+        if not option.accepts(value):
+            raise UsageError(f"{flag(name)} must be {option.rule}; got {value}")
+        options[option.argument] = value
     return options
 
 
@@ -293,7 +286,7 @@ def load_split(dataset: str, split: str, n: int, image_size: int):
         raise UsageError(f"{dataset} {split}: {error} (check {option})") from None
 
 
-# Flags that change a recipe's value (the method options are METHOD_OPTIONS).
+# Flags that change a recipe's value (the method options are command_line_options()).
 RECIPE_FLAGS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "backbone", "width", "patch_size",
                 "image_size")
 
@@ -321,7 +314,7 @@ class Plan:
 
     def describe(self, args: argparse.Namespace) -> str:
         """The recipe, then the values this run uses and the flags that changed them."""
-        changed = [flag(name) for name in (*RECIPE_FLAGS, *METHOD_OPTIONS) if getattr(args, name) is not None]
+        changed = [flag(name) for name in (*RECIPE_FLAGS, *command_line_options()) if getattr(args, name) is not None]
         if self.recipe_views:
             views = "the recipe's views"
         elif self.backbone in YOLO_BACKBONES:

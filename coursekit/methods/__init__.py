@@ -7,7 +7,7 @@ Losses are plain functions (``nt_xent``, ``infonce``, ``regression_loss``, ``din
 
 from torch import nn
 
-from coursekit.methods.base import Method, constructor_options, embedding_std
+from coursekit.methods.base import CommandLineOption, Method, constructor_options, embedding_std
 from coursekit.methods.byol import BYOL, regression_loss
 from coursekit.methods.dino import DINO, dino_loss, update_center
 from coursekit.methods.ema import cosine_momentum, momentum_update
@@ -27,6 +27,16 @@ def method_options(name: str) -> dict[str, object]:
     return constructor_options(METHODS[name])
 
 
+def command_line_options() -> dict[str, dict[str, CommandLineOption]]:
+    """Every flag the methods declare (``Method.command_line``) -> {method name: its option}, in the
+    order of ``METHODS``: what ``coursekit pretrain`` offers, and which methods take each flag."""
+    flags: dict[str, dict[str, CommandLineOption]] = {}
+    for name, cls in METHODS.items():
+        for option in cls.command_line:
+            flags.setdefault(option.flag, {})[name] = option
+    return flags
+
+
 def build_method(name: str, backbone: nn.Module, **options) -> Method:
     """The method ``name`` (simclr, moco, byol, dino, mae) on ``backbone``; options go to its
     class (see ``method_options(name)``: image_size, temperature, momentum, queue_size,
@@ -41,6 +51,7 @@ def build_method(name: str, backbone: nn.Module, **options) -> Method:
 
 __all__ = [
     "BYOL",
+    "CommandLineOption",
     "DINO",
     "MAE",
     "METHODS",
@@ -48,6 +59,7 @@ __all__ = [
     "MoCo",
     "SimCLR",
     "build_method",
+    "command_line_options",
     "cosine_momentum",
     "dino_loss",
     "embedding_std",

@@ -14,6 +14,9 @@ and after the step reads ``method.step_metrics`` (detached 0-d tensors, see ``re
 from __future__ import annotations
 
 import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,27 @@ def constructor_options(cls: type) -> dict[str, object]:
     return {name: p.default for name, p in parameters.items() if name not in ("self", "backbone", "views")}
 
 
+@dataclass(frozen=True)
+class CommandLineOption:
+    """A method option that ``coursekit pretrain --<flag>`` sets: the constructor argument it fills
+    (DINO's ``--temperature`` is its ``student_temp``), its type, what it means, the values it accepts
+    and, for the error message, what those are. Methods list theirs in ``command_line``; the command
+    line is made from them."""
+
+    flag: str
+    argument: str
+    type: type
+    help: str
+    accepts: Callable[[object], bool]
+    rule: str
+
+
+TEMPERATURE = CommandLineOption("temperature", "temperature", float, "softmax temperature",
+                                lambda v: math.isfinite(v) and v > 0, "a positive number")
+MOMENTUM = CommandLineOption("momentum", "momentum", float, "base EMA momentum of the teacher",
+                             lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
 class Method(nn.Module):
     """Base class of the self-supervised methods (see the module docstring for the call order).
 
@@ -49,6 +73,7 @@ class Method(nn.Module):
 
     backbone: nn.Module
     views: object
+    command_line: tuple[CommandLineOption, ...] = ()  # the options ``coursekit pretrain`` exposes
 
     def __init__(self) -> None:
         super().__init__()

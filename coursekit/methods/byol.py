@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coursekit.augment import BYOLViews, Views
-from coursekit.methods.base import Method
+from coursekit.methods.base import MOMENTUM, Method
 from coursekit.methods.ema import make_target
 from coursekit.models import PredictionHead, ProjectionHead
 
@@ -48,6 +48,8 @@ class BYOL(Method):
     rate constant for the same reason). On short runs the encoder learns sooner with 10.
     ``views``: the recipe (default ``BYOLViews(image_size)``).
     """
+
+    command_line = (MOMENTUM,)
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, momentum: float = 0.99,
                  hidden_dim: int | None = None, out_dim: int = 128, predictor: bool = True,

@@ -11,6 +11,7 @@ sharpening (a low teacher temperature) keeps the output from becoming uniform. T
 avoid collapse.
 """
 
+import dataclasses
 from itertools import groupby
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import DINOViews, Views
-from coursekit.methods.base import Method
+from coursekit.methods.base import MOMENTUM, TEMPERATURE, Method
 from coursekit.methods.ema import make_target
 from coursekit.models import DINOHead
 
@@ -109,6 +110,9 @@ class DINO(Method):
     ``views``: the recipe (default ``DINOViews(image_size, local_size, n_local)``; the first two
     views are the teacher's global crops).
     """
+
+    command_line = (dataclasses.replace(TEMPERATURE, argument="student_temp",
+                                        help="the student's softmax temperature"), MOMENTUM)
 
     # DINO evaluates and transfers the teacher: the better encoder during training (Caron et al.
     # 2021, section 5.3: the EMA teacher acts like Polyak averaging, an ensemble of past students).

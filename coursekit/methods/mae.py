@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from coursekit.augment import MAEViews, Views, denormalize, normalize, to_float
-from coursekit.methods.base import Method
+from coursekit.methods.base import CommandLineOption, Method
 from coursekit.models.vit import Block
 
 
@@ -135,6 +135,9 @@ class MAE(Method):
     normalized with norm_pix (the paper's better setting). ``views``: the recipe (default
     ``MAEViews(image_size)``: crop and flip, no color).
     """
+
+    command_line = (CommandLineOption("mask_ratio", "mask_ratio", float, "fraction of the patches removed",
+                                      lambda v: 0 < v < 1, "between 0 and 1 (both excluded)"),)
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, mask_ratio: float = 0.75,
                  norm_pix: bool = True, decoder_dim: int | None = None, decoder_depth: int = 2,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews, Views
-from coursekit.methods.base import Method
+from coursekit.methods.base import MOMENTUM, TEMPERATURE, CommandLineOption, Method
 from coursekit.methods.ema import make_target, momentum_update  # momentum_update: the homework's reference
 from coursekit.models import ProjectionHead
 
@@ -72,6 +72,10 @@ class MoCo(Method):
     With a ViT backbone (LayerNorm, no BN) the grouping changes nothing but the batch shapes.
     ``views``: the recipe (default ``SimCLRViews(image_size)``, MoCo v2's augmentations).
     """
+
+    command_line = (TEMPERATURE, MOMENTUM,
+                    CommandLineOption("queue_size", "queue_size", int, "negatives kept in the queue", lambda v: v >= 1,
+                                      "at least 1"))
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.2,
                  queue_size: int = 4096, momentum: float = 0.99, bn_groups: int = 2,

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from coursekit.engine import distributed
 from coursekit.augment import SimCLRViews, Views
-from coursekit.methods.base import Method
+from coursekit.methods.base import TEMPERATURE, Method
 from coursekit.models import ProjectionHead
 
 
@@ -72,6 +72,8 @@ class SimCLR(Method):
     processes. Nothing to update after a step: SimCLR has no teacher. ``views``: the recipe
     (default ``SimCLRViews(image_size)``).
     """
+
+    command_line = (TEMPERATURE,)
 
     def __init__(self, backbone: nn.Module, image_size: int = 32, temperature: float = 0.5,
                  hidden_dim: int | None = None, out_dim: int = 128, views: Views | None = None):

@@ -259,3 +259,11 @@ def test_options_the_method_refuses_are_one_line(capsys):
     line = error_line(capsys, [*mae, "--mask-ratio", "0.99"])  # 16 patches: none would stay visible
     assert "mae refuses the options {'mask_ratio': 0.99" in line
     assert "mask_ratio 0.99 must keep at least one of 16 patches" in line
+
+
+def test_a_method_flag_reaches_the_argument_its_method_declares(tmp_path, capsys):
+    """--temperature is DINO's student_temp: the run's checkpoint records it there."""
+    checkpoint = tmp_path / "dino"
+    assert main(["pretrain", "--method", "dino", *TINY, "--temperature", "0.25", "--checkpoint-dir", str(checkpoint)]) == 0
+    hparams = load_checkpoint(checkpoint / "checkpoint.pt")["settings"]["hparams"]
+    assert hparams["student_temp"] == 0.25

@@ -303,3 +303,16 @@ def test_distributed_helpers_are_identity_without_a_process_group():
     torch.testing.assert_close(distributed.concat_all_gather(x), x.detach())
     torch.testing.assert_close(distributed.all_reduce_mean(x), x.detach())
     torch.testing.assert_close(gathered_nt_xent(x, x.flip(0), 0.5), nt_xent(x, x.flip(0), 0.5))
+
+
+def test_every_declared_command_line_option_sets_a_constructor_argument_and_a_flag_has_one_type():
+    from coursekit.methods import command_line_options, method_options
+
+    for name, cls in METHODS.items():
+        for option in cls.command_line:
+            default = method_options(name)[option.argument]  # a KeyError names an option the method does not have
+            assert option.accepts(default), (name, option.flag, default)  # the method's own default is valid
+            assert isinstance(default, option.type), (name, option.flag)
+    for flag, per_method in command_line_options().items():
+        assert len({option.type for option in per_method.values()}) == 1, flag
+        assert list(per_method) == [name for name in METHODS if flag in {o.flag for o in METHODS[name].command_line}]
