@@ -17,9 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "test_dry_run.sh"
 
 
-def probe(path: Path, source: str) -> Path:
+def probe(path: Path, source: str, checked_output: str | None = None) -> Path:
+    """A one-cell notebook; with ``checked_output``, the cell is tagged nbval-check-output and stores it."""
     notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source)]
+    cell = nbformat.v4.new_code_cell(source)
+    if checked_output is not None:
+        cell.metadata["tags"] = ["nbval-check-output"]
+        cell.execution_count = 1
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=checked_output)]
+    notebook.cells = [cell]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(notebook, path)
     return path
@@ -56,3 +62,14 @@ def test_the_default_list_collects_lessons_solutions_and_exercises():
     assert "notebooks/02_simclr.ipynb" in collected and "notebooks/08_dinov2.ipynb" in collected
     for folder in ("solutions", "exercises"):
         assert {f"{folder}/{p.name}" for p in (ROOT / folder).glob("*.ipynb")} <= collected
+
+
+def test_checked_outputs_are_compared_without_their_numbers(tmp_path):
+    """The stored outputs come from another profile: other shapes and scores, the same words."""
+    code = "print('patches:', (8, 64, 48), 'agree:', 1 + 1 == 2)"
+    other_numbers = probe(tmp_path / "numbers.ipynb", code, "patches: (8, 16, 192) agree: True\n")
+    other_words = probe(tmp_path / "words.ipynb", code, "patches: (8, 64, 48) agree: False\n")
+    result = run_script(str(other_numbers), "-q")
+    assert result.returncode == 0, result.stdout[-3000:]
+    result = run_script(str(other_words), "-q")
+    assert result.returncode != 0 and "1 failed" in result.stdout
