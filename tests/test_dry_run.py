@@ -17,6 +17,7 @@ def test_the_variable_switches_the_dry_run(monkeypatch, value, on):
     assert dry_run.is_dry_run() is on
     assert dry_run.cap_steps(1000) == (dry_run.MAX_STEPS if on else 1000)
     assert dry_run.cap_count(50000) == (dry_run.MAX_IMAGES if on else 50000)
+    assert dry_run.cap_count(10000, "test") == (dry_run.MAX_TEST_IMAGES if on else 10000)
     assert dry_run.cap_eval(10000) == (dry_run.MAX_EVAL_IMAGES if on else 10000)
     assert bool(dry_run.checkpoint_marker()) is on
 
