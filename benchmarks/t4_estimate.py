@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
             "assumptions": {"sustained_tflops_fp16": args.tflops, "activation_scale": args.activation_scale,
                             "state_bytes_per_parameter": 16, "cuda_context_gib": CUDA_CONTEXT_GIB,
                             "small_batches": list(args.batches), "t4_memory_gib": T4_MEMORY_GIB,
-                            "note": __doc__.split("\n\n")[1]},
+                            "method": " ".join(__doc__.split("\n\n")[1:4])},
             "device_measured_on": "cpu", "torch": torch.__version__, "runs": rows, "lessons": per_lesson},
             indent=1) + "\n")
         print("wrote", args.json)
