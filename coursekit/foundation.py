@@ -4,7 +4,9 @@ Weights (:func:`load_dinov2`) come from, in order: a file the caller names, the 
 (``torch.hub.get_dir()/checkpoints/dinov2_vits14_pretrain.pth``; ``$TORCH_HOME`` moves it), the
 official download. Without any of them :class:`WeightsUnavailableError` says where to put the file;
 random weights only with ``allow_random=True``, and then ``model.pretrained`` is False and
-``model.banner`` says that the results are meaningless. The architecture is
+``model.banner`` says that the results are meaningless. In a dry run (``COURSEKIT_DRY_RUN``,
+``coursekit.dry_run``) nothing is downloaded and missing weights give random ones, as missing
+datasets give random images: the full profile's DINOv2 at 224 px runs offline. The architecture is
 ``coursekit.models.dinov2``.
 
 Offline, lesson 08 needs features that mean something all the same: :func:`load_stand_in` gives the
@@ -26,7 +28,7 @@ from torch import Tensor
 
 from torch import nn
 
-from coursekit import pretrained
+from coursekit import dry_run, pretrained
 from coursekit.augment import IMAGENET_MEAN, IMAGENET_STD
 from coursekit.models.dinov2 import DINOV2_CONFIGS, PATCH_SIZE, DinoVisionTransformer, create_dinov2
 
@@ -83,7 +85,8 @@ def load_dinov2(
     with ``download=True``). When none works, :class:`WeightsUnavailableError` names the file to put
     in place and its URL, unless ``allow_random=True``: then the model gets random weights (drawn
     with ``seed``, the global RNG untouched), ``model.pretrained`` is False and ``model.banner``
-    warns that the results are meaningless.
+    warns that the results are meaningless. In a dry run (``coursekit.dry_run``) nothing is
+    downloaded and missing weights are random ones, as with ``allow_random=True``.
     """
     if name not in DINOV2_CONFIGS:
         raise ValueError(f"unknown DINOv2 model {name!r}; choose one of {sorted(DINOV2_CONFIGS)}")
@@ -95,6 +98,9 @@ def load_dinov2(
         state_dict = _read_weights(source)
     elif cache.is_file():
         source, state_dict = cache, _read_weights(cache)
+    elif dry_run.is_dry_run():  # offline by design: random weights stand in, as random images do for data
+        source, state_dict, reason = cache, None, "a dry run downloads nothing (COURSEKIT_DRY_RUN)"
+        allow_random = True
     else:
         source, state_dict, reason = cache, None, "downloading is switched off (download=False)"
         if download:

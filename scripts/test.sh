@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the course (see setup.sh), then runs the unit tests and every notebook under nbval
-# in the smoke profile, offline. Extra arguments go to pytest.
+# in the smoke profile, offline (extra arguments go to this pytest), then the full profile's dry run
+# of the notebooks (scripts/test_dry_run.sh; COURSEKIT_SKIP_DRY_RUN=1 leaves it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,4 +17,7 @@ python -m pytest -n "${COURSEKIT_TEST_WORKERS:-2}" --dist loadfile -p no:cachepr
     --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg \
     tests notebooks solutions exercises "$@" || status=$?
 echo "test suite took $(( $(date +%s) - start )) s"
+if [ "${COURSEKIT_SKIP_DRY_RUN:-0}" != 1 ]; then
+    bash scripts/test_dry_run.sh || status=$?
+fi
 exit $status

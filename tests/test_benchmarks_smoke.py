@@ -355,3 +355,18 @@ def test_label_fractions_stores_the_lesson_07_table_and_leaves_the_runs_in_the_c
     assert capsys.readouterr().out.count(": trained\n") == len(label_fractions.METHODS)
     with pytest.raises(SystemExit):  # a one-line usage error before any training
         label_fractions.main(["--profile", "smoke", "--draws", "0", "--report", str(report_path)])
+
+
+def test_t4_estimate_scales_one_measured_step_to_the_full_recipe(tmp_path):
+    import t4_estimate
+
+    out = tmp_path / "t4.json"
+    t4_estimate.main(["--lessons", "06", "--batches", "1", "2", "--tflops", "10", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["assumptions"]["sustained_tflops_fp16"] == 10 and result["assumptions"]["small_batches"] == [1, 2]
+    (row,) = result["runs"]
+    assert row["lesson"] == "06" and row["method"] == "mae" and row["batch"] == 512 and row["steps"] == 30 * (50000 // 512)
+    assert row["flops_linearity"] == pytest.approx(1.0, rel=0.05)  # FLOPs grow with the batch
+    minutes = row["flops_per_image"] * row["batch"] * row["steps"] / 10e12 / 60
+    assert row["t4_minutes"] == pytest.approx(minutes, abs=0.051)
+    assert result["lessons"]["06"]["t4_minutes"] == row["t4_minutes"]

@@ -239,6 +239,22 @@ def test_random_weights_only_when_asked(empty_torch_home):
     assert "dinov2_vits14_pretrain.pth" in model.banner
 
 
+def test_a_dry_run_downloads_nothing_and_runs_on_random_weights(empty_torch_home, monkeypatch):
+    """COURSEKIT_DRY_RUN=1: no download is tried, the model has random weights and its banner says so,
+    as a missing dataset gives random images; unset, missing weights stay an error."""
+    def no_download(name):
+        raise AssertionError("a dry run must not download")
+    monkeypatch.setattr(foundation, "_download_weights", no_download)
+    monkeypatch.setenv("COURSEKIT_DRY_RUN", "1")
+    with pytest.warns(UserWarning, match="a dry run downloads nothing"):
+        model = load_dinov2("dinov2_vits14")
+    assert model.pretrained is False and "RANDOM weights" in model.banner
+    assert model.forward_features(torch.zeros(1, 3, 224, 224))["grid"] == (16, 16)  # the full profile's size
+    monkeypatch.setenv("COURSEKIT_DRY_RUN", "0")
+    with pytest.raises(AssertionError, match="must not download"):
+        load_dinov2("dinov2_vits14")
+
+
 def test_named_file_and_hub_cache_round_trip(empty_torch_home):
     with pytest.warns(UserWarning):
         random_model = load_dinov2("dinov2_vits14", download=False, allow_random=True, seed=1)

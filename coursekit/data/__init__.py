@@ -100,22 +100,22 @@ def _load(name: str, split: str, n: int | None, image_size: int | None, seed: in
     same seeded order, so a capped split is a prefix of the real one)."""
     if name == "shapes":
         split_seed = 2 * seed + SPLITS["shapes"].index(split)
-        count = dry_run.cap_count(SHAPES_SPLIT_SIZES[split] if n is None else n)
+        count = dry_run.cap_count(SHAPES_SPLIT_SIZES[split] if n is None else n, split)
         return make_shapes(count, SHAPES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
     if name == "scenes":
         split_seed = 3 * seed + SPLITS["scenes"].index(split)
-        count = dry_run.cap_count(SCENES_SPLIT_SIZES[split] if n is None else n)
+        count = dry_run.cap_count(SCENES_SPLIT_SIZES[split] if n is None else n, split)
         scenes = make_scenes(count, SCENES_DEFAULT_SIZE if image_size is None else image_size, seed=split_seed)
         if split == "unlabeled":
             scenes = ImageSet(scenes.images, torch.full((count,), -1, dtype=torch.long), scenes.classes)
         return scenes
     if name == "pets":
         if dry_run.is_dry_run():  # every split of Pets holds more than MAX_IMAGES
-            n = dry_run.MAX_IMAGES if n is None else dry_run.cap_count(n)
+            n = dry_run.cap_count(dry_run.MAX_IMAGES if n is None else n, split)
         return load_pets(split, image_size, n=n, seed=seed, root=root)
     full = _IN_MEMORY_LOADERS[name](split, root)
     index = seeded_first(len(full), n, seed)
-    picked = full.subset(index[:dry_run.cap_count(len(index))])
+    picked = full.subset(index[:dry_run.cap_count(len(index), split)])
     if image_size is not None:
         picked.images = resize_images(picked.images, image_size)
     return picked

@@ -89,7 +89,7 @@ def _pet_masks(labels: torch.Tensor, size: int, generator: torch.Generator) -> t
 def standin(name: str, split: str, n: int | None, image_size: int | None, seed: int = 0) -> ImageSet:
     """Random images standing in for ``name``'s ``split``: its native shape, uint8, its classes,
     balanced labels (every class present once there are as many images; -1 for an unlabeled split),
-    masks where it has them; at most ``dry_run.MAX_IMAGES`` images, resized to ``image_size`` as the
+    masks where it has them; at most ``dry_run.MAX_IMAGES`` images (``MAX_TEST_IMAGES`` for test), resized to ``image_size`` as the
     real loader would.
 
     Raises:
@@ -97,7 +97,7 @@ def standin(name: str, split: str, n: int | None, image_size: int | None, seed: 
     """
     native = NATIVE[name]
     count = len(seeded_first(native.splits[split], n, seed))
-    count = dry_run.cap_count(count)
+    count = dry_run.cap_count(count, split)
     if native.size is None and image_size is None:
         raise ValueError(f"load_images({name!r}): image_size is required (the photos come in many sizes); got None")
     height, width = native.size if native.size is not None else (image_size, image_size)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from coursekit import augment
+from coursekit import augment, dry_run
 from coursekit.data.images import check_images
 from coursekit.engine.device import autocast, module_device, resolve_precision
 
@@ -49,7 +49,8 @@ def extract_features(backbone: nn.Module, images: Tensor, batch_size: int = 256,
     Eval mode (BatchNorm uses its running statistics), no gradient, in batches of ``batch_size``,
     mixed precision on CUDA. ``normalize_fn`` turns a uint8 batch into the backbone's input
     (default: ``default_normalize``). The backbone's train/eval mode is restored afterwards.
-    Any module works: a classifier gives its logits.
+    Any module works: a classifier gives its logits. In a dry run (``coursekit.dry_run``) the backbone
+    sees only the first ``dry_run.MAX_EVAL_IMAGES`` images and the other rows repeat their features.
     """
     check_images(images, "images")
     if batch_size < 1:
@@ -60,12 +61,16 @@ def extract_features(backbone: nn.Module, images: Tensor, batch_size: int = 256,
     was_training = backbone.training
     backbone.eval()
     outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress, leave=False):
-        batch = normalize_fn(images[start:start + batch_size].to(device, non_blocking=True))
+    count = dry_run.cap_eval(len(images))  # all of them, except in a dry run
+    for start in tqdm(range(0, count, batch_size), desc="features", disable=not progress, leave=False):
+        batch = normalize_fn(images[start:min(start + batch_size, count)].to(device, non_blocking=True))
         with autocast(precision, device):
             outputs.append(backbone(batch).float())
     backbone.train(was_training)
-    return torch.cat(outputs)
+    features = torch.cat(outputs)
+    if count < len(images):  # a dry run: the rows not computed repeat the computed ones, in order
+        features = features[torch.arange(len(images), device=features.device) % count]
+    return features
 
 
 def num_classes_of(*labels: Tensor) -> int:

@@ -29,6 +29,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from coursekit import dry_run
 from coursekit.engine.device import module_device
 from coursekit.evaluate.patches import tokens_to_feature_map
 from coursekit.engine.supervised import epoch_means, train_supervised
@@ -216,15 +217,18 @@ def train_detector(
 def predict_boxes(
     model: FasterRCNN, images: Tensor, batch_size: int = 32, score_threshold: float = 0.0
 ) -> list[dict[str, Tensor]]:
-    """Detections per image: ``{"boxes": [K, 4] xyxy, "scores": [K], "labels": [K] 0-based}`` on the CPU."""
+    """Detections per image: ``{"boxes": [K, 4] xyxy, "scores": [K], "labels": [K] 0-based}`` on the CPU.
+    In a dry run (``coursekit.dry_run``) the model sees the first ``dry_run.MAX_EVAL_IMAGES`` images and
+    the other images get their detections, in order."""
     from coursekit.augment import to_float
 
     device = module_device(model)
     was_training = model.training
     model.eval()
     results = []
-    for start in range(0, len(images), batch_size):
-        for out in model(list(to_float(images[start:start + batch_size].to(device)))):
+    count = dry_run.cap_eval(len(images))  # all of them, except in a dry run
+    for start in range(0, count, batch_size):
+        for out in model(list(to_float(images[start:min(start + batch_size, count)].to(device)))):
             keep = out["scores"] >= score_threshold
             results.append({
                 "boxes": out["boxes"][keep].cpu(),
@@ -232,7 +236,7 @@ def predict_boxes(
                 "labels": out["labels"][keep].cpu() - 1,
             })
     model.train(was_training)
-    return results
+    return [results[i % count] for i in range(len(images))] if count < len(images) else results
 
 
 def evaluate_map(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from coursekit import dry_run
 from coursekit.engine.device import module_device
 from coursekit.engine.seeding import step_generator
 from coursekit.engine.supervised import epoch_means, train_supervised
@@ -341,14 +342,18 @@ def predict_masks(
     std=None,
     device: str | torch.device | None = None,
 ) -> Tensor:
-    """Predicted class per pixel: ``[N, 3, H, W]`` uint8 -> ``[N, H, W]`` long (on the CPU)."""
+    """Predicted class per pixel: ``[N, 3, H, W]`` uint8 -> ``[N, H, W]`` long (on the CPU). In a dry run
+    (``coursekit.dry_run``) the model sees the first ``dry_run.MAX_EVAL_IMAGES`` images and the other
+    images get their masks, in order."""
     mean, std = _stats(mean, std)
     device = (torch.device(device) if device is not None else module_device(model))
     was_training = model.training
     model.to(device).eval()
+    count = dry_run.cap_eval(len(images))  # all of them, except in a dry run
     preds = [
-        model(_prepare(images[i:i + batch_size].to(device), mean, std)).argmax(1).cpu()
-        for i in range(0, len(images), batch_size)
+        model(_prepare(images[i:min(i + batch_size, count)].to(device), mean, std)).argmax(1).cpu()
+        for i in range(0, count, batch_size)
     ]
     model.train(was_training)
-    return torch.cat(preds)
+    masks = torch.cat(preds)
+    return masks[torch.arange(len(images)) % count] if count < len(images) else masks

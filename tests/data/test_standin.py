@@ -56,6 +56,8 @@ def test_pets_standin_has_breeds_and_trimap_masks(offline_dry_run):
 def test_a_standin_is_resized_as_the_real_split_and_capped(offline_dry_run):
     assert tuple(load_images("stl10", "train", n=8, image_size=32).images.shape) == (8, 3, 32, 32)
     assert len(load_images("cifar10", "train")) == dry_run.MAX_IMAGES  # all 50000, capped
+    assert len(load_images("cifar10", "test")) == dry_run.MAX_TEST_IMAGES < dry_run.MAX_IMAGES  # only evaluated
+    assert len(load_images("pets", "test", n=500, image_size=32)) == dry_run.MAX_TEST_IMAGES
     with pytest.raises(ValueError, match="between 1 and 10000"):
         load_images("cifar10", "test", n=10001)  # more than the split holds: refused as for real data
 
@@ -63,6 +65,7 @@ def test_a_standin_is_resized_as_the_real_split_and_capped(offline_dry_run):
 def test_local_datasets_stay_real_and_are_capped(offline_dry_run, monkeypatch):
     real = load_images("shapes", "train", n=dry_run.MAX_IMAGES + 10)
     assert len(real) == dry_run.MAX_IMAGES and real.boxes is not None and real.masks is not None
+    assert len(load_images("shapes", "test", n=dry_run.MAX_IMAGES)) == dry_run.MAX_TEST_IMAGES
     monkeypatch.delenv("COURSEKIT_DRY_RUN")
     assert torch.equal(real.images, load_images("shapes", "train", n=dry_run.MAX_IMAGES).images)
 

@@ -148,3 +148,20 @@ def test_map_agrees_with_ultralytics_validator(noise):
         assert 0.05 < map50_95 < map50 < 0.9  # a range where disagreements would show
         assert ours["mAP50"] == pytest.approx(map50, abs=0.01)
         assert ours["mAP50-95"] == pytest.approx(map50_95, abs=0.01)
+
+def test_a_dry_run_predicts_the_first_images_and_repeats_their_detections(monkeypatch):
+    """COURSEKIT_DRY_RUN=1 (coursekit.dry_run): the model sees at most MAX_EVAL_IMAGES images, every image
+    still gets its detections (those of the image MAX_EVAL_IMAGES before it), so evaluate_map runs."""
+    from coursekit import dry_run
+
+    torch.manual_seed(0)
+    model = build_faster_rcnn(build_backbone("resnet18", width=8), num_classes=2, min_size=SIZE, max_size=SIZE)
+    images = two_images()[0].repeat(3, 1, 1, 1)  # 6 images
+    seen = []
+    model.backbone.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "1")
+    monkeypatch.setattr(dry_run, "MAX_EVAL_IMAGES", 2)
+    predictions = predict_boxes(model, images, batch_size=4)
+    assert seen == [2] and len(predictions) == 6
+    for i, p in enumerate(predictions):
+        assert all(torch.equal(p[key], predictions[i % 2][key]) for key in ("boxes", "scores", "labels"))

@@ -278,3 +278,23 @@ def test_training_with_crops_and_cosine_runs_and_checks_the_scale():
     assert len(history["loss"]) == 2
     with pytest.raises(ValueError, match="crop_scale"):
         train_segmentation(model, images, target, epochs=1, crop_scale=(0.0, 1.0), progress=False)
+
+
+def test_a_dry_run_predicts_the_first_masks_and_repeats_them(monkeypatch):
+    """COURSEKIT_DRY_RUN=1 (coursekit.dry_run): the model sees at most MAX_EVAL_IMAGES images; every image
+    still gets a mask (that of the image MAX_EVAL_IMAGES before it), so mean_iou reads the whole split."""
+    from coursekit import dry_run
+
+    torch.manual_seed(0)
+    images, target = square_data(n=10)
+    model = SegmentationModel(tiny_backbone("resnet18"), num_classes=3, head="linear")
+    seen = []
+    model.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "1")
+    monkeypatch.setattr(dry_run, "MAX_EVAL_IMAGES", 4)
+    pred = predict_masks(model, images, batch_size=3)
+    assert seen == [3, 1] and pred.shape == target.shape
+    assert torch.equal(pred[4:8], pred[:4]) and torch.equal(pred[8:], pred[:2])
+    monkeypatch.setenv(dry_run.DRY_RUN_ENV, "0")
+    seen.clear()
+    assert predict_masks(model, images, batch_size=3).shape == target.shape and seen == [3, 3, 3, 1]
