@@ -93,7 +93,9 @@ def full_runs() -> list[dict]:
 
 
 def build_step(run: dict, batch: int):
-    """-> (step(): one forward and backward pass at ``batch``, number of trainable parameters)."""
+    """-> (step(): one training step at ``batch`` (forward, backward and the optimizer, through the
+    engine's one ``OptimizerStep`` as every loop of the package), the model)."""
+    from coursekit.engine import OptimizerStep, TrainConfig, build_optimizer, create_optimizer
     from coursekit.recipes import get_recipe
 
     torch.manual_seed(0)
@@ -106,8 +108,10 @@ def build_step(run: dict, batch: int):
         method = recipe.build_method(recipe.build_backbone())
         images = torch.randint(0, 256, (batch, 3, recipe.image_size, recipe.image_size), dtype=torch.uint8)
 
+        optimizer_step = OptimizerStep(build_optimizer(method, TrainConfig(), "cpu"), "fp32", "cpu", hooks=method)
+
         def step():
-            method.training_step(images, generator).backward()
+            optimizer_step(method.training_step(images, generator), 0)
         return step, method
     if run["kind"] == "finetune":
         from coursekit.augment import normalize, to_float
@@ -119,8 +123,10 @@ def build_step(run: dict, batch: int):
                                              dtype=torch.uint8)))
         y = torch.randint(0, 10, (batch,))
 
+        optimizer_step = OptimizerStep(create_optimizer([{"params": list(model.parameters())}]), "fp32", "cpu")
+
         def step():
-            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer_step(torch.nn.functional.cross_entropy(model(x), y), 0)
         return step, model
     if run["kind"] == "features":
         from coursekit.foundation import create_dinov2
@@ -139,8 +145,10 @@ def build_step(run: dict, batch: int):
         method = DINO(build_backbone("yolo11n"), image_size=224, local_size=dino_local_size(224), **options)
         images = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
 
+        optimizer_step = OptimizerStep(build_optimizer(method, TrainConfig(), "cpu"), "fp32", "cpu", hooks=method)
+
         def step():
-            method.training_step(images, generator).backward()
+            optimizer_step(method.training_step(images, generator), 0)
         return step, method
     raise ValueError(run["kind"])
 
