@@ -14,7 +14,7 @@ time, with the switch read here and nowhere else:
   dtype and classes (``coursekit.data.standin``);
 - every feature extraction (``evaluate.extract_features``, what kNN, probes and retrieval read) runs
   the backbone on at most ``MAX_EVAL_IMAGES`` images of a call (``cap_eval``) and repeats their
-  features for the others, so the evaluations downstream get every row they expect;
+  features for the others (``repeat_rows``; detections and masks alike), so the evaluations downstream get every row they expect;
 - missing pretrained weights (DINOv2, ``coursekit.foundation``) are not downloaded: the model gets
   random weights, and its banner says so;
 - its checkpoints go to their own cache folder and record the dry run in their settings
@@ -65,6 +65,15 @@ def cap_eval(n: int) -> int:
     """The number of images a feature extraction of ``n`` runs the backbone on: at most
     ``MAX_EVAL_IMAGES`` in a dry run (the other rows repeat their features)."""
     return min(n, MAX_EVAL_IMAGES) if is_dry_run() else n
+
+
+def repeat_rows(rows, n: int):
+    """The rows a capped evaluation computed (``cap_eval``), repeated in order to ``n``: a tensor
+    (indexed along its first dimension) or a list. Unchanged when it holds ``n`` rows already."""
+    if len(rows) == n:
+        return rows
+    index = [i % len(rows) for i in range(n)]
+    return [rows[i] for i in index] if isinstance(rows, list) else rows[index]
 
 
 def checkpoint_marker() -> dict:

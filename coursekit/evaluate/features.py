@@ -67,10 +67,7 @@ def extract_features(backbone: nn.Module, images: Tensor, batch_size: int = 256,
         with autocast(precision, device):
             outputs.append(backbone(batch).float())
     backbone.train(was_training)
-    features = torch.cat(outputs)
-    if count < len(images):  # a dry run: the rows not computed repeat the computed ones, in order
-        features = features[torch.arange(len(images), device=features.device) % count]
-    return features
+    return dry_run.repeat_rows(torch.cat(outputs), len(images))  # a dry run computed fewer
 
 
 def num_classes_of(*labels: Tensor) -> int:

@@ -236,7 +236,7 @@ def predict_boxes(
                 "labels": out["labels"][keep].cpu() - 1,
             })
     model.train(was_training)
-    return [results[i % count] for i in range(len(images))] if count < len(images) else results
+    return dry_run.repeat_rows(results, len(images))  # a dry run computed fewer
 
 
 def evaluate_map(

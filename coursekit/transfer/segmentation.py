@@ -355,5 +355,4 @@ def predict_masks(
         for i in range(0, count, batch_size)
     ]
     model.train(was_training)
-    masks = torch.cat(preds)
-    return masks[torch.arange(len(images)) % count] if count < len(images) else masks
+    return dry_run.repeat_rows(torch.cat(preds), len(images))  # a dry run computed fewer
