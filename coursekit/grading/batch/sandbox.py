@@ -184,9 +184,12 @@ def end_new_processes(before: set[tuple[int, str]], grace: float = 0.0) -> int:
     ``grace``: seconds given first to those that are ending anyway (a sandbox's bwrap after its kernel),
     so that only what would have stayed is counted as left over."""
     deadline = time.monotonic() + grace
-    while descendants() - before and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        lingering = descendants() - before
+        if not lingering:
+            break
         time.sleep(0.05)
-        for pid, _ in descendants() - before:
+        for pid, _ in lingering:
             _reap(pid)
     killed: set[int] = set()
     for _ in range(100):
