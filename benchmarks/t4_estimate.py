@@ -100,19 +100,22 @@ def build_step(run: dict, batch: int):
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
-    if run["kind"] == "train":
-        import dataclasses
-        recipe = get_recipe(run["method"], "full")
-        if "backbone" in run:
-            recipe = dataclasses.replace(recipe, backbone=run["backbone"], backbone_kwargs=run["backbone_kwargs"])
-        method = recipe.build_method(recipe.build_backbone())
-        images = torch.randint(0, 256, (batch, 3, recipe.image_size, recipe.image_size), dtype=torch.uint8)
 
+    def pretraining_step(method, image_size: int):
+        """One step of a self-supervised method, as engine.fit takes it."""
+        images = torch.randint(0, 256, (batch, 3, image_size, image_size), dtype=torch.uint8)
         optimizer_step = OptimizerStep(build_optimizer(method, TrainConfig(), "cpu"), "fp32", "cpu", hooks=method)
 
         def step():
             optimizer_step(method.training_step(images, generator), 0)
         return step, method
+
+    if run["kind"] == "train":
+        import dataclasses
+        recipe = get_recipe(run["method"], "full")
+        if "backbone" in run:
+            recipe = dataclasses.replace(recipe, backbone=run["backbone"], backbone_kwargs=run["backbone_kwargs"])
+        return pretraining_step(recipe.build_method(recipe.build_backbone()), recipe.image_size)
     if run["kind"] == "finetune":
         from coursekit.augment import normalize, to_float
         recipe = get_recipe(run["method"], "full")
@@ -122,7 +125,6 @@ def build_step(run: dict, batch: int):
         x = normalize(to_float(torch.randint(0, 256, (batch, 3, recipe.image_size, recipe.image_size),
                                              dtype=torch.uint8)))
         y = torch.randint(0, 10, (batch,))
-
         optimizer_step = OptimizerStep(create_optimizer([{"params": list(model.parameters())}]), "fp32", "cpu")
 
         def step():
@@ -142,14 +144,8 @@ def build_step(run: dict, batch: int):
         from coursekit.models import build_backbone
         from coursekit.models.yolo import dino_local_size
         options = {k: v for k, v in get_recipe("dino", "full").method_kwargs.items() if k != "local_size"}
-        method = DINO(build_backbone("yolo11n"), image_size=224, local_size=dino_local_size(224), **options)
-        images = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8)
-
-        optimizer_step = OptimizerStep(build_optimizer(method, TrainConfig(), "cpu"), "fp32", "cpu", hooks=method)
-
-        def step():
-            optimizer_step(method.training_step(images, generator), 0)
-        return step, method
+        return pretraining_step(DINO(build_backbone("yolo11n"), image_size=224, local_size=dino_local_size(224),
+                                     **options), 224)
     raise ValueError(run["kind"])
 
 
